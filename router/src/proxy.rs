@@ -1,0 +1,560 @@
+//! The proxy: accepts HTTP/1.1 connections, routes each request by its `Host` to one backend of
+//! the current route table, streams the request and the response through, and records the outcome
+//! in the journal. Backend connections are pooled and kept alive.
+//!
+//! What it deliberately does not do, as v1 did not: retry on another instance, buffer bodies,
+//! follow redirects. What it adds over v1: `X-Afemu-Router-Error` on its own pages.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::balance::Balance;
+use crate::error_page::{ErrorPages, ROUTER_ERROR_HEADER, RouterError};
+use crate::host::{DEFAULT_DEV_SUFFIX, normalise_host};
+use crate::journal::{Journal, NewEntry};
+use crate::table::{Backend, HostRoute, Routes};
+
+/// How the router behaves; every field has v1's value (or afemu's documented choice) by default.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    pub balance: Balance,
+    /// Stripped from hosts before lookup (default `.localhost`); empty to keep hosts as they are.
+    pub dev_suffix: String,
+    pub error_pages: ErrorPages,
+    /// How long a backend may take to send its response head: v1's router v2 waited 120 s; never
+    /// below 75 s by default, since clients of the time expected that much.
+    pub backend_timeout: Duration,
+    /// How long to wait for a backend to accept the connection (router v2: 10 s).
+    pub connect_timeout: Duration,
+    /// A request carrying `X-Vcap-Trace: <trace_key>` gets `X-Vcap-Backend`/`X-Vcap-Router` back.
+    pub trace_key: String,
+    /// How long a client may take to send a request head before the connection is dropped.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for requests in flight before closing their connections.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            balance: Balance::RoundRobin,
+            dev_suffix: DEFAULT_DEV_SUFFIX.into(),
+            error_pages: ErrorPages::appfog(),
+            backend_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(10),
+            trace_key: "22".into(),
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+type BackendClient = Client<HttpConnector, Incoming>;
+
+struct Shared {
+    config: RouterConfig,
+    routes: Routes,
+    journal: Journal,
+    client: BackendClient,
+    accepting: AtomicBool,
+}
+
+/// The router: clone it freely, serve it on as many listeners as you like.
+#[derive(Clone)]
+pub struct Router {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    pub fn new(config: RouterConfig, routes: Routes, journal: Journal) -> Router {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .pool_timer(TokioTimer::new())
+            .set_host(false)
+            .build(connector);
+        Router {
+            shared: Arc::new(Shared {
+                config,
+                routes,
+                journal,
+                client,
+                accepting: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.shared.routes
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.shared.journal
+    }
+
+    /// Whether an accept loop is running (the health check's "the router accepts connections").
+    pub fn is_accepting(&self) -> bool {
+        self.shared.accepting.load(Ordering::Acquire)
+    }
+
+    /// Serves connections from `listener` until `shutdown` is cancelled, then stops accepting,
+    /// lets requests in flight finish (up to the configured grace) and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let local_ip = listener
+            .local_addr()
+            .map(|addr| addr.ip().to_string())
+            .unwrap_or_default();
+        let router_ip = HeaderValue::from_str(&local_ip).unwrap_or(HeaderValue::from_static(""));
+        let graceful = GracefulShutdown::new();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.shared.config.header_read_timeout)
+            .keep_alive(true);
+        self.shared.accepting.store(true, Ordering::Release);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors or a connection reset before accept: not fatal.
+                        tracing::warn!(%error, "router accept failed");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            let router_ip = router_ip.clone();
+            let service = service_fn(move |request| {
+                let shared = shared.clone();
+                let router_ip = router_ip.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, request, peer, router_ip).await) }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, %peer, "router connection ended with an error");
+                }
+            });
+        }
+        self.shared.accepting.store(false, Ordering::Release);
+        drop(listener);
+        if tokio::time::timeout(self.shared.config.shutdown_grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("router shutdown: connections still open after the grace period");
+        }
+    }
+}
+
+/// What every request carries into the journal.
+struct RequestFacts {
+    start: SystemTime,
+    started: Instant,
+    method: Method,
+    path: String,
+}
+
+async fn handle(
+    shared: &Shared,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    router_ip: HeaderValue,
+) -> Response<RouterBody> {
+    let facts = RequestFacts {
+        start: SystemTime::now(),
+        started: Instant::now(),
+        method: request.method().clone(),
+        path: request.uri().path().to_owned(),
+    };
+    // An absolute-form target names the host; otherwise the Host header does (RFC 9112 §3.2.2).
+    let raw_host = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok()),
+    };
+    let host_key = raw_host.and_then(|raw| normalise_host(raw, &shared.config.dev_suffix));
+    let Some(host_key) = host_key else {
+        return router_page(
+            shared,
+            facts,
+            Arc::from(""),
+            0,
+            None,
+            RouterError::BadRequest,
+        );
+    };
+
+    let table = shared.routes.load();
+    let version = table.version();
+    let Some(route) = table.lookup(&host_key) else {
+        let host = Arc::from(&*host_key);
+        drop(table);
+        return router_page(shared, facts, host, version, None, RouterError::NoRoute);
+    };
+    let backend = choose(shared.config.balance, route, request.headers()).clone();
+    let host = route.host().clone();
+    drop(table);
+    drop(host_key);
+
+    let trace = request
+        .headers()
+        .get("x-vcap-trace")
+        .is_some_and(|value| value.as_bytes() == shared.config.trace_key.as_bytes());
+
+    // The request as the backend gets it: origin-form target, hop-by-hop headers removed,
+    // forwarding headers added, the client's Host kept (apps see their public host, as on v1).
+    let had_host = request.headers().contains_key(header::HOST);
+    let original_host = request.uri().authority().map(|a| a.as_str().to_owned());
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(http::uri::Scheme::HTTP);
+    target.authority = Some(backend.authority().clone());
+    target.path_and_query = Some(path_and_query);
+    *request.uri_mut() = Uri::from_parts(target).expect("scheme, authority and path make a URI");
+    *request.version_mut() = http::Version::HTTP_11;
+    let headers = request.headers_mut();
+    remove_hop_by_hop(headers);
+    if !had_host && let Some(host) = original_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        headers.insert(header::HOST, host);
+    }
+    append_forwarded_for(headers, peer);
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("http"),
+        );
+    }
+
+    let sent = tokio::time::timeout(
+        shared.config.backend_timeout,
+        shared.client.request(request),
+    )
+    .await;
+    let mut response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, backend = %backend.addr(), "backend failed");
+            backend.request_finished();
+            return router_page(
+                shared,
+                facts,
+                host,
+                version,
+                Some(&backend),
+                RouterError::BadGateway,
+            );
+        }
+        Err(_elapsed) => {
+            backend.request_finished();
+            return router_page(
+                shared,
+                facts,
+                host,
+                version,
+                Some(&backend),
+                RouterError::Timeout,
+            );
+        }
+    };
+
+    let status = response.status();
+    let headers = response.headers_mut();
+    remove_hop_by_hop(headers);
+    if trace {
+        if let Ok(value) = HeaderValue::from_str(&backend.addr().to_string()) {
+            headers.insert(HeaderName::from_static("x-vcap-backend"), value);
+        }
+        headers.insert(HeaderName::from_static("x-vcap-router"), router_ip);
+    }
+    add_sticky_cookie(headers, &backend);
+
+    let (parts, body) = response.into_parts();
+    let pending = PendingEntry {
+        journal: shared.journal.clone(),
+        facts,
+        host,
+        status: status.as_u16(),
+        version,
+        backend,
+        completed: false,
+    };
+    Response::from_parts(
+        parts,
+        RouterBody::Proxied {
+            inner: body,
+            pending: Some(pending),
+        },
+    )
+}
+
+/// Picks the backend: the one named by a valid `__VCAP_ID__` sticky cookie, else the balancer's.
+fn choose<'a>(balance: Balance, route: &'a HostRoute, headers: &HeaderMap) -> &'a Arc<Backend> {
+    let backends = route.backends();
+    if let Some(id) = sticky_id(headers)
+        && let Some(backend) = backends.iter().find(|b| b.private_instance_id() == id)
+    {
+        return backend;
+    }
+    &backends[balance.pick_index(route.next_request(), backends.len())]
+}
+
+/// The `__VCAP_ID__` value from the request's cookies, if any.
+fn sticky_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .find_map(|cookie| cookie.trim().strip_prefix("__VCAP_ID__="))
+        .filter(|id| !id.is_empty())
+}
+
+/// When the app sets `JSESSIONID`, pin the client to this instance, as v1's routers did.
+fn add_sticky_cookie(headers: &mut HeaderMap, backend: &Backend) {
+    let sets_session = headers.get_all(header::SET_COOKIE).iter().any(|value| {
+        value
+            .as_bytes()
+            .windows(10)
+            .any(|window| window.eq_ignore_ascii_case(b"JSESSIONID"))
+    });
+    if sets_session
+        && let Ok(cookie) = HeaderValue::from_str(&format!(
+            "__VCAP_ID__={}; Path=/",
+            backend.private_instance_id()
+        ))
+    {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus any the
+/// `Connection` header names.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        if let Ok(listed) = connection.to_str() {
+            for name in listed.split(',') {
+                let name = name.trim();
+                if !name.is_empty() {
+                    headers.remove(name);
+                }
+            }
+        }
+        // Further Connection values (rare) are dropped by the loop below.
+        while headers.remove(header::CONNECTION).is_some() {}
+    }
+    for name in [
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        if headers.contains_key(&name) {
+            headers.remove(&name);
+        }
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    }
+}
+
+fn router_page(
+    shared: &Shared,
+    facts: RequestFacts,
+    host: Arc<str>,
+    version: u64,
+    backend: Option<&Arc<Backend>>,
+    error: RouterError,
+) -> Response<RouterBody> {
+    let page = shared.config.error_pages.page(error);
+    shared.journal.record(NewEntry {
+        start: facts.start,
+        end: facts.start + facts.started.elapsed(),
+        host,
+        method: facts.method,
+        path: facts.path,
+        status: error.status(),
+        route_table_version: version,
+        app: backend.map(|b| b.app().clone()),
+        instance: backend.map(|b| b.instance_index()),
+        router_error: Some(error),
+        aborted: false,
+    });
+    let mut response = Response::new(RouterBody::Page(Full::new(page.body.clone())));
+    *response.status_mut() = StatusCode::from_u16(error.status()).expect("valid status");
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(page.content_type),
+    );
+    headers.insert(
+        HeaderName::from_static(ROUTER_ERROR_HEADER),
+        HeaderValue::from_static(error.as_str()),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if error == RouterError::BadRequest {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A proxied response that has not ended yet. Dropping it records the journal entry, whether the
+/// body ended, failed, or the client went away, and releases the backend (see `Backend::drain`).
+struct PendingEntry {
+    journal: Journal,
+    facts: RequestFacts,
+    host: Arc<str>,
+    status: u16,
+    version: u64,
+    backend: Arc<Backend>,
+    completed: bool,
+}
+
+impl Drop for PendingEntry {
+    fn drop(&mut self) {
+        let facts = &mut self.facts;
+        self.journal.record(NewEntry {
+            start: facts.start,
+            end: facts.start + facts.started.elapsed(),
+            host: self.host.clone(),
+            method: std::mem::replace(&mut facts.method, Method::GET),
+            path: std::mem::take(&mut facts.path),
+            status: self.status,
+            route_table_version: self.version,
+            app: Some(self.backend.app().clone()),
+            instance: Some(self.backend.instance_index()),
+            router_error: None,
+            aborted: !self.completed,
+        });
+        self.backend.request_finished();
+    }
+}
+
+/// The body of every response the router sends: a backend's, streamed, or one of its own pages.
+enum RouterBody {
+    Proxied {
+        inner: Incoming,
+        pending: Option<PendingEntry>,
+    },
+    Page(Full<Bytes>),
+}
+
+impl Body for RouterBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RouterBody::Proxied { inner, pending } => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => {
+                        if let Some(mut done) = pending.take() {
+                            done.completed = true;
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        // Recorded as aborted.
+                        pending.take();
+                    }
+                    _ => {}
+                }
+                polled
+            }
+            RouterBody::Page(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never: Infallible| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RouterBody::Proxied { inner, .. } => inner.is_end_stream(),
+            RouterBody::Page(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RouterBody::Proxied { inner, .. } => inner.size_hint(),
+            RouterBody::Page(full) => full.size_hint(),
+        }
+    }
+}
+
+impl Drop for RouterBody {
+    fn drop(&mut self) {
+        // A body that was empty from the start (a HEAD, a 204, `Content-Length: 0`) may never be
+        // polled; it still completed.
+        if let RouterBody::Proxied { inner, pending } = self
+            && inner.is_end_stream()
+            && let Some(pending) = pending
+        {
+            pending.completed = true;
+        }
+    }
+}
+
+impl std::fmt::Debug for RouterBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouterBody::Proxied { .. } => f.write_str("RouterBody::Proxied"),
+            RouterBody::Page(_) => f.write_str("RouterBody::Page"),
+        }
+    }
+}
