@@ -1,0 +1,103 @@
+//! The admin API under `/_afemu/`, for tests in any language: health, the journal as JSON lines
+//! (optionally waiting for new entries), the route table and the counters.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::platform::Platform;
+
+pub(super) fn routes() -> Router<Platform> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/journal", get(journal))
+        .route("/routes", get(routes_table))
+        .route("/counters", get(counters))
+}
+
+/// 200 once the control plane answers (it does, if this runs) and the router accepts
+/// connections; 503 before.
+async fn health(State(platform): State<Platform>) -> Response {
+    let routes = platform.routes().version();
+    if platform.router().is_accepting() {
+        Json(json!({"status": "ok", "route_table_version": routes})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "route_table_version": routes})),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct JournalQuery {
+    #[serde(default)]
+    since: u64,
+    /// Wait up to this long (e.g. `5s`) for an entry after `since` when there is none yet.
+    wait: Option<String>,
+    /// Only entries for this host (normalised).
+    host: Option<String>,
+}
+
+/// `GET /_afemu/journal?since=SEQ[&wait=5s][&host=H]`: entries after `since`, one JSON object
+/// per line, oldest first.
+async fn journal(
+    State(platform): State<Platform>,
+    query: Result<Query<JournalQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let journal = platform.journal();
+    if let Some(wait) = &query.wait {
+        let wait = humantime::parse_duration(wait)
+            .map_err(|e| ApiError::BadRequest(format!("wait: {e}")))?
+            .min(Duration::from_secs(60));
+        let host = query.host.clone();
+        journal
+            .wait_for(query.since, wait, |entry| {
+                host.as_deref().is_none_or(|h| &*entry.host == h)
+            })
+            .await;
+    }
+    let mut lines = String::new();
+    for entry in journal.since(query.since) {
+        if query.host.as_deref().is_some_and(|h| &*entry.host != h) {
+            continue;
+        }
+        lines.push_str(
+            &serde_json::to_string(&*entry).map_err(|e| ApiError::System(e.to_string()))?,
+        );
+        lines.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
+}
+
+async fn routes_table(State(platform): State<Platform>) -> Json<serde_json::Value> {
+    let table = platform.routes().snapshot();
+    let hosts: serde_json::Map<String, serde_json::Value> = table
+        .summary()
+        .into_iter()
+        .map(|(host, backends)| {
+            let backends: Vec<_> = backends
+                .into_iter()
+                .map(|(app, index)| json!({"app": app, "instance": index}))
+                .collect();
+            (host, json!(backends))
+        })
+        .collect();
+    Json(json!({"version": table.version(), "hosts": hosts}))
+}
+
+async fn counters(State(platform): State<Platform>) -> Json<serde_json::Value> {
+    Json(json!({
+        "last_seq": platform.journal().last_seq(),
+        "hosts": platform.journal().counters(),
+    }))
+}

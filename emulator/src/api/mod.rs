@@ -1,0 +1,28 @@
+//! The control plane's HTTP surface: the AppFog v1 cloud-controller API as `af` 0.3.22 and the
+//! other v1 clients use it (spec/af-api.md §3), plus the admin API under `/_afemu/`. One module per
+//! resource, each with its routes next to its handlers; this file puts them together.
+
+mod admin;
+mod apps;
+mod extract;
+mod info;
+mod users;
+
+use axum::Router;
+use axum::http::StatusCode;
+
+use crate::platform::Platform;
+
+pub(crate) use extract::{AuthUser, V1Json};
+
+/// The whole API as one router, ready to serve.
+pub fn api(platform: Platform) -> Router {
+    Router::new()
+        .merge(info::routes())
+        .merge(users::routes())
+        .merge(apps::routes(&platform))
+        .nest("/_afemu", admin::routes())
+        // v1's `default#route_not_found`: 404 with an empty body.
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(platform)
+}

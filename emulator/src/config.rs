@@ -1,0 +1,238 @@
+//! Settings: the timing profiles, the account limits, and everything `afemu serve` can be told.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use afemu_router::{Balance, ErrorPages, RouterConfig};
+
+/// How long the platform takes to do things. The window an update opens (stop, stage, boot) is
+/// what the seed procedures exist to hide, so it must be real; the profiles only scale it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// No artificial delays at all: for property tests and fast CI.
+    Instant,
+    /// Short but visible delays (a few hundred milliseconds): the default.
+    Fast,
+    /// Seconds, like the real platform.
+    Realistic,
+}
+
+impl Profile {
+    pub fn timing(self) -> Timing {
+        match self {
+            Profile::Instant => Timing {
+                staging: Duration::ZERO,
+                boot: Duration::ZERO,
+                readiness_poll: Duration::from_millis(2),
+                readiness_timeout: Duration::from_secs(60),
+                drain: Duration::from_secs(1),
+                flapping_backoff: Duration::from_millis(100),
+            },
+            Profile::Fast => Timing {
+                staging: Duration::from_millis(250),
+                boot: Duration::from_millis(150),
+                readiness_poll: Duration::from_millis(10),
+                readiness_timeout: Duration::from_secs(60),
+                drain: Duration::from_secs(2),
+                flapping_backoff: Duration::from_secs(1),
+            },
+            Profile::Realistic => Timing {
+                staging: Duration::from_secs(3),
+                boot: Duration::from_secs(2),
+                readiness_poll: Duration::from_millis(500),
+                readiness_timeout: Duration::from_secs(60),
+                drain: Duration::from_secs(10),
+                flapping_backoff: Duration::from_secs(60),
+            },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Instant => "instant",
+            Profile::Fast => "fast",
+            Profile::Realistic => "realistic",
+        }
+    }
+}
+
+/// The delays of one profile; each can also be set on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Extra time staging takes, on top of the real unpacking (v1 staged inside the PUT).
+    pub staging: Duration,
+    /// How long a built-in static server takes to start listening (a real app takes what it takes).
+    pub boot: Duration,
+    /// How often an instance's port is tried while it is STARTING (v1: 0.5 s).
+    pub readiness_poll: Duration,
+    /// How long an instance may take to accept a connection before it is CRASHED (v1: ~60 s).
+    pub readiness_timeout: Duration,
+    /// How long a stop waits for requests in flight to the instance before killing it.
+    pub drain: Duration,
+    /// The first flapping restart delay; it doubles per crash (v1: 60 s, up to 480 s).
+    pub flapping_backoff: Duration,
+}
+
+/// A user's account limits, v1's `account_capacity` defaults (spec/af-api.md §11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_mb: u64,
+    pub apps: u32,
+    pub app_uris: u32,
+    pub services: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 8192,
+            apps: 50,
+            app_uris: 4,
+            services: 16,
+        }
+    }
+}
+
+/// Everything the emulator needs to run, whatever started it (`afemu serve`, the test harness).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The apps' default domain (infra `aws`), and `api.<domain>` for the API behind the router.
+    pub domain: String,
+    pub profile: Profile,
+    pub timing: Timing,
+    /// Where apps, packages and instances live. `None`: a temporary directory removed at exit.
+    pub data_dir: Option<PathBuf>,
+    pub router: RouterConfig,
+    pub journal_capacity: usize,
+    /// The largest JSON request body accepted.
+    pub max_json_body: usize,
+    /// The largest upload (`POST /apps/:name/application`) accepted.
+    pub max_upload: usize,
+    /// The most an upload may unpack to (a zip bomb is refused before it fills the disk).
+    pub max_unpacked: u64,
+    pub limits: Limits,
+    /// Emails that may act for others with `PROXY-USER`.
+    pub admins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::for_profile(Profile::Fast)
+    }
+}
+
+impl Config {
+    pub fn for_profile(profile: Profile) -> Config {
+        Config {
+            domain: DEFAULT_DOMAIN.into(),
+            profile,
+            timing: profile.timing(),
+            data_dir: None,
+            router: RouterConfig::default(),
+            journal_capacity: afemu_router::journal::DEFAULT_CAPACITY,
+            max_json_body: 1024 * 1024,
+            max_upload: 256 * 1024 * 1024,
+            max_unpacked: 1024 * 1024 * 1024,
+            limits: Limits::default(),
+            admins: Vec::new(),
+        }
+    }
+}
+
+pub const DEFAULT_DOMAIN: &str = "aws.af.cm";
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:9022";
+pub const DEFAULT_ROUTER_ADDR: &str = "127.0.0.1:9080";
+
+/// The flags of `afemu serve`. Every one can also come from an `AFEMU_*` environment variable.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the control plane (the v1 API) listens; port 0 picks a free port.
+    #[arg(long, env = "AFEMU_API_ADDR", default_value = DEFAULT_API_ADDR)]
+    pub api_addr: SocketAddr,
+    /// Where the router listens; port 0 picks a free port.
+    #[arg(long, env = "AFEMU_ROUTER_ADDR", default_value = DEFAULT_ROUTER_ADDR)]
+    pub router_addr: SocketAddr,
+    /// Where apps, packages and instances are kept [default: a temporary directory, removed at exit].
+    #[arg(long, env = "AFEMU_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How long staging, boot and the rest take.
+    #[arg(long, env = "AFEMU_PROFILE", value_enum, default_value = "fast")]
+    pub profile: Profile,
+    /// The apps' default domain; the API is also served through the router at api.<domain>.
+    #[arg(long, env = "AFEMU_DOMAIN", default_value = DEFAULT_DOMAIN)]
+    pub domain: String,
+    /// The router's own error pages: appfog, vcap, gorouter, or the path of an HTML template
+    /// ({{status}} and {{reason}} are filled in).
+    #[arg(long, env = "AFEMU_ERROR_PAGES", default_value = "appfog")]
+    pub error_pages: ErrorPages,
+    /// How the router picks among a host's backends: round-robin, or random (v1) with --seed.
+    #[arg(long, env = "AFEMU_BALANCE", default_value = "round-robin")]
+    pub balance: Balance,
+    /// The seed of --balance random.
+    #[arg(long, env = "AFEMU_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// Stripped from request hosts, so http://example.com.localhost:9080/ works from a browser;
+    /// empty to disable.
+    #[arg(long, env = "AFEMU_DEV_SUFFIX", default_value = afemu_router::host::DEFAULT_DEV_SUFFIX)]
+    pub dev_suffix: String,
+    /// How long the router waits for a backend's response (v1: 120 s).
+    #[arg(long, env = "AFEMU_BACKEND_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
+    pub backend_timeout: Duration,
+    /// How many requests the journal keeps for queries (its counters keep everything).
+    #[arg(long, env = "AFEMU_JOURNAL_CAPACITY", default_value_t = afemu_router::journal::DEFAULT_CAPACITY)]
+    pub journal_capacity: usize,
+    /// Extra staging time [default: from the profile].
+    #[arg(long, env = "AFEMU_STAGING_DELAY", value_parser = humantime::parse_duration)]
+    pub staging_delay: Option<Duration>,
+    /// Boot time of built-in static servers [default: from the profile].
+    #[arg(long, env = "AFEMU_BOOT_DELAY", value_parser = humantime::parse_duration)]
+    pub boot_delay: Option<Duration>,
+    /// How long a stop waits for requests in flight [default: from the profile].
+    #[arg(long, env = "AFEMU_DRAIN", value_parser = humantime::parse_duration)]
+    pub drain: Option<Duration>,
+    /// How long an instance may take to listen before it is CRASHED [default: 60s].
+    #[arg(long, env = "AFEMU_READINESS_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub readiness_timeout: Option<Duration>,
+    /// The largest JSON body the API accepts, in bytes.
+    #[arg(long, env = "AFEMU_MAX_JSON_BODY", default_value_t = 1024 * 1024)]
+    pub max_json_body: usize,
+    /// The largest upload the API accepts, in bytes.
+    #[arg(long, env = "AFEMU_MAX_UPLOAD", default_value_t = 256 * 1024 * 1024)]
+    pub max_upload: usize,
+    /// Users that may act for others with the PROXY-USER header (repeatable).
+    #[arg(long = "admin", env = "AFEMU_ADMINS", value_delimiter = ',')]
+    pub admins: Vec<String>,
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> Config {
+        let mut config = Config::for_profile(self.profile);
+        config.domain = self.domain.trim().to_ascii_lowercase();
+        config.data_dir = self.data_dir.clone();
+        config.router.error_pages = self.error_pages.clone();
+        config.router.balance = match self.balance {
+            Balance::Random { .. } => Balance::Random { seed: self.seed },
+            other => other,
+        };
+        config.router.dev_suffix = self.dev_suffix.clone();
+        config.router.backend_timeout = self.backend_timeout;
+        config.journal_capacity = self.journal_capacity;
+        if let Some(staging) = self.staging_delay {
+            config.timing.staging = staging;
+        }
+        if let Some(boot) = self.boot_delay {
+            config.timing.boot = boot;
+        }
+        if let Some(drain) = self.drain {
+            config.timing.drain = drain;
+        }
+        if let Some(timeout) = self.readiness_timeout {
+            config.timing.readiness_timeout = timeout;
+        }
+        config.max_json_body = self.max_json_body;
+        config.max_upload = self.max_upload;
+        config.admins = self.admins.iter().map(|a| a.to_ascii_lowercase()).collect();
+        config
+    }
+}

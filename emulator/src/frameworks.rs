@@ -1,0 +1,123 @@
+//! The frameworks and runtimes `/info` offers, as v1 named them, for the runtimes that are
+//! actually on this machine, each with the version installed. `af` detects the app type from the
+//! files and only checks `standalone` (and `rack`, `play`) against this list; other clients build
+//! their runtime menus from it.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+/// A runtime found on this machine.
+#[derive(Debug, Clone)]
+struct Runtime {
+    name: &'static str,
+    version: String,
+    description: &'static str,
+}
+
+fn probe(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).output().ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let version = text
+        .split_whitespace()
+        .find(|word| {
+            word.trim_start_matches('v')
+                .starts_with(|c: char| c.is_ascii_digit())
+        })?
+        .trim_start_matches('v')
+        .to_owned();
+    Some(version)
+}
+
+/// Looks for node, ruby, python and php (blocking: runs each with `--version`).
+pub(crate) fn detect() -> Value {
+    let node = probe("node", &["--version"]).map(|version| Runtime {
+        name: "node",
+        version,
+        description: "Node.js",
+    });
+    let ruby = probe("ruby", &["-e", "print RUBY_VERSION"]).map(|version| Runtime {
+        name: if version.starts_with("1.8") {
+            "ruby18"
+        } else {
+            "ruby19"
+        },
+        version,
+        description: "Ruby",
+    });
+    let python = probe("python3", &["--version"]).map(|version| Runtime {
+        name: "python2",
+        version,
+        description: "Python",
+    });
+    let php = probe("php", &["--version"]).map(|version| Runtime {
+        name: "php",
+        version,
+        description: "PHP",
+    });
+    frameworks(node, ruby, python, php)
+}
+
+fn frameworks(
+    node: Option<Runtime>,
+    ruby: Option<Runtime>,
+    python: Option<Runtime>,
+    php: Option<Runtime>,
+) -> Value {
+    let list = |runtimes: &[&Option<Runtime>]| -> Vec<Value> {
+        runtimes
+            .iter()
+            .filter_map(|r| r.as_ref())
+            .map(|r| json!({"name": r.name, "version": r.version, "description": r.description}))
+            .collect()
+    };
+    let mut frameworks = serde_json::Map::new();
+    let mut offer = |name: &str, runtimes: Vec<Value>| {
+        if !runtimes.is_empty() {
+            frameworks.insert(name.to_owned(), json!({"name": name, "runtimes": runtimes}));
+        }
+    };
+    offer("node", list(&[&node]));
+    offer("sinatra", list(&[&ruby]));
+    offer("rack", list(&[&ruby]));
+    offer("wsgi", list(&[&python]));
+    offer("django", list(&[&python]));
+    offer("php", list(&[&php]));
+    // Standalone is always offered: a start command can run anything, and the built-in static
+    // server needs no runtime at all.
+    let mut standalone = list(&[&node, &ruby, &python, &php]);
+    if standalone.is_empty() {
+        standalone.push(
+            json!({"name": "static", "version": "1.0", "description": "built-in static server"}),
+        );
+    }
+    frameworks.insert(
+        "standalone".into(),
+        json!({"name": "standalone", "runtimes": standalone}),
+    );
+    Value::Object(frameworks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_present_runtimes_are_offered() {
+        let node = Some(Runtime {
+            name: "node",
+            version: "20.20.2".into(),
+            description: "Node.js",
+        });
+        let offered = frameworks(node, None, None, None);
+        assert_eq!(offered["node"]["runtimes"][0]["version"], "20.20.2");
+        assert!(offered.get("sinatra").is_none());
+        assert_eq!(offered["standalone"]["name"], "standalone");
+        let nothing = frameworks(None, None, None, None);
+        assert_eq!(nothing.as_object().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,44 @@
+//! The afemu emulator: AppFog v1's control plane, app runtime and health manager on one machine,
+//! in front of the router of `afemu-router`.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings, the timing profiles, the flags of `afemu serve`.
+//! - [`server`]: `run(platform, api, router, shutdown)`: serve both until told to stop.
+//! - [`platform`]: the shared handle: the state behind one lock, the route table derived from
+//!   it, and the lifecycle (stage, start, stop, scale, crash, restart).
+//! - `state`: users, tokens, apps, instances; plain data and the app document.
+//! - `app_update`: reading the app documents clients send.
+//! - `api`: the v1 HTTP API and the `/_afemu/` admin API (axum).
+//! - `staging`: checking and unpacking uploads safely, deciding how an app runs.
+//! - `runtime`: one supervisor task per instance, owning its process or static server.
+//! - `static_server`: the built-in server for apps that are just an `index.html`.
+//! - `health`: v1's restart and flapping rule.
+//! - `frameworks`: the frameworks and runtimes `/info` offers, from what is installed.
+//! - [`error`]: the v1 errors, `{code, description}`, mapped in one place.
+//! - [`harness`]: [`Emulator`], the in-process emulator for tests.
+//! - [`traffic`]: steady traffic through the router, for rehearsals and tests.
+
+pub mod config;
+pub mod error;
+pub mod harness;
+pub mod platform;
+pub mod server;
+pub mod traffic;
+
+mod api;
+mod app_update;
+mod frameworks;
+mod health;
+mod runtime;
+mod staging;
+mod state;
+mod static_server;
+
+pub use api::api;
+pub use config::{Config, Profile, ServeArgs, Timing};
+pub use error::ApiError;
+pub use harness::{Emulator, EmulatorBuilder, RouterAnswer};
+pub use platform::Platform;
+pub use runtime::StartPlan;
+pub use traffic::Traffic;

@@ -1,0 +1,1085 @@
+//! The platform: the handle every part of the emulator shares. It owns the state (behind one lock,
+//! never held across an `.await`), publishes the route table derived from it after every change,
+//! and carries out the lifecycle — stage, start, stop, scale, crash and restart — as v1's cloud
+//! controller, DEA and health manager did between them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use afemu_router::{Backend, BackendSpec, Journal, Router, Routes};
+use serde_json::{Value, json};
+use tokio::sync::{OwnedMutexGuard, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app_update::AppUpdate;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::runtime::{EnvTemplate, InstanceCommand, Launch, StartPlan};
+use crate::staging::{self, Resource, ResourcePool};
+use crate::state::{
+    App, AppState, Crash, Droplet, Instance, InstanceState, Package, PackageState, State, User,
+    epoch_seconds, normalise_uri, random_hex, validate_app_name,
+};
+
+/// The shared handle; clone it freely.
+#[derive(Clone)]
+pub struct Platform {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    data_dir: PathBuf,
+    pool: ResourcePool,
+    state: Mutex<State>,
+    routes: Routes,
+    journal: Journal,
+    router: Router,
+    /// One lifecycle operation per app at a time: a PUT that stages holds it for seconds, and a
+    /// second PUT on the same app waits instead of interleaving with it.
+    app_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    frameworks: tokio::sync::OnceCell<Value>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("data_dir", &self.inner.data_dir)
+            .field("route_table_version", &self.inner.routes.version())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a change to an app leaves to do once the state is updated.
+#[derive(Debug, Default)]
+struct Effects {
+    state_change: Option<AppState>,
+    scale: Option<(u32, u32)>,
+}
+
+impl Platform {
+    /// A platform keeping its files under `data_dir` (which must exist and be writable).
+    pub fn new(config: Config, data_dir: &Path) -> std::io::Result<Platform> {
+        for sub in ["packages", "droplets", "instances", "tmp"] {
+            std::fs::create_dir_all(data_dir.join(sub))?;
+        }
+        let pool = ResourcePool::new(data_dir.join("resources"))?;
+        let routes = Routes::new();
+        let journal = Journal::new(config.journal_capacity);
+        let router = Router::new(config.router.clone(), routes.clone(), journal.clone());
+        routes.publish([]);
+        Ok(Platform {
+            inner: Arc::new(Inner {
+                config,
+                data_dir: data_dir.to_path_buf(),
+                pool,
+                state: Mutex::new(State::default()),
+                routes,
+                journal,
+                router,
+                app_locks: Mutex::new(HashMap::new()),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                frameworks: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    pub fn routes(&self) -> &Routes {
+        &self.inner.routes
+    }
+    pub fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+    pub fn router(&self) -> &Router {
+        &self.inner.router
+    }
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Stops every instance (killing every child process) and waits for their supervisors.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the route table derived from `state`. Called with the state lock held, so tables
+    /// are published in the order of the changes they reflect.
+    fn publish(&self, state: &State) -> u64 {
+        self.inner
+            .routes
+            .publish(state.route_entries(&self.inner.config.router.dev_suffix))
+    }
+
+    async fn lock_app(&self, app_id: u64) -> OwnedMutexGuard<()> {
+        let lock = self
+            .inner
+            .app_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(app_id)
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    // ----- users ------------------------------------------------------------------------------
+
+    /// `POST /users/:email/tokens`: the first login of an email registers it with that password.
+    pub fn login(&self, email: &str, password: &str) -> Result<String, ApiError> {
+        let email = normalise_email(email)?;
+        let mut state = self.state();
+        match state.users.get(&email) {
+            Some(user) if user.password != password => return Err(ApiError::Forbidden),
+            Some(_) => {}
+            None => {
+                let admin = self.inner.config.admins.contains(&email);
+                state.users.insert(
+                    email.clone(),
+                    User {
+                        password: password.to_owned(),
+                        admin,
+                        created: epoch_seconds(),
+                    },
+                );
+                tracing::info!(%email, "registered a user at first login");
+            }
+        }
+        let token = random_hex(32);
+        state.tokens.insert(token.clone(), email);
+        Ok(token)
+    }
+
+    /// The user a request acts as: the token's, or with `PROXY-USER` (admins only) that user.
+    pub fn authenticate(&self, token: &str, proxy_user: Option<&str>) -> Result<String, ApiError> {
+        let state = self.state();
+        let email = state
+            .tokens
+            .get(token.trim())
+            .ok_or(ApiError::Forbidden)?
+            .clone();
+        match proxy_user.map(str::trim).filter(|p| !p.is_empty()) {
+            None => Ok(email),
+            Some(proxied) => {
+                let is_admin = state.users.get(&email).is_some_and(|u| u.admin);
+                if !is_admin {
+                    return Err(ApiError::Forbidden);
+                }
+                let proxied = proxied.to_ascii_lowercase();
+                if !state.users.contains_key(&proxied) {
+                    return Err(ApiError::UserNotFound);
+                }
+                Ok(proxied)
+            }
+        }
+    }
+
+    /// `GET /users/:email`: only yourself, unless you are an admin.
+    pub fn user_document(&self, asking: &str, email: &str) -> Result<Value, ApiError> {
+        let email = normalise_email(email)?;
+        let state = self.state();
+        let asking_admin = state.users.get(asking).is_some_and(|u| u.admin);
+        if asking != email && !asking_admin {
+            return Err(ApiError::Forbidden);
+        }
+        let user = state.users.get(&email).ok_or(ApiError::UserNotFound)?;
+        let apps: Vec<Value> = state
+            .apps_of(&email)
+            .map(|app| json!({"name": app.name, "state": app.state.as_str()}))
+            .collect();
+        Ok(json!({
+            "email": email,
+            "admin": user.admin,
+            "apps": apps,
+            "meta": {"version": 1, "created": user.created},
+        }))
+    }
+
+    // ----- info -------------------------------------------------------------------------------
+
+    /// `GET /info`; with a user, also their usage, limits and the frameworks on offer.
+    pub async fn info(&self, user: Option<&str>) -> Value {
+        let mut info = json!({
+            "name": "vcap",
+            "build": format!("afemu-{}", env!("CARGO_PKG_VERSION")),
+            "support": "https://github.com/afemu/afemu",
+            "version": 0.999,
+            "description": "AppFog v1, emulated locally by afemu",
+            "allow_debug": false,
+        });
+        if let Some(user) = user {
+            let limits = self.inner.config.limits;
+            let (apps, memory) = {
+                let state = self.state();
+                (state.apps_of(user).count(), state.memory_in_use(user))
+            };
+            info["user"] = json!(user);
+            info["limits"] = json!({
+                "memory": limits.memory_mb,
+                "app_uris": limits.app_uris,
+                "services": limits.services,
+                "apps": limits.apps,
+            });
+            info["usage"] = json!({"memory": memory, "apps": apps, "services": 0});
+            info["frameworks"] = self
+                .inner
+                .frameworks
+                .get_or_init(|| async {
+                    tokio::task::spawn_blocking(crate::frameworks::detect)
+                        .await
+                        .unwrap_or_else(|_| json!({}))
+                })
+                .await
+                .clone();
+        }
+        info
+    }
+
+    /// `GET /info/infras` (AppFog): the infrastructures and their app domains.
+    pub fn infras(&self) -> Value {
+        let domain = &self.inner.config.domain;
+        json!([
+            {"infra": "aws", "description": "AWS US East - Virginia", "base": domain},
+            {"infra": "eu-aws", "description": "AWS EU West - Ireland", "base": "eu01.aws.af.cm"},
+            {"infra": "ap-aws", "description": "AWS Asia SE - Singapore", "base": "ap01.aws.af.cm"},
+            {"infra": "rs", "description": "Rackspace AZ 1 - Dallas", "base": "rs.af.cm"},
+            {"infra": "hp", "description": "HP AZ 2 - Las Vegas", "base": "hp.af.cm"},
+        ])
+    }
+
+    // ----- apps: reading ----------------------------------------------------------------------
+
+    /// `GET /apps`: the user's apps, by name.
+    pub fn list_apps(&self, user: &str) -> Vec<Value> {
+        let state = self.state();
+        let mut apps: Vec<&App> = state.apps_of(user).collect();
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        apps.into_iter().map(App::document).collect()
+    }
+
+    /// `GET /apps/:name`.
+    pub fn app_document(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.state();
+        state
+            .find_app(user, name)
+            .map(App::document)
+            .ok_or(ApiError::AppNotFound)
+    }
+
+    /// `GET /apps/:name/instances`: every index up to the instance count; missing ones are DOWN.
+    pub fn instances(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.state();
+        let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
+        if app.state != AppState::Started {
+            return Ok(json!({"instances": []}));
+        }
+        let instances: Vec<Value> = (0..app.instances)
+            .map(|index| {
+                let (state, since) = match app.running.get(&index) {
+                    Some(instance) => (reported_state(instance.state), instance.since),
+                    None => ("DOWN", epoch_seconds()),
+                };
+                json!({
+                    "index": index, "state": state, "since": since,
+                    "debug_ip": null, "debug_port": null, "console_ip": null, "console_port": null,
+                })
+            })
+            .collect();
+        Ok(json!({"instances": instances}))
+    }
+
+    /// `GET /apps/:name/stats`: one entry per index; only RUNNING ones carry `stats`.
+    pub fn stats(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.state();
+        let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
+        let mut stats = serde_json::Map::new();
+        if app.state == AppState::Started {
+            for index in 0..app.instances {
+                let entry = match app.running.get(&index) {
+                    Some(instance) if instance.state == InstanceState::Running => json!({
+                        "state": "RUNNING",
+                        "stats": {
+                            "name": app.name,
+                            "host": "127.0.0.1",
+                            "port": instance.port,
+                            "uris": app.uris,
+                            "uptime": instance.started.elapsed().as_secs_f64(),
+                            "mem_quota": app.memory_mb * 1024 * 1024,
+                            "disk_quota": app.disk_mb * 1024 * 1024,
+                            "fds_quota": app.fds,
+                            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+                            "usage": {
+                                "time": crate::runtime::time_of_day_utc(epoch_seconds()),
+                                "cpu": 0.0,
+                                "mem": 0.0,
+                                "disk": dir_size(&instance.dir),
+                            },
+                        },
+                    }),
+                    Some(instance) => {
+                        json!({"state": reported_state(instance.state), "since": instance.since})
+                    }
+                    None => json!({"state": "DOWN", "since": epoch_seconds()}),
+                };
+                stats.insert(index.to_string(), entry);
+            }
+        }
+        Ok(Value::Object(stats))
+    }
+
+    /// `GET /apps/:name/crashes`.
+    pub fn crashes(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.state();
+        let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
+        let crashes: Vec<Value> = app
+            .crashes
+            .iter()
+            .map(|c| json!({"instance": c.instance_id, "since": c.since}))
+            .collect();
+        Ok(json!({"crashes": crashes}))
+    }
+
+    /// `GET /apps/:name/application`: the last upload, as sent.
+    pub fn package_path(&self, user: &str, name: &str) -> Result<PathBuf, ApiError> {
+        let state = self.state();
+        let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
+        app.package
+            .as_ref()
+            .map(|p| p.zip.clone())
+            .ok_or(ApiError::AppNotFound)
+    }
+
+    /// `POST /resources`: which of these files the server already has.
+    pub fn known_resources(&self, wanted: &[Value]) -> Vec<Value> {
+        wanted
+            .iter()
+            .filter(|item| {
+                let sha1 = item.get("sha1").and_then(Value::as_str);
+                let size = item.get("size").and_then(Value::as_u64);
+                match (sha1, size) {
+                    (Some(sha1), Some(size)) => {
+                        sha1.len() == 40
+                            && sha1.bytes().all(|b| b.is_ascii_hexdigit())
+                            && self.inner.pool.has(&sha1.to_ascii_lowercase(), size)
+                    }
+                    _ => false,
+                }
+            })
+            .cloned()
+            .collect()
+    }
+
+    // ----- apps: changing ---------------------------------------------------------------------
+
+    /// `POST /apps`. Nothing stays if any part of the document is refused.
+    pub async fn create_app(&self, user: &str, body: &Value) -> Result<String, ApiError> {
+        let update = AppUpdate::parse(body)?;
+        let name = update
+            .name
+            .clone()
+            .ok_or_else(|| ApiError::InvalidApp("an app needs a name".into()))?;
+        validate_app_name(&name)?;
+        let framework = update
+            .framework
+            .clone()
+            .ok_or_else(|| ApiError::InvalidFramework("NONE".into()))?;
+        let app_id = {
+            let mut state = self.state();
+            if state.find_app(user, &name).is_some() {
+                return Err(ApiError::InvalidApp(format!(
+                    "an app named {name:?} already exists"
+                )));
+            }
+            let count = state.apps_of(user).count();
+            let limit = self.inner.config.limits.apps;
+            if count >= limit as usize {
+                return Err(ApiError::TooManyApps(count + 1, limit));
+            }
+            state.next_app_id += 1;
+            let id = state.next_app_id;
+            let app = App {
+                id,
+                owner: user.to_owned(),
+                name: name.clone(),
+                framework,
+                runtime: None,
+                command: None,
+                uris: Vec::new(),
+                instances: 1,
+                memory_mb: 256,
+                disk_mb: 2048,
+                fds: 256,
+                state: AppState::Stopped,
+                services: Vec::new(),
+                env: Vec::new(),
+                lock_version: 0,
+                created: epoch_seconds(),
+                infra: None,
+                debug: Value::Null,
+                console: Value::Null,
+                package: None,
+                droplet: None,
+                package_state: PackageState::Pending,
+                run_count: 0,
+                running: Default::default(),
+                crashes: Vec::new(),
+            };
+            state.apps.insert(id, app);
+            id
+        };
+        // The rest is an update of the new app; if it is refused, the app goes again (v1 did the same).
+        let create = AppUpdate {
+            name: None,
+            lock_version: None,
+            ..update
+        };
+        let _guard = self.lock_app(app_id).await;
+        match self.apply(user, app_id, &create) {
+            Ok(effects) => {
+                if let Err(error) = self.carry_out(app_id, effects).await {
+                    self.remove_app(app_id).await;
+                    return Err(error);
+                }
+                Ok(name)
+            }
+            Err(error) => {
+                self.remove_app(app_id).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// `PUT /apps/:name`: the whole document as the client last read it, changed.
+    pub async fn update_app(&self, user: &str, name: &str, body: &Value) -> Result<(), ApiError> {
+        let update = AppUpdate::parse(body)?;
+        let app_id = self.state().app_id(user, name)?;
+        let _guard = self.lock_app(app_id).await;
+        let effects = self.apply(user, app_id, &update)?;
+        self.carry_out(app_id, effects).await
+    }
+
+    /// Validates every field of an update, then applies all of them at once (or none), in v1's
+    /// order (`update_app_from_params`), and publishes the routes they change.
+    fn apply(&self, user: &str, app_id: u64, update: &AppUpdate) -> Result<Effects, ApiError> {
+        let config = &self.inner.config;
+        let dev_suffix = &config.router.dev_suffix;
+        let mut state = self.state();
+        let app = state.apps.get(&app_id).ok_or(ApiError::AppNotFound)?;
+
+        if let Some(version) = update.lock_version
+            && version != app.lock_version
+        {
+            return Err(ApiError::LockingFailure);
+        }
+        if let Some(name) = &update.name
+            && name != &app.name
+        {
+            validate_app_name(name)?;
+            if state.find_app(user, name).is_some() {
+                return Err(ApiError::InvalidApp(format!(
+                    "an app named {name:?} already exists"
+                )));
+            }
+        }
+        let new_state = update.state.unwrap_or(app.state);
+        if new_state == AppState::Started && update.debug.as_ref().is_some_and(is_truthy) {
+            return Err(ApiError::DebugDisallowed);
+        }
+        let memory = update.memory_mb.unwrap_or(app.memory_mb);
+        let instances = update.instances.unwrap_or(app.instances);
+        if new_state == AppState::Started {
+            let existing = if app.state == AppState::Started {
+                app.memory_mb * u64::from(app.instances)
+            } else {
+                0
+            };
+            let others = state.memory_in_use(user) - existing;
+            if others + memory * u64::from(instances) > config.limits.memory_mb {
+                return Err(ApiError::NotEnoughMemory(format!(
+                    "{}M",
+                    config.limits.memory_mb
+                )));
+            }
+        }
+        let uris = match &update.uris {
+            Some(raw) => {
+                let mut uris: Vec<String> = Vec::with_capacity(raw.len());
+                for uri in raw {
+                    let uri = normalise_uri(uri)?;
+                    if !uris.contains(&uri) {
+                        uris.push(uri);
+                    }
+                }
+                if uris.len() > config.limits.app_uris as usize {
+                    return Err(ApiError::TooManyUris(uris.len(), config.limits.app_uris));
+                }
+                for uri in &uris {
+                    state.check_uri_owner(user, uri, dev_suffix)?;
+                }
+                Some(uris)
+            }
+            None => None,
+        };
+        if let Some(services) = &update.services
+            && let Some(unknown) = services.iter().find(|s| !app.services.contains(s))
+        {
+            // No service has been provisioned yet, so only bindings that exist can be kept.
+            tracing::debug!(service = %unknown, "binding an unknown service");
+            return Err(ApiError::ServiceNotFound);
+        }
+
+        // Everything checked: apply it all.
+        let app = state.apps.get_mut(&app_id).expect("checked above");
+        app.lock_version += 1;
+        let previous_state = app.state;
+        app.state = new_state;
+        app.memory_mb = memory;
+        if let Some(env) = &update.env {
+            let mut kept: Vec<String> = Vec::new();
+            for pair in env {
+                let lower = pair.to_ascii_lowercase();
+                // v1's CC dropped these silently (its 403 never fired).
+                if lower.starts_with("vcap_") || lower.starts_with("vmc_") || kept.contains(pair) {
+                    continue;
+                }
+                kept.push(pair.clone());
+            }
+            app.env = kept;
+        }
+        if let Some(framework) = &update.framework {
+            app.framework = framework.clone();
+        }
+        if let Some(runtime) = &update.runtime {
+            app.runtime = runtime.clone();
+        }
+        if update.command.is_some() {
+            app.command = update.command.clone();
+        }
+        if update.infra.is_some() {
+            app.infra = update.infra.clone();
+        }
+        if let Some(debug) = &update.debug {
+            app.debug = debug.clone();
+        }
+        if let Some(console) = &update.console {
+            app.console = console.clone();
+        }
+        let previous_instances = app.instances;
+        app.instances = instances;
+        if let Some(uris) = uris {
+            app.uris = uris;
+        }
+        if let Some(name) = &update.name
+            && name != &app.name
+        {
+            app.name = name.clone();
+            // The journal names the app that served: re-register under the new name.
+            for instance in app.running.values_mut() {
+                if let Some(old) = &instance.backend {
+                    let mut spec = old.spec().clone();
+                    spec.app = Arc::from(name.as_str());
+                    instance.backend = Some(Backend::new(spec));
+                }
+            }
+        }
+
+        let mut effects = Effects::default();
+        if new_state != previous_state {
+            effects.state_change = Some(new_state);
+        } else if new_state == AppState::Started && instances != previous_instances {
+            effects.scale = Some((previous_instances, instances));
+        }
+        // A stop unregisters here, in the same step as the change; the kill comes after.
+        self.publish(&state);
+        Ok(effects)
+    }
+
+    async fn carry_out(&self, app_id: u64, effects: Effects) -> Result<(), ApiError> {
+        match effects.state_change {
+            Some(AppState::Stopped) => {
+                self.stop_instances(app_id, None).await;
+                Ok(())
+            }
+            Some(AppState::Started) => {
+                if let Err(error) = self.ensure_staged(app_id).await {
+                    // v1: a failed staging leaves the app STOPPED, its package FAILED.
+                    let mut state = self.state();
+                    if let Some(app) = state.apps.get_mut(&app_id) {
+                        app.state = AppState::Stopped;
+                        app.package_state = PackageState::Failed;
+                    }
+                    self.publish(&state);
+                    return Err(error);
+                }
+                let mut state = self.state();
+                if let Some(app) = state.apps.get_mut(&app_id)
+                    && app.state == AppState::Started
+                {
+                    app.run_count += 1;
+                    let indices: Vec<u32> = (0..app.instances).collect();
+                    self.launch_instances(app, &indices);
+                }
+                Ok(())
+            }
+            None => {
+                if let Some((from, to)) = effects.scale {
+                    if to > from {
+                        let mut state = self.state();
+                        if let Some(app) = state.apps.get_mut(&app_id) {
+                            let indices: Vec<u32> = (from..to).collect();
+                            self.launch_instances(app, &indices);
+                        }
+                    } else {
+                        self.stop_instances(app_id, Some(to..from)).await;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stages the last upload if it has not been staged yet: unpack, decide the start plan, and
+    /// take the profile's staging time, as v1 staged synchronously inside the PUT.
+    async fn ensure_staged(&self, app_id: u64) -> Result<(), ApiError> {
+        let (package, framework, command, name) = {
+            let state = self.state();
+            let app = state.apps.get(&app_id).ok_or(ApiError::AppNotFound)?;
+            if !app.needs_staging() {
+                return match &app.droplet {
+                    Some(_) => Ok(()),
+                    None => Err(ApiError::StagingFailed(
+                        "no application bits have been uploaded".into(),
+                    )),
+                };
+            }
+            (
+                app.package
+                    .clone()
+                    .expect("needs_staging implies a package"),
+                app.framework.clone(),
+                app.command.clone(),
+                app.name.clone(),
+            )
+        };
+        let dir = self
+            .inner
+            .data_dir
+            .join("droplets")
+            .join(format!("{app_id}-{}", package.hash));
+        let pool = self.inner.pool.clone();
+        let max_unpacked = self.inner.config.max_unpacked;
+        let staged = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                stage_droplet(
+                    &package,
+                    &pool,
+                    &dir,
+                    &framework,
+                    command.as_deref(),
+                    &name,
+                    max_unpacked,
+                )
+            })
+            .await
+            .map_err(|e| ApiError::System(e.to_string()))?
+        };
+        let droplet = staged.map_err(ApiError::StagingFailed)?;
+        let staging_time = self.inner.config.timing.staging;
+        tokio::select! {
+            () = tokio::time::sleep(staging_time) => {}
+            () = self.inner.shutdown.cancelled() => return Err(ApiError::System("shutting down".into())),
+        }
+        let mut state = self.state();
+        let app = state.apps.get_mut(&app_id).ok_or(ApiError::AppNotFound)?;
+        app.droplet = Some(droplet);
+        app.package_state = PackageState::Staged;
+        app.run_count = 0;
+        Ok(())
+    }
+
+    /// Starts new instances at these indices (called with the state lock held).
+    fn launch_instances(&self, app: &mut App, indices: &[u32]) {
+        let Some(droplet) = app.droplet.clone() else {
+            return;
+        };
+        for &index in indices {
+            let instance_id: Arc<str> = Arc::from(random_hex(16));
+            let dir = self
+                .inner
+                .data_dir
+                .join("instances")
+                .join(format!("{}-{index}-{instance_id}", app.name));
+            let (control, commands) = mpsc::channel(4);
+            let launch = Launch {
+                app_id: app.id,
+                index,
+                instance_id: instance_id.clone(),
+                droplet: droplet.clone(),
+                dir: dir.clone(),
+                env: EnvTemplate {
+                    app_name: app.name.clone(),
+                    owner: app.owner.clone(),
+                    uris: app.uris.clone(),
+                    version: format!("{}-{}", droplet.hash, app.run_count),
+                    runtime: app.runtime.clone(),
+                    memory_mb: app.memory_mb,
+                    disk_mb: app.disk_mb,
+                    fds: app.fds,
+                    user_env: app.env.clone(),
+                },
+            };
+            app.running.insert(
+                index,
+                Instance {
+                    index,
+                    id: instance_id,
+                    private_id: Arc::from(random_hex(32)),
+                    state: InstanceState::Starting,
+                    since: epoch_seconds(),
+                    started: Instant::now(),
+                    dir,
+                    port: None,
+                    backend: None,
+                    control,
+                },
+            );
+            self.inner
+                .tasks
+                .spawn(crate::runtime::supervise(self.clone(), launch, commands));
+        }
+    }
+
+    /// Unregisters and stops instances (all of them, or the indices in `range`), and waits until
+    /// they are gone: drained, killed, reaped.
+    async fn stop_instances(&self, app_id: u64, range: Option<std::ops::Range<u32>>) {
+        let stopping: Vec<(mpsc::Sender<InstanceCommand>, Option<Arc<Backend>>)> = {
+            let mut state = self.state();
+            let Some(app) = state.apps.get_mut(&app_id) else {
+                return;
+            };
+            let indices: Vec<u32> = app
+                .running
+                .keys()
+                .copied()
+                .filter(|index| range.as_ref().is_none_or(|r| r.contains(index)))
+                .collect();
+            let stopping = indices
+                .into_iter()
+                .filter_map(|index| app.running.remove(&index))
+                .map(|instance| (instance.control, instance.backend))
+                .collect();
+            self.publish(&state);
+            stopping
+        };
+        let waits = stopping.into_iter().map(|(control, backend)| async move {
+            let (reply, replied) = oneshot::channel();
+            if control
+                .send(InstanceCommand::Stop { backend, reply })
+                .await
+                .is_ok()
+            {
+                let _ = replied.await;
+            }
+        });
+        futures_util::future::join_all(waits).await;
+    }
+
+    /// `DELETE /apps/:name`: stop everything, forget the app, remove its files.
+    pub async fn delete_app(&self, user: &str, name: &str) -> Result<(), ApiError> {
+        let app_id = self.state().app_id(user, name)?;
+        let _guard = self.lock_app(app_id).await;
+        self.remove_app(app_id).await;
+        Ok(())
+    }
+
+    async fn remove_app(&self, app_id: u64) {
+        self.stop_instances(app_id, None).await;
+        let removed = {
+            let mut state = self.state();
+            let removed = state.apps.remove(&app_id);
+            self.publish(&state);
+            removed
+        };
+        self.inner
+            .app_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&app_id);
+        if let Some(app) = removed {
+            let data = self.inner.data_dir.clone();
+            let _ = tokio::task::spawn_blocking(move || remove_app_files(&data, &app)).await;
+        }
+    }
+
+    /// `POST /apps/:name/application`: checks the upload (changing nothing if it is refused), then
+    /// keeps it as the app's package. The app keeps running its old bits until restarted.
+    pub(crate) async fn upload(
+        &self,
+        user: &str,
+        name: &str,
+        zip: tempfile::NamedTempFile,
+        resources: Vec<Resource>,
+    ) -> Result<(), ApiError> {
+        let app_id = self.state().app_id(user, name)?;
+        if let Some(missing) = resources
+            .iter()
+            .find(|r| !self.inner.pool.has(&r.sha1, r.size))
+        {
+            tracing::debug!(sha1 = %missing.sha1, "upload names an unknown resource");
+            return Err(ApiError::MissingResource);
+        }
+        let max_unpacked = self.inner.config.max_unpacked;
+        let packages = self
+            .inner
+            .data_dir
+            .join("packages")
+            .join(app_id.to_string());
+        let resources_for_hash = resources.clone();
+        let stored = tokio::task::spawn_blocking(move || -> Result<(String, PathBuf), ApiError> {
+            staging::check_zip(zip.path(), max_unpacked)?;
+            let zip_sha1 =
+                staging::sha1_file(zip.path()).map_err(|e| ApiError::System(e.to_string()))?;
+            let mut listing = zip_sha1;
+            for resource in &resources_for_hash {
+                listing.push_str(&format!(
+                    "\n{} {} {}",
+                    resource.sha1,
+                    resource.size,
+                    resource.path.display()
+                ));
+            }
+            let hash = hex::encode(<sha1::Sha1 as sha1::Digest>::digest(listing.as_bytes()));
+            std::fs::create_dir_all(&packages).map_err(|e| ApiError::System(e.to_string()))?;
+            let path = packages.join(format!("{hash}.zip"));
+            zip.persist(&path)
+                .map_err(|e| ApiError::System(e.to_string()))?;
+            Ok((hash, path))
+        })
+        .await
+        .map_err(|e| ApiError::System(e.to_string()))??;
+        let (hash, path) = stored;
+        let _guard = self.lock_app(app_id).await;
+        let mut state = self.state();
+        let app = state.apps.get_mut(&app_id).ok_or(ApiError::AppNotFound)?;
+        app.package = Some(Package {
+            hash,
+            zip: path,
+            resources,
+        });
+        if app.needs_staging() {
+            app.package_state = PackageState::Pending;
+        }
+        Ok(())
+    }
+
+    // ----- what the supervisors report --------------------------------------------------------
+
+    /// An instance accepts connections: RUNNING, and registered with the router. Returns false
+    /// when the instance is no longer wanted (stopped or deleted meanwhile).
+    pub(crate) fn instance_running(&self, app_id: u64, instance_id: &str, port: u16) -> bool {
+        let mut state = self.state();
+        let Some(app) = state.apps.get_mut(&app_id) else {
+            return false;
+        };
+        if app.state != AppState::Started {
+            return false;
+        }
+        let app_name: Arc<str> = Arc::from(app.name.as_str());
+        let Some(instance) = app
+            .running
+            .values_mut()
+            .find(|i| &*i.id == instance_id && i.state == InstanceState::Starting)
+        else {
+            return false;
+        };
+        instance.state = InstanceState::Running;
+        instance.since = epoch_seconds();
+        instance.port = Some(port);
+        instance.backend = Some(Backend::new(BackendSpec {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            app: app_name,
+            instance_index: instance.index,
+            instance_id: instance.id.clone(),
+            private_instance_id: instance.private_id.clone(),
+        }));
+        tracing::info!(app = %app.name, index = instance.index, port, "instance running");
+        self.publish(&state);
+        true
+    }
+
+    /// An instance died unasked, or never became ready: unregister it at once, record the crash,
+    /// and let the health manager decide when (or whether) to start it again.
+    pub(crate) fn instance_crashed(&self, app_id: u64, instance_id: &str, reason: &str) {
+        let restart = {
+            let mut state = self.state();
+            let Some(app) = state.apps.get_mut(&app_id) else {
+                return;
+            };
+            let Some(instance) = app.running.values_mut().find(|i| &*i.id == instance_id) else {
+                return;
+            };
+            let index = instance.index;
+            instance.state = InstanceState::Crashed;
+            instance.since = epoch_seconds();
+            instance.backend = None;
+            tracing::warn!(app = %app.name, index, %reason, "instance crashed");
+            app.crashes.push(Crash {
+                instance_id: Arc::from(instance_id),
+                index,
+                since: epoch_seconds(),
+            });
+            let decision =
+                crate::health::after_crash(&app.crashes, index, &self.inner.config.timing);
+            if let crate::health::Decision::RestartAfter(_) = decision
+                && let Some(instance) = app.running.get_mut(&index)
+                && decision.is_flapping()
+            {
+                instance.state = InstanceState::Flapping;
+            }
+            self.publish(&state);
+            decision
+        };
+        if let crate::health::Decision::RestartAfter(delay) = restart {
+            let platform = self.clone();
+            let instance_id: Arc<str> = Arc::from(instance_id);
+            self.inner.tasks.spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => platform.restart_instance(app_id, &instance_id).await,
+                    () = platform.inner.shutdown.cancelled() => {}
+                }
+            });
+        }
+    }
+
+    /// The health manager's restart of a crashed instance at the same index.
+    async fn restart_instance(&self, app_id: u64, crashed_id: &str) {
+        let _guard = self.lock_app(app_id).await;
+        let mut state = self.state();
+        let Some(app) = state.apps.get_mut(&app_id) else {
+            return;
+        };
+        let index = match app.running.values().find(|i| &*i.id == crashed_id) {
+            Some(instance) if app.state == AppState::Started && instance.index < app.instances => {
+                instance.index
+            }
+            _ => return,
+        };
+        app.running.remove(&index);
+        self.launch_instances(app, &[index]);
+    }
+}
+
+fn reported_state(state: InstanceState) -> &'static str {
+    match state {
+        // v1 reported a crashed instance that was not restarted as DOWN in `instances`.
+        InstanceState::Crashed => "DOWN",
+        other => other.as_str(),
+    }
+}
+
+fn is_truthy(value: &Value) -> bool {
+    !matches!(value, Value::Null | Value::Bool(false))
+}
+
+fn normalise_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim().to_ascii_lowercase();
+    if email.is_empty() || email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c == '/')
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{email:?} is not an email address"
+        )));
+    }
+    Ok(email)
+}
+
+/// Unpacks a package into a fresh droplet directory and decides how to run it. Blocking.
+fn stage_droplet(
+    package: &Package,
+    pool: &ResourcePool,
+    dir: &Path,
+    framework: &str,
+    command: Option<&str>,
+    name: &str,
+    max_unpacked: u64,
+) -> Result<Droplet, String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut log = std::fs::File::create(dir.join("staging.log")).ok();
+    staging::log_line(
+        &mut log,
+        &format!("-----> Staging application '{name}' ({framework})"),
+    );
+    let app_dir = dir.join("app");
+    if let Err(error) = staging::unpack(
+        &package.zip,
+        &package.resources,
+        pool,
+        &app_dir,
+        max_unpacked,
+    ) {
+        staging::log_line(&mut log, &format!("-----> Staging failed: {error}"));
+        return Err(error);
+    }
+    if let Err(error) = pool.add_tree(&app_dir) {
+        tracing::debug!(%error, "could not add the upload to the resource pool");
+    }
+    let plan = staging::plan(&app_dir, framework, command);
+    match &plan {
+        Ok(StartPlan::Static) => staging::log_line(
+            &mut log,
+            "-----> Serving index.html with the built-in static server",
+        ),
+        Ok(StartPlan::Command { command }) => {
+            staging::log_line(&mut log, &format!("-----> Start command: {command}"))
+        }
+        Err(error) => staging::log_line(&mut log, &format!("-----> Staging failed: {error}")),
+    }
+    Ok(Droplet {
+        hash: package.hash.clone(),
+        dir: dir.to_path_buf(),
+        plan: plan?,
+    })
+}
+
+fn remove_app_files(data: &Path, app: &App) {
+    let _ = std::fs::remove_dir_all(data.join("packages").join(app.id.to_string()));
+    if let Ok(entries) = std::fs::read_dir(data.join("droplets")) {
+        let prefix = format!("{}-", app.id);
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.metadata().ok())
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len())
+        .sum()
+}

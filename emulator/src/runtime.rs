@@ -1,0 +1,554 @@
+//! The app runtime, as v1's DEA ran instances: each instance is a task (its supervisor) that owns
+//! whatever runs the app — a child process for an app with a start command, or a built-in static
+//! file server — on its own loopback port. The supervisor reports STARTING → RUNNING only once the
+//! port accepts a connection, and reports a crash when the app dies unasked. Nothing else touches
+//! the process: commands come in over a channel (STYLE.md §8).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::platform::Platform;
+use crate::state::Droplet;
+
+/// How a staged app is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartPlan {
+    /// The built-in static file server, for an app with an `index.html` and no start command.
+    Static,
+    /// A start command, run by `/bin/sh` in the app directory with `-p <port>` appended, as v1's
+    /// staged `startup` script ran it.
+    Command { command: String },
+}
+
+/// What an instance's supervisor can be told.
+#[derive(Debug)]
+pub(crate) enum InstanceCommand {
+    /// Stop: the instance is already unregistered; drain the requests still using `backend`,
+    /// kill, remove the instance directory, then reply.
+    Stop {
+        backend: Option<Arc<afemu_router::Backend>>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Everything the app's environment is made of, apart from what depends on the instance.
+#[derive(Clone, Debug)]
+pub(crate) struct EnvTemplate {
+    pub(crate) app_name: String,
+    pub(crate) owner: String,
+    pub(crate) uris: Vec<String>,
+    pub(crate) version: String,
+    pub(crate) runtime: Option<String>,
+    pub(crate) memory_mb: u64,
+    pub(crate) disk_mb: u64,
+    pub(crate) fds: u64,
+    /// The user's `env` entries (`K=V`); `vcap_`/`vmc_` names are dropped, as v1's CC did.
+    pub(crate) user_env: Vec<String>,
+}
+
+/// One instance to start.
+#[derive(Debug)]
+pub(crate) struct Launch {
+    pub(crate) app_id: u64,
+    pub(crate) index: u32,
+    pub(crate) instance_id: Arc<str>,
+    pub(crate) droplet: Droplet,
+    pub(crate) dir: PathBuf,
+    pub(crate) env: EnvTemplate,
+}
+
+/// The v1 environment of an instance (spec/v1-runtime.md §6), plus `PORT` (documented extra).
+pub(crate) fn instance_env(
+    template: &EnvTemplate,
+    instance_id: &str,
+    index: u32,
+    port: u16,
+    dir: &Path,
+) -> Vec<(String, String)> {
+    let now = time_of_day_utc(crate::state::epoch_seconds());
+    let vcap_application = json!({
+        "instance_id": instance_id,
+        "instance_index": index,
+        "name": template.app_name,
+        "uris": template.uris,
+        "users": [template.owner],
+        "version": template.version,
+        "start": now,
+        "runtime": template.runtime,
+        "state_timestamp": crate::state::epoch_seconds(),
+        "port": port,
+        "limits": {
+            "fds": template.fds,
+            "mem": template.memory_mb * 1024 * 1024,
+            "disk": template.disk_mb * 1024 * 1024,
+        },
+        "host": "127.0.0.1",
+    });
+    let instance_json = json!({"instance_id": instance_id, "instance_index": index, "port": port});
+    let mut env: Vec<(String, String)> = vec![
+        ("HOME".into(), dir.display().to_string()),
+        ("VCAP_APPLICATION".into(), vcap_application.to_string()),
+        ("VCAP_SERVICES".into(), "{}".into()),
+        ("VCAP_APP_HOST".into(), "127.0.0.1".into()),
+        ("VCAP_APP_PORT".into(), port.to_string()),
+        ("VCAP_DEBUG_IP".into(), String::new()),
+        ("VCAP_DEBUG_PORT".into(), String::new()),
+        ("VCAP_CONSOLE_IP".into(), String::new()),
+        ("VCAP_CONSOLE_PORT".into(), String::new()),
+        (
+            "VMC_WARNING_WARNING".into(),
+            "All VMC_* environment variables are deprecated, please use VCAP_* versions.".into(),
+        ),
+        ("VMC_SERVICES".into(), "[]".into()),
+        ("VMC_APP_INSTANCE".into(), instance_json.to_string()),
+        ("VMC_APP_NAME".into(), template.app_name.clone()),
+        ("VMC_APP_ID".into(), instance_id.to_owned()),
+        ("VMC_APP_VERSION".into(), template.version.clone()),
+        ("VMC_APP_HOST".into(), "127.0.0.1".into()),
+        ("VMC_APP_PORT".into(), port.to_string()),
+        ("PORT".into(), port.to_string()),
+    ];
+    // The machine's PATH, so the runtimes installed here can be found (v1 set its own).
+    for inherited in ["PATH", "LANG", "TMPDIR"] {
+        if let Ok(value) = std::env::var(inherited) {
+            env.push((inherited.into(), value));
+        }
+    }
+    for pair in &template.user_env {
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let lower = name.to_ascii_lowercase();
+        if name.is_empty() || lower.starts_with("vcap_") || lower.starts_with("vmc_") {
+            continue;
+        }
+        env.retain(|(existing, _)| existing != name);
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    env
+}
+
+/// `YYYY-MM-DD HH:MM:SS +0000`, the format of `VCAP_APPLICATION.start`.
+pub(crate) fn time_of_day_utc(epoch_seconds: u64) -> String {
+    let days = (epoch_seconds / 86_400) as i64;
+    let secs = epoch_seconds % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// What runs an instance.
+enum Running {
+    Static {
+        stop: CancellationToken,
+        server: tokio::task::JoinHandle<()>,
+    },
+    Process(AppProcess),
+}
+
+/// A child process leading its own process group. Dropping it kills the whole group, so no app
+/// process outlives its instance, even when the supervisor task itself is dropped.
+struct AppProcess {
+    child: tokio::process::Child,
+    /// The group to kill; `None` once it has been killed and reaped.
+    group: Option<nix::unistd::Pid>,
+}
+
+impl AppProcess {
+    fn kill_group(&mut self) {
+        if let Some(group) = self.group {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for AppProcess {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
+impl Running {
+    /// Resolves when the app ends without being asked to: a crash.
+    async fn exited(&mut self) -> String {
+        match self {
+            Running::Static { server, .. } => {
+                let _ = server.await;
+                "the static server stopped".into()
+            }
+            Running::Process(process) => {
+                let status = process.child.wait().await;
+                // Whatever the app left behind in its group goes with it.
+                process.kill_group();
+                process.group = None;
+                match status {
+                    Ok(status) => format!("the app exited ({status})"),
+                    Err(error) => format!("the app could not be waited for: {error}"),
+                }
+            }
+        }
+    }
+
+    /// Kills it and reaps it.
+    async fn kill(self) {
+        match self {
+            Running::Static { stop, server } => {
+                stop.cancel();
+                // Graceful first (the drain already waited for requests), then no mercy.
+                let abort = server.abort_handle();
+                if tokio::time::timeout(Duration::from_secs(2), server)
+                    .await
+                    .is_err()
+                {
+                    abort.abort();
+                }
+            }
+            Running::Process(mut process) => {
+                // The whole process group: a shell and whatever it started (v1: kill -9).
+                process.kill_group();
+                let _ = process.child.kill().await;
+                process.group = None;
+            }
+        }
+    }
+}
+
+/// Runs one instance from start to stop or crash. Spawned by the platform; reports back to it.
+pub(crate) async fn supervise(
+    platform: Platform,
+    launch: Launch,
+    mut commands: mpsc::Receiver<InstanceCommand>,
+) {
+    let shutdown = platform.shutdown_token();
+    let timing = platform.config().timing;
+    let app_id = launch.app_id;
+    let instance_id = launch.instance_id.clone();
+
+    let prepared = {
+        let droplet_dir = launch.droplet.dir.clone();
+        let dir = launch.dir.clone();
+        tokio::task::spawn_blocking(move || prepare_instance_dir(&droplet_dir, &dir)).await
+    };
+    if let Err(reason) = prepared
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        platform.instance_crashed(
+            app_id,
+            &instance_id,
+            &format!("could not prepare the instance: {reason}"),
+        );
+        return;
+    }
+
+    // Boot: start whatever runs the app, unless told to stop first.
+    let started = tokio::select! {
+        started = start(&launch, timing.boot) => started,
+        command = commands.recv() => {
+            stopped(command, &launch.dir).await;
+            return;
+        }
+        () = shutdown.cancelled() => return,
+    };
+    let (mut running, port) = match started {
+        Ok(started) => started,
+        Err(reason) => {
+            platform.instance_crashed(app_id, &instance_id, &reason);
+            return;
+        }
+    };
+
+    // Readiness: the port accepts a TCP connection, as the DEA checked it.
+    let ready = tokio::select! {
+        ready = wait_until_listening(port, timing.readiness_poll, timing.readiness_timeout) => ready,
+        reason = running.exited() => {
+            platform.instance_crashed(app_id, &instance_id, &reason);
+            return;
+        }
+        command = commands.recv() => {
+            running.kill().await;
+            stopped(command, &launch.dir).await;
+            return;
+        }
+        () = shutdown.cancelled() => {
+            running.kill().await;
+            return;
+        }
+    };
+    if !ready {
+        running.kill().await;
+        platform.instance_crashed(
+            app_id,
+            &instance_id,
+            &format!(
+                "the app did not listen on its port within {:?}",
+                timing.readiness_timeout
+            ),
+        );
+        return;
+    }
+    if !platform.instance_running(app_id, &instance_id, port) {
+        // Stopped or deleted meanwhile: the stop command is on its way.
+        running.kill().await;
+        stopped(commands.recv().await, &launch.dir).await;
+        return;
+    }
+
+    tokio::select! {
+        command = commands.recv() => {
+            // Unregistered already: let the requests in flight finish, then kill.
+            let (backend, reply) = match command {
+                Some(InstanceCommand::Stop { backend, reply }) => (backend, Some(reply)),
+                None => (None, None),
+            };
+            if let Some(backend) = backend {
+                let left = backend.drain(timing.drain).await;
+                if left > 0 {
+                    tracing::debug!(%instance_id, left, "stop: requests still in flight after the drain");
+                }
+            }
+            running.kill().await;
+            finish_stop(reply, &launch.dir).await;
+        }
+        reason = running.exited() => {
+            platform.instance_crashed(app_id, &instance_id, &reason);
+        }
+        () = shutdown.cancelled() => {
+            running.kill().await;
+        }
+    }
+}
+
+/// A stop that came before the instance was registered: nothing to drain.
+async fn stopped(command: Option<InstanceCommand>, dir: &Path) {
+    let reply = command.map(|InstanceCommand::Stop { reply, .. }| reply);
+    finish_stop(reply, dir).await;
+}
+
+/// After a stop: the instance directory goes (v1 kept only crashed ones), then the reply.
+async fn finish_stop(reply: Option<oneshot::Sender<()>>, dir: &Path) {
+    let dir = dir.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    if let Some(reply) = reply {
+        let _ = reply.send(());
+    }
+}
+
+/// Lays out the instance directory as v1's DEA did: `app/` (a copy of the droplet) and `logs/`.
+fn prepare_instance_dir(droplet_dir: &Path, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir.join("logs"))?;
+    copy_tree(&droplet_dir.join("app"), &dir.join("app"))?;
+    let staging_log = droplet_dir.join("staging.log");
+    if staging_log.is_file() {
+        std::fs::copy(staging_log, dir.join("logs").join("staging.log"))?;
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(from).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let relative = entry
+            .path()
+            .strip_prefix(from)
+            .map_err(std::io::Error::other)?;
+        let target = to.join(relative);
+        let file_type = entry.file_type();
+        if file_type.is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else if file_type.is_symlink() {
+            let link = std::fs::read_link(entry.path())?;
+            std::os::unix::fs::symlink(link, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the app and returns what runs it and the port it will listen on.
+async fn start(launch: &Launch, boot_delay: Duration) -> Result<(Running, u16), String> {
+    match &launch.droplet.plan {
+        StartPlan::Static => {
+            // The built-in server "boots" for the profile's boot time before it listens.
+            tokio::time::sleep(boot_delay).await;
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| format!("no port for the static server: {e}"))?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let stop = CancellationToken::new();
+            let server = tokio::spawn(crate::static_server::serve(
+                listener,
+                launch.dir.join("app"),
+                stop.clone(),
+            ));
+            Ok((Running::Static { stop, server }, port))
+        }
+        StartPlan::Command { command } => {
+            let port = free_port().await?;
+            let env = instance_env(
+                &launch.env,
+                &launch.instance_id,
+                launch.index,
+                port,
+                &launch.dir,
+            );
+            let child = spawn_app_process(command, port, &launch.dir, env)?;
+            let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
+            if let Some(pid) = child.id() {
+                let _ = tokio::fs::write(launch.dir.join("run.pid"), format!("{pid}\n")).await;
+            }
+            Ok((Running::Process(AppProcess { child, group }), port))
+        }
+    }
+}
+
+/// A free loopback port, found as v1's DEA found one: bind port 0, note it, let it go.
+async fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("no free port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| e.to_string())
+}
+
+/// The one place app processes are started: `/bin/sh -c '<command> "$@"' -p <port>` in
+/// `<dir>/app`, with exactly the given environment, in a process group of its own (so a stop kills
+/// everything it started), output to `<dir>/logs/`.
+fn spawn_app_process(
+    command: &str,
+    port: u16,
+    dir: &Path,
+    env: Vec<(String, String)>,
+) -> Result<tokio::process::Child, String> {
+    let logs = dir.join("logs");
+    let open_log = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(name))
+            .map_err(|e| format!("cannot open logs/{name}: {e}"))
+    };
+    let stdout = open_log("stdout.log")?;
+    let stderr = open_log("stderr.log")?;
+    tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{command} \"$@\""))
+        .arg("afemu-app")
+        .arg("-p")
+        .arg(port.to_string())
+        .current_dir(dir.join("app"))
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))
+}
+
+/// Tries the port every `poll` until it accepts a connection or `limit` passes.
+async fn wait_until_listening(port: u16, poll: Duration, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(250),
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await;
+        if matches!(attempt, Ok(Ok(_))) {
+            return true;
+        }
+        if tokio::time::Instant::now() + poll > deadline {
+            return false;
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(user_env: &[&str]) -> EnvTemplate {
+        EnvTemplate {
+            app_name: "example".into(),
+            owner: "me@example.com".into(),
+            uris: vec!["example.com".into()],
+            version: "abc-1".into(),
+            runtime: Some("node".into()),
+            memory_mb: 64,
+            disk_mb: 2048,
+            fds: 256,
+            user_env: user_env.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn lookup<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_v1_environment() {
+        let env = instance_env(
+            &template(&[
+                "FOO=bar",
+                "vcap_app_port=1",
+                "VMC_X=2",
+                "EQ=a=b",
+                "noequals",
+            ]),
+            "f00d",
+            2,
+            61000,
+            Path::new("/data/instances/example-2"),
+        );
+        assert_eq!(lookup(&env, "VCAP_APP_PORT"), Some("61000"));
+        assert_eq!(lookup(&env, "PORT"), Some("61000"));
+        assert_eq!(lookup(&env, "VCAP_APP_HOST"), Some("127.0.0.1"));
+        assert_eq!(lookup(&env, "HOME"), Some("/data/instances/example-2"));
+        assert_eq!(lookup(&env, "VMC_APP_NAME"), Some("example"));
+        assert_eq!(lookup(&env, "FOO"), Some("bar"));
+        assert_eq!(lookup(&env, "EQ"), Some("a=b"));
+        assert_eq!(lookup(&env, "vcap_app_port"), None);
+        assert_eq!(lookup(&env, "VMC_X"), None);
+        let app: serde_json::Value =
+            serde_json::from_str(lookup(&env, "VCAP_APPLICATION").unwrap()).unwrap();
+        assert_eq!(app["instance_index"], 2);
+        assert_eq!(app["limits"]["mem"], 64 * 1024 * 1024);
+        assert_eq!(app["limits"]["disk"], 2048u64 * 1024 * 1024);
+        assert_eq!(app["users"][0], "me@example.com");
+        assert_eq!(app["port"], 61000);
+    }
+
+    #[test]
+    fn start_time_format() {
+        assert_eq!(time_of_day_utc(0), "1970-01-01 00:00:00 +0000");
+        assert_eq!(time_of_day_utc(1_299_207_348), "2011-03-04 02:55:48 +0000");
+        assert_eq!(time_of_day_utc(1_709_251_199), "2024-02-29 23:59:59 +0000");
+    }
+}

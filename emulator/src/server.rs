@@ -1,0 +1,39 @@
+//! Running the emulator: the control plane and the router, each on its own listener, until the
+//! shutdown token is cancelled. Taking listeners (not ports) is what lets callers bind port 0.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::platform::Platform;
+
+/// How long shutdown waits for API requests in flight (a long-polling journal read, say).
+const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves the API on `api` and the router on `router` until `shutdown` is cancelled; then stops
+/// accepting, lets requests in flight finish, and stops every instance (reaping every child).
+pub async fn run(
+    platform: Platform,
+    api: TcpListener,
+    router: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router_task = tokio::spawn(platform.router().clone().serve(router, shutdown.clone()));
+    let app = crate::api::api(platform.clone());
+    let serve = axum::serve(api, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let api_result = tokio::select! {
+        result = serve.into_future() => result,
+        // The graceful wait starts at cancellation; bound it.
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(API_SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("API shutdown: requests still open after the grace period");
+            Ok(())
+        }
+    };
+    let _ = router_task.await;
+    platform.shutdown().await;
+    api_result
+}

@@ -1,0 +1,397 @@
+//! The platform's state: users, tokens, apps and their instances. Plain data with synchronous
+//! methods; the [`crate::platform::Platform`] handle owns it behind one lock and derives the route
+//! table from it after every change, so the table can never disagree with the apps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use afemu_router::{Backend, normalise_host};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::runtime::{InstanceCommand, StartPlan};
+
+#[derive(Debug)]
+pub(crate) struct User {
+    pub(crate) password: String,
+    pub(crate) admin: bool,
+    pub(crate) created: u64,
+}
+
+/// The state an app is asked to be in (v1's `AppStates`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AppState {
+    Started,
+    Stopped,
+}
+
+impl AppState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AppState::Started => "STARTED",
+            AppState::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// Whether the last uploaded bits have been staged (v1's `PackageStates`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PackageState {
+    Pending,
+    Staged,
+    Failed,
+}
+
+/// An instance's state as `GET /apps/:name/instances` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InstanceState {
+    Starting,
+    Running,
+    Crashed,
+    Flapping,
+}
+
+impl InstanceState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "STARTING",
+            InstanceState::Running => "RUNNING",
+            InstanceState::Crashed => "CRASHED",
+            InstanceState::Flapping => "FLAPPING",
+        }
+    }
+}
+
+/// The bits last uploaded: a zip plus resources the server already had.
+#[derive(Clone, Debug)]
+pub(crate) struct Package {
+    /// Identifies the bits: sha1 of the zip and of the resource list.
+    pub(crate) hash: String,
+    pub(crate) zip: PathBuf,
+    pub(crate) resources: Vec<crate::staging::Resource>,
+}
+
+/// The staged app: unpacked bits and how to run them.
+#[derive(Clone, Debug)]
+pub(crate) struct Droplet {
+    pub(crate) hash: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) plan: StartPlan,
+}
+
+/// One running (or starting) instance, owned by its supervisor task.
+#[derive(Debug)]
+pub(crate) struct Instance {
+    pub(crate) index: u32,
+    pub(crate) id: Arc<str>,
+    pub(crate) private_id: Arc<str>,
+    pub(crate) state: InstanceState,
+    /// When the instance entered its state, in epoch seconds (`since` in the API).
+    pub(crate) since: u64,
+    pub(crate) started: Instant,
+    pub(crate) dir: PathBuf,
+    pub(crate) port: Option<u16>,
+    /// Set while the instance is RUNNING: what the route table holds.
+    pub(crate) backend: Option<Arc<Backend>>,
+    pub(crate) control: mpsc::Sender<InstanceCommand>,
+}
+
+/// A crashed instance, as `/crashes` lists it.
+#[derive(Clone, Debug)]
+pub(crate) struct Crash {
+    pub(crate) instance_id: Arc<str>,
+    pub(crate) index: u32,
+    pub(crate) since: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) id: u64,
+    pub(crate) owner: String,
+    pub(crate) name: String,
+    pub(crate) framework: String,
+    pub(crate) runtime: Option<String>,
+    pub(crate) command: Option<String>,
+    pub(crate) uris: Vec<String>,
+    pub(crate) instances: u32,
+    pub(crate) memory_mb: u64,
+    pub(crate) disk_mb: u64,
+    pub(crate) fds: u64,
+    pub(crate) state: AppState,
+    pub(crate) services: Vec<String>,
+    pub(crate) env: Vec<String>,
+    /// v1's `lock_version`: `meta.version` in the document, checked on every PUT.
+    pub(crate) lock_version: u64,
+    pub(crate) created: u64,
+    pub(crate) infra: Option<String>,
+    /// What the last PUT said about debugging, echoed in `meta` as v1 did.
+    pub(crate) debug: Value,
+    pub(crate) console: Value,
+    pub(crate) package: Option<Package>,
+    pub(crate) droplet: Option<Droplet>,
+    pub(crate) package_state: PackageState,
+    /// Incremented on every start; part of `version` (`<hash>-<run_count>`).
+    pub(crate) run_count: u64,
+    pub(crate) running: BTreeMap<u32, Instance>,
+    pub(crate) crashes: Vec<Crash>,
+}
+
+impl App {
+    /// Whether the bits changed since the last staging.
+    pub(crate) fn needs_staging(&self) -> bool {
+        match (&self.package, &self.droplet) {
+            (Some(package), Some(droplet)) => package.hash != droplet.hash,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    pub(crate) fn running_instances(&self) -> usize {
+        if self.state != AppState::Started {
+            return 0;
+        }
+        self.running
+            .values()
+            .filter(|i| i.state == InstanceState::Running)
+            .count()
+    }
+
+    /// The app document, as `GET /apps/:name` returns it (CC `App#as_json`).
+    pub(crate) fn document(&self) -> Value {
+        let staged_hash = self
+            .droplet
+            .as_ref()
+            .map_or_else(|| "0".repeat(40), |d| d.hash.clone());
+        let mut staging = json!({"model": self.framework, "stack": self.runtime});
+        if let Some(command) = &self.command {
+            staging["command"] = json!(command);
+        }
+        let mut meta = json!({"version": self.lock_version, "created": self.created});
+        if !self.debug.is_null() {
+            meta["debug"] = self.debug.clone();
+        }
+        if !self.console.is_null() {
+            meta["console"] = self.console.clone();
+        }
+        let mut doc = json!({
+            "name": self.name,
+            "staging": staging,
+            "uris": self.uris,
+            "instances": self.instances,
+            "runningInstances": self.running_instances(),
+            "resources": {"memory": self.memory_mb, "disk": self.disk_mb, "fds": self.fds},
+            "state": self.state.as_str(),
+            "services": self.services,
+            "version": format!("{staged_hash}-{}", self.run_count),
+            "env": self.env,
+            "meta": meta,
+        });
+        if let Some(infra) = &self.infra {
+            doc["infra"] = json!({"provider": infra, "name": infra});
+        }
+        doc
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) users: BTreeMap<String, User>,
+    /// token → email
+    pub(crate) tokens: HashMap<String, String>,
+    pub(crate) apps: BTreeMap<u64, App>,
+    pub(crate) next_app_id: u64,
+}
+
+impl State {
+    pub(crate) fn find_app(&self, owner: &str, name: &str) -> Option<&App> {
+        self.apps
+            .values()
+            .find(|app| app.owner == owner && app.name == name)
+    }
+
+    pub(crate) fn app_id(&self, owner: &str, name: &str) -> Result<u64, ApiError> {
+        self.find_app(owner, name)
+            .map(|app| app.id)
+            .ok_or(ApiError::AppNotFound)
+    }
+
+    pub(crate) fn apps_of<'a>(&'a self, owner: &'a str) -> impl Iterator<Item = &'a App> + 'a {
+        self.apps.values().filter(move |app| app.owner == owner)
+    }
+
+    /// Refuses a URI that another user's app holds (v1: `URI_ALREADY_TAKEN`, 701). The same user
+    /// may map one URI to several apps: that is the blue/green recipe.
+    pub(crate) fn check_uri_owner(
+        &self,
+        owner: &str,
+        uri: &str,
+        dev_suffix: &str,
+    ) -> Result<(), ApiError> {
+        let key = normalise_host(uri, dev_suffix);
+        let taken = self.apps.values().any(|app| {
+            app.owner != owner
+                && app
+                    .uris
+                    .iter()
+                    .any(|mapped| normalise_host(mapped, dev_suffix) == key)
+        });
+        if taken {
+            Err(ApiError::UriTaken(uri.to_owned()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The route table as `(host key, backend)` pairs: every RUNNING instance of every STARTED
+    /// app, once per URI it is mapped to.
+    pub(crate) fn route_entries(&self, dev_suffix: &str) -> Vec<(Arc<str>, Arc<Backend>)> {
+        let mut entries = Vec::new();
+        for app in self.apps.values() {
+            if app.state != AppState::Started {
+                continue;
+            }
+            let keys: Vec<Arc<str>> = app
+                .uris
+                .iter()
+                .filter_map(|uri| normalise_host(uri, dev_suffix))
+                .map(|key| Arc::from(&*key))
+                .collect();
+            for instance in app.running.values() {
+                if instance.state != InstanceState::Running {
+                    continue;
+                }
+                if let Some(backend) = &instance.backend {
+                    for key in &keys {
+                        entries.push((key.clone(), backend.clone()));
+                    }
+                }
+            }
+        }
+        entries
+    }
+
+    pub(crate) fn memory_in_use(&self, owner: &str) -> u64 {
+        self.apps_of(owner)
+            .filter(|app| app.state == AppState::Started)
+            .map(|app| app.memory_mb * u64::from(app.instances))
+            .sum()
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn epoch_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `n` random bytes as lower-case hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::fill(&mut buffer[..]);
+    hex::encode(buffer)
+}
+
+/// v1's app names: `/^[\w-]+$/`.
+pub(crate) fn validate_app_name(name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidApp(format!(
+            "app name {name:?} may only contain letters, digits, '_' and '-'"
+        )))
+    }
+}
+
+/// Normalises a URI as the cloud controller did (scheme stripped, lower-cased, trimmed) and
+/// checks it is a host name with an optional port. Returns the form that is stored.
+pub(crate) fn normalise_uri(raw: &str) -> Result<String, ApiError> {
+    let invalid = || ApiError::InvalidUri(raw.to_owned());
+    let mut uri = raw.trim();
+    for scheme in ["http://", "https://"] {
+        if uri.len() >= scheme.len()
+            && uri.is_char_boundary(scheme.len())
+            && uri[..scheme.len()].eq_ignore_ascii_case(scheme)
+        {
+            uri = &uri[scheme.len()..];
+        }
+    }
+    let uri = uri.trim_end_matches('/').to_ascii_lowercase();
+    let (host, port) = match uri.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (uri.as_str(), None),
+    };
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(invalid());
+    }
+    let host = host.trim_end_matches('.');
+    let valid_host = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !valid_host {
+        return Err(invalid());
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_normalisation() {
+        let table = [
+            ("example.com", Ok("example.com")),
+            ("HTTP://Example.COM", Ok("example.com")),
+            ("https://www.example.com/", Ok("www.example.com")),
+            ("app.aws.af.cm:9080", Ok("app.aws.af.cm:9080")),
+            ("  spaced.com ", Ok("spaced.com")),
+            ("under_score.com", Ok("under_score.com")),
+            ("", Err(())),
+            ("http://", Err(())),
+            ("a b.com", Err(())),
+            ("a..com", Err(())),
+            ("-a.com", Err(())),
+            ("a.com:0", Err(())),
+            ("a.com:99999", Err(())),
+            ("a.com:port", Err(())),
+            ("a.com/path", Err(())),
+            ("<script>.com", Err(())),
+        ];
+        for (raw, expected) in table {
+            let got = normalise_uri(raw).map_err(|_| ());
+            assert_eq!(
+                got.as_deref(),
+                expected.as_deref().map_err(|_| &()),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn app_names() {
+        assert!(validate_app_name("example2").is_ok());
+        assert!(validate_app_name("my_app-1").is_ok());
+        for bad in ["", "a b", "a/b", "../x", "é", "a.b"] {
+            assert!(validate_app_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

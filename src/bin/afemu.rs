@@ -1,0 +1,113 @@
+//! `afemu`: run the emulator. Parses flags, sets up logging (`RUST_LOG`), binds the listeners and
+//! hands them to the library; the first signal (SIGINT/SIGTERM) shuts down gracefully.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use afemu_emulator::{Platform, ServeArgs};
+
+/// A local emulator of AppFog v1: control plane, app runtime and router.
+#[derive(Debug, Parser)]
+#[command(name = "afemu", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane (the v1 API af talks to) and the router, until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,afemu=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("afemu: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("afemu: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.to_config();
+    let api = TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", args.api_addr))?;
+    let router = TcpListener::bind(args.router_addr)
+        .await
+        .with_context(|| format!("cannot listen for the router on {}", args.router_addr))?;
+    // The default data directory is temporary and goes at exit (the guard lives to the end).
+    let (data_dir, _temporary) = match &config.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            (dir.clone(), None)
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("afemu-")
+                .tempdir()
+                .context("cannot create a temporary data directory")?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    let platform = Platform::new(config, &data_dir)
+        .with_context(|| format!("cannot use the data directory {}", data_dir.display()))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    println!(
+        "afemu ready: api http://{} router http://{} (profile {}, data {})",
+        api.local_addr()?,
+        router.local_addr()?,
+        args.profile.name(),
+        data_dir.display()
+    );
+    afemu_emulator::server::run(platform, api, router, shutdown)
+        .await
+        .context("the API server failed")?;
+    tracing::info!("afemu stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot listen for signals; stop afemu by killing it");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
