@@ -1,0 +1,59 @@
+//! Helpers shared by the end-to-end tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use afemu::Emulator;
+use afemu::router::JournalEntry;
+
+/// How long any one expected event may take before a test fails. Generous: it bounds a failure,
+/// it does not pace a success (every wait returns as soon as its event happens).
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(path)
+}
+
+/// Waits until the journal has an entry after `since` that satisfies `predicate`.
+pub async fn wait_for(
+    emu: &Emulator,
+    since: u64,
+    what: &str,
+    predicate: impl FnMut(&JournalEntry) -> bool,
+) -> Arc<JournalEntry> {
+    emu.journal()
+        .wait_for(since, EVENT_TIMEOUT, predicate)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+/// Waits until `host` has been served `count` times by `app` after `since`.
+pub async fn wait_for_served(emu: &Emulator, since: u64, host: &str, app: &str, count: usize) {
+    let mut seen = 0;
+    wait_for(
+        emu,
+        since,
+        &format!("{count} requests to {host} served by {app}"),
+        |entry| {
+            if &*entry.host == host && entry.served_by(app) {
+                seen += 1;
+            }
+            seen >= count
+        },
+    )
+    .await;
+}
+
+/// Every journal entry after `since` for `host`.
+pub fn entries(emu: &Emulator, since: u64, host: &str) -> Vec<Arc<JournalEntry>> {
+    emu.journal()
+        .since(since)
+        .into_iter()
+        .filter(|entry| &*entry.host == host)
+        .collect()
+}
