@@ -265,3 +265,42 @@ async fn a_downtime_app_mapped_first_hides_the_update() {
     );
     emu.shutdown().await;
 }
+
+/// The sharp edge of seed 001: unmapping the old app before mapping the new one leaves the host
+/// with no backend, and visitors see the default error page. (The oracle can fail.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmapping_before_mapping_shows_the_default_error_page() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    af.push(
+        "example2",
+        &fixture("apps/hello-v2"),
+        &[STAGING],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let start = emu.journal().last_seq();
+    let traffic = Traffic::start(emu.router_addr(), &["example.com"], None);
+    wait_for_served(&emu, start, "example.com", "example", 1).await;
+    af.unmap("example", "example.com").await.unwrap();
+    let gap = emu.routes().version();
+    // Whoever asks in the gap gets the platform's page.
+    wait_for(&emu, start, "a request in the gap", |e| {
+        e.route_table_version == gap && e.is_default_error_page()
+    })
+    .await;
+    af.map("example2", "example.com").await.unwrap();
+    wait_for_served(&emu, start, "example.com", "example2", 1).await;
+    traffic.stop().await;
+    let counters = emu.journal().host_counters("example.com");
+    assert!(counters.no_route >= 1, "{counters:?}");
+}

@@ -227,7 +227,11 @@ impl Running {
                 // The whole process group: a shell and whatever it started (v1: kill -9).
                 process.kill_group();
                 let _ = process.child.kill().await;
-                process.group = None;
+                // The leader is reaped; the rest of the group dies asynchronously. A stop is
+                // only over when nothing of the app runs any more.
+                if let Some(group) = process.group.take() {
+                    wait_until_group_gone(group, Duration::from_secs(2)).await;
+                }
             }
         }
     }
@@ -384,6 +388,49 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Waits until no live process (zombies aside: they run nothing) is left in `group`. Reads
+/// `/proc`; where there is none, it returns at once.
+async fn wait_until_group_gone(group: nix::unistd::Pid, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while group_has_live_members(group.as_raw()) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                group = group.as_raw(),
+                "processes of a killed app are still alive"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn group_has_live_members(group: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may contain anything, so split after its `)`.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace())
+            .into_iter()
+            .flatten();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+        pgrp == Some(group) && !matches!(state, Some("Z" | "X"))
+    })
 }
 
 /// Starts the app and returns what runs it and the port it will listen on.

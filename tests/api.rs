@@ -1,0 +1,548 @@
+//! The v1 API as clients drive it, over real sockets: logins, the app document, whole-document
+//! updates, and every kind of bad input — which must get a v1 `{code, description}` error and
+//! change nothing.
+
+mod common;
+
+use std::io::Write;
+
+use afemu::Emulator;
+use common::{EVENT_TIMEOUT, fixture};
+use serde_json::{Value, json};
+
+/// A raw client: what a misbehaving or hostile client could send.
+struct Raw {
+    http: reqwest::Client,
+    api: String,
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+}
+
+impl Raw {
+    fn new(emu: &Emulator) -> Raw {
+        Raw {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            api: emu.api_url(),
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> Answer {
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.api))
+            .body(body.to_owned());
+        if let Some(token) = token {
+            request = request.header("AUTHORIZATION", token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, body }
+    }
+
+    async fn login(&self, email: &str, password: &str) -> String {
+        let answer = self
+            .send(
+                "POST",
+                &format!("/users/{email}/tokens"),
+                None,
+                &json!({"password": password}).to_string(),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+fn assert_v1_error(answer: &Answer, status: u16, code: i64, what: &str) {
+    assert_eq!(
+        (answer.status, answer.body["code"].as_i64()),
+        (status, Some(code)),
+        "{what}: {}",
+        answer.body
+    );
+    assert!(
+        answer.body["description"].is_string(),
+        "{what}: {}",
+        answer.body
+    );
+}
+
+#[tokio::test]
+async fn login_registers_then_checks_the_password() {
+    let emu = Emulator::start().await;
+    let raw = Raw::new(&emu);
+    let first = raw.login("new%40example.com", "secret").await;
+    let second = raw.login("new%40example.com", "secret").await;
+    assert_ne!(first, second, "tokens are fresh");
+    let wrong = raw
+        .send(
+            "POST",
+            "/users/new%40example.com/tokens",
+            None,
+            r#"{"password":"nope"}"#,
+        )
+        .await;
+    assert_v1_error(&wrong, 403, 200, "wrong password");
+    let missing = raw.send("POST", "/users/x%40y.z/tokens", None, "{}").await;
+    assert_v1_error(&missing, 400, 100, "no password");
+
+    // /info tells a logged-in user apart by `user` and `usage`; a bad token is not an error there.
+    let info = raw.send("GET", "/info", Some(&first), "").await;
+    assert_eq!(info.body["user"], "new@example.com");
+    assert!(info.body["usage"].is_object() && info.body["limits"]["memory"].is_number());
+    assert!(info.body["frameworks"]["standalone"].is_object());
+    let anonymous = raw.send("GET", "/info", Some("forged"), "").await;
+    assert_eq!(anonymous.status, 200);
+    assert!(anonymous.body.get("user").is_none());
+    for key in ["name", "build", "version", "support"] {
+        assert!(!anonymous.body[key].is_null(), "{key}");
+    }
+
+    // Everything else needs a valid token.
+    for token in [None, Some("forged")] {
+        let apps = raw.send("GET", "/apps", token, "").await;
+        assert_v1_error(&apps, 403, 200, "apps without a valid token");
+    }
+    let user = raw
+        .send("GET", "/users/new%40example.com", Some(&first), "")
+        .await;
+    assert_eq!(user.body["admin"], false);
+}
+
+#[tokio::test]
+async fn the_app_document_has_what_af_reads() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["HTTP://Example.COM"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let doc = af.app("example").await.unwrap();
+    assert_eq!(doc["name"], "example");
+    assert_eq!(
+        doc["uris"],
+        json!(["example.com"]),
+        "scheme stripped, lower-cased"
+    );
+    assert_eq!(doc["state"], "STARTED");
+    assert_eq!(doc["instances"], 1);
+    assert_eq!(doc["runningInstances"], 1);
+    assert_eq!(doc["staging"]["model"], "standalone");
+    assert_eq!(doc["resources"]["memory"], 64);
+    assert_eq!(doc["services"], json!([]));
+    assert_eq!(doc["env"], json!([]));
+    assert!(doc["meta"]["version"].is_u64() && doc["meta"]["created"].is_u64());
+    let version = doc["version"].as_str().unwrap();
+    assert!(version.ends_with("-1") && version.len() == 42, "{version}");
+
+    let apps = af.apps().await.unwrap();
+    assert_eq!(apps.len(), 1);
+    let instances = af.instances("example").await.unwrap();
+    assert_eq!(instances["instances"][0]["state"], "RUNNING");
+    assert_eq!(instances["instances"][0]["index"], 0);
+    let stats = af.stats("example").await.unwrap();
+    assert_eq!(stats["0"]["state"], "RUNNING");
+    assert_eq!(stats["0"]["stats"]["name"], "example");
+    assert_eq!(stats["0"]["stats"]["mem_quota"], 64 * 1024 * 1024);
+    assert_eq!(af.crashes("example").await.unwrap(), json!({"crashes": []}));
+
+    af.stop("example").await.unwrap();
+    let stopped = af.app("example").await.unwrap();
+    assert_eq!(
+        (
+            stopped["state"].as_str(),
+            stopped["runningInstances"].as_u64()
+        ),
+        (Some("STOPPED"), Some(0))
+    );
+    assert_eq!(
+        af.instances("example").await.unwrap(),
+        json!({"instances": []})
+    );
+    let gone = emu.get("example.com", "/").await;
+    assert_eq!(
+        (gone.status, gone.router_error.as_deref()),
+        (404, Some("no-route"))
+    );
+}
+
+#[tokio::test]
+async fn scaling_adds_and_removes_the_highest_indices_only() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let first_port = emu
+        .routes()
+        .snapshot()
+        .lookup("example.com")
+        .unwrap()
+        .backends()[0]
+        .addr();
+    af.scale("example", 3).await.unwrap();
+    // Right after the PUT the new count is listed, the new ones still starting.
+    let listed = af.instances("example").await.unwrap();
+    assert_eq!(listed["instances"].as_array().unwrap().len(), 3);
+    af.wait_running("example", 0, EVENT_TIMEOUT).await.unwrap();
+    let backends = |emu: &Emulator| -> Vec<(u32, std::net::SocketAddr)> {
+        let table = emu.routes().snapshot();
+        let mut list: Vec<_> = table
+            .lookup("example.com")
+            .unwrap()
+            .backends()
+            .iter()
+            .map(|b| (b.instance_index(), b.addr()))
+            .collect();
+        list.sort();
+        list
+    };
+    let three = backends(&emu);
+    assert_eq!(three.iter().map(|b| b.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(three[0].1, first_port, "instance 0 was not touched");
+    af.scale("example", 1).await.unwrap();
+    assert_eq!(backends(&emu), vec![(0, first_port)]);
+    assert_eq!(
+        af.instances("example").await.unwrap()["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_v1_error_and_changes_nothing() {
+    let emu = Emulator::start().await;
+    let raw = Raw::new(&emu);
+    let af = emu.client();
+    let token = af.token().unwrap().to_owned();
+    let token = Some(token.as_str());
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let before = af.app("example").await.unwrap();
+    let routes_before = emu.routes().snapshot().summary();
+    let doc = |change: &dyn Fn(&mut Value)| {
+        let mut doc = before.clone();
+        change(&mut doc);
+        doc.to_string()
+    };
+
+    let cases: Vec<(&str, &str, String, u16, i64)> = vec![
+        ("PUT", "/apps/example", "{not json".into(), 400, 100),
+        ("PUT", "/apps/example", "[1,2]".into(), 400, 100),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["instances"] = json!("many")),
+            400,
+            100,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["instances"] = json!(0)),
+            400,
+            300,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!("example.com")),
+            400,
+            100,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["not a host"])),
+            400,
+            700,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["a.com", "b.com", "c.com", "d.com", "e.com"])),
+            403,
+            602,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["state"] = json!("RUNNING")),
+            400,
+            100,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["name"] = json!("../evil")),
+            400,
+            300,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["resources"]["memory"] = json!(1_000_000)),
+            403,
+            600,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["services"] = json!(["mysql-x"])),
+            404,
+            500,
+        ),
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["meta"]["version"] = json!(0)),
+            400,
+            102,
+        ),
+        // A valid change that comes with an invalid one is refused whole.
+        (
+            "PUT",
+            "/apps/example",
+            doc(&|d| {
+                d["instances"] = json!(2);
+                d["uris"] = json!(["bad uri"]);
+            }),
+            400,
+            700,
+        ),
+        ("PUT", "/apps/nosuch", doc(&|_| {}), 404, 301),
+        ("GET", "/apps/nosuch", String::new(), 404, 301),
+        ("DELETE", "/apps/nosuch", String::new(), 404, 301),
+        ("GET", "/apps/nosuch/instances", String::new(), 404, 301),
+        (
+            "POST",
+            "/apps",
+            r#"{"name":"bad name","staging":{"framework":"node"}}"#.into(),
+            400,
+            300,
+        ),
+        ("POST", "/apps", r#"{"name":"x"}"#.into(), 400, 308),
+        (
+            "POST",
+            "/apps",
+            r#"{"name":"example","staging":{"framework":"node"}}"#.into(),
+            400,
+            300,
+        ),
+        (
+            "POST",
+            "/apps",
+            r#"{"name":"y","staging":{"framework":"node"},"uris":["example.com","bad uri"]}"#
+                .into(),
+            400,
+            700,
+        ),
+        (
+            "POST",
+            "/apps",
+            format!(
+                r#"{{"name":"big","staging":{{"framework":"node"}},"env":["{}"]}}"#,
+                "x".repeat(2 << 20)
+            ),
+            413,
+            100,
+        ),
+    ];
+    for (method, path, body, status, code) in &cases {
+        let answer = raw.send(method, path, token, body).await;
+        assert_v1_error(
+            &answer,
+            *status,
+            *code,
+            &format!("{method} {path} {:.80}", body),
+        );
+    }
+    assert_eq!(af.app("example").await.unwrap(), before, "nothing changed");
+    assert_eq!(af.apps().await.unwrap().len(), 1, "no app was created");
+    assert_eq!(emu.routes().snapshot().summary(), routes_before);
+    assert_eq!(emu.get("example.com", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn another_users_uri_is_refused_with_701() {
+    let emu = Emulator::start().await;
+    let mine = emu.client();
+    mine.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let mut theirs = afemu::cli::V1Client::new(&emu.api_url());
+    theirs.login("other@example.com", "pw").await.unwrap();
+    let refused = theirs
+        .create_app(&json!({"name": "thief", "staging": {"framework": "standalone"}, "uris": ["EXAMPLE.com"]}))
+        .await
+        .unwrap_err();
+    assert_eq!((refused.status(), refused.code()), (Some(400), Some(701)));
+    assert!(
+        theirs.apps().await.unwrap().is_empty(),
+        "the refused app was not kept"
+    );
+    // Their own app may not take it by a map either; and they cannot see or touch mine.
+    theirs
+        .create_app(&json!({"name": "theirs", "staging": {"framework": "standalone"}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        theirs
+            .map("theirs", "example.com")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(701)
+    );
+    assert_eq!(theirs.app("example").await.unwrap_err().code(), Some(301));
+    assert_eq!(
+        theirs.delete_app("example").await.unwrap_err().code(),
+        Some(301)
+    );
+    // The same user may map one URI to several apps: that is the blue/green recipe.
+    mine.create_app(&json!({"name": "example2", "staging": {"framework": "standalone"}, "uris": ["example.com"]}))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn hostile_uploads_are_refused_and_change_nothing() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let before = af.app("example").await.unwrap();
+
+    let zip_with = |name: &str| {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        writer
+            .start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        writer.write_all(b"owned").unwrap();
+        writer.finish().unwrap().into_inner()
+    };
+    let escaping = af
+        .upload_zip("example", zip_with("../../escaped.txt"), &json!([]))
+        .await
+        .unwrap_err();
+    assert_eq!(escaping.code(), Some(402), "{escaping}");
+    let not_a_zip = af
+        .upload_zip("example", b"not a zip".to_vec(), &json!([]))
+        .await
+        .unwrap_err();
+    assert_eq!(not_a_zip.code(), Some(402), "{not_a_zip}");
+    let unknown_resource = af
+        .upload_zip(
+            "example",
+            zip_with("index.html"),
+            &json!([{"size": 5, "sha1": "0".repeat(40), "fn": "x.js"}]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_resource.code(), Some(401), "{unknown_resource}");
+    let bad_resources = af
+        .upload_zip("example", zip_with("index.html"), &json!({"not": "a list"}))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_resources.code(), Some(100), "{bad_resources}");
+
+    // Nothing changed: restarting runs the old bits, and nothing escaped the data directory.
+    assert_eq!(af.app("example").await.unwrap(), before);
+    af.restart("example", EVENT_TIMEOUT).await.unwrap();
+    assert!(
+        emu.get("example.com", "/")
+            .await
+            .body
+            .contains("example v1")
+    );
+    let data = emu.platform().data_dir();
+    assert!(
+        !data.join("../escaped.txt").exists()
+            && !data.parent().unwrap().join("../escaped.txt").exists()
+    );
+}
+
+#[tokio::test]
+async fn resources_already_uploaded_need_not_be_sent_again() {
+    let emu = Emulator::start().await;
+    let raw = Raw::new(&emu);
+    let af = emu.client();
+    let token = af.token().unwrap().to_owned();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let content = std::fs::read(fixture("apps/hello-v1/index.html")).unwrap();
+    let sha1 = hex::encode(<sha1::Sha1 as sha1::Digest>::digest(&content));
+    let known = json!([{"size": content.len(), "sha1": sha1, "fn": "/tmp/.vmc_x_files/index.html"},
+                       {"size": 3, "sha1": "1".repeat(40), "fn": "/tmp/.vmc_x_files/other"}]);
+    let answer = raw
+        .send("POST", "/resources", Some(&token), &known.to_string())
+        .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.as_array().unwrap().len(), 1, "{}", answer.body);
+    assert_eq!(answer.body[0]["sha1"], sha1);
+
+    // A second app made only of that resource.
+    af.create_app(
+        &json!({"name": "copy", "staging": {"framework": "standalone"}, "uris": ["copy.com"]}),
+    )
+    .await
+    .unwrap();
+    let empty = {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        writer
+            .start_file(".__empty__", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        writer.finish().unwrap().into_inner()
+    };
+    af.upload_zip(
+        "copy",
+        empty,
+        &json!([{"size": content.len(), "sha1": sha1, "fn": "index.html"}]),
+    )
+    .await
+    .unwrap();
+    af.start("copy", EVENT_TIMEOUT).await.unwrap();
+    assert!(emu.get("copy.com", "/").await.body.contains("example v1"));
+}

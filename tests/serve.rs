@@ -1,0 +1,150 @@
+//! The `afemu serve` binary: flags and environment variables, the ready line, the health check,
+//! and a graceful shutdown on SIGTERM that leaves no process and no temporary directory behind.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+struct Served {
+    child: tokio::process::Child,
+    api: String,
+    router: String,
+    line: String,
+}
+
+/// Starts `afemu serve` on free ports and waits for its ready line.
+async fn serve(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"));
+    command
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--router-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("afemu runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("a ready line");
+    let url_after = |label: &str| {
+        line.split_whitespace()
+            .skip_while(|word| *word != label)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {label} URL in {line:?}"))
+            .to_owned()
+    };
+    let api = url_after("api");
+    let router = url_after("router");
+    Served {
+        child,
+        api,
+        router,
+        line,
+    }
+}
+
+#[tokio::test]
+async fn serve_prints_one_ready_line_answers_health_and_stops_on_sigterm() {
+    let mut served = serve(&[], &[("AFEMU_PROFILE", "instant")]).await;
+    assert!(
+        served
+            .line
+            .starts_with("afemu ready: api http://127.0.0.1:"),
+        "{}",
+        served.line
+    );
+    assert!(
+        served.line.contains("profile instant"),
+        "the env var was read: {}",
+        served.line
+    );
+    let data_dir = served
+        .line
+        .split("data ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches([')', '\n'])
+        .to_owned();
+    assert!(std::path::Path::new(&data_dir).is_dir());
+
+    let health: Value = reqwest::get(format!("{}/_afemu/health", served.api))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let no_route = reqwest::Client::new()
+        .get(format!("{}/", served.router))
+        .header("host", "nowhere.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_route.status(), 404);
+    assert_eq!(no_route.headers()["x-afemu-router-error"], "no-route");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(served.child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), served.child.wait())
+        .await
+        .expect("afemu exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "graceful exit: {status}");
+    assert!(
+        !std::path::Path::new(&data_dir).exists(),
+        "the temporary data dir is gone"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .args(["serve", "--router-addr", "127.0.0.1:0", "--api-addr"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot listen for the API"), "{stderr}");
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let output = Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .args(["serve", "--profile", "leisurely"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let help = Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--api-addr",
+        "--router-addr",
+        "--data-dir",
+        "--profile",
+        "--domain",
+        "AFEMU_PROFILE",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+}
