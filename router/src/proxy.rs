@@ -6,7 +6,6 @@
 //! follow redirects. What it adds over v1: `X-Afemu-Router-Error` on its own pages.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,11 +157,16 @@ impl Router {
             };
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
-            let router_ip = router_ip.clone();
+            // Formatted once per connection, not per request.
+            let connection = Peers {
+                client_ip: HeaderValue::from_str(&peer.ip().to_string())
+                    .unwrap_or(HeaderValue::from_static("")),
+                router_ip: router_ip.clone(),
+            };
             let service = service_fn(move |request| {
                 let shared = shared.clone();
-                let router_ip = router_ip.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, request, peer, router_ip).await) }
+                let connection = connection.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, request, connection).await) }
             });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection);
@@ -183,6 +187,13 @@ impl Router {
     }
 }
 
+/// The two ends of a client connection, as headers.
+#[derive(Clone)]
+struct Peers {
+    client_ip: HeaderValue,
+    router_ip: HeaderValue,
+}
+
 /// What every request carries into the journal.
 struct RequestFacts {
     start: SystemTime,
@@ -194,8 +205,7 @@ struct RequestFacts {
 async fn handle(
     shared: &Shared,
     mut request: Request<Incoming>,
-    peer: SocketAddr,
-    router_ip: HeaderValue,
+    peers: Peers,
 ) -> Response<RouterBody> {
     let facts = RequestFacts {
         start: SystemTime::now(),
@@ -260,7 +270,7 @@ async fn handle(
     if !had_host && let Some(host) = original_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
         headers.insert(header::HOST, host);
     }
-    append_forwarded_for(headers, peer);
+    append_forwarded_for(headers, &peers.client_ip);
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
@@ -307,7 +317,7 @@ async fn handle(
         if let Ok(value) = HeaderValue::from_str(&backend.addr().to_string()) {
             headers.insert(HeaderName::from_static("x-vcap-backend"), value);
         }
-        headers.insert(HeaderName::from_static("x-vcap-router"), router_ip);
+        headers.insert(HeaderName::from_static("x-vcap-router"), peers.router_ip);
     }
     add_sticky_cookie(headers, &backend);
 
@@ -399,15 +409,16 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
-        _ => ip,
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let appended = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => {
+            let ip = client_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{existing}, {ip}")).ok()
+        }
+        _ => None,
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
-    }
+    headers.insert(name, appended.unwrap_or_else(|| client_ip.clone()));
 }
 
 fn router_page(
