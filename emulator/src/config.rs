@@ -28,6 +28,7 @@ impl Profile {
                 readiness_timeout: Duration::from_secs(60),
                 drain: Duration::from_secs(1),
                 flapping_backoff: Duration::from_millis(100),
+                stop_grace: Duration::ZERO,
             },
             Profile::Fast => Timing {
                 staging: Duration::from_millis(250),
@@ -36,6 +37,7 @@ impl Profile {
                 readiness_timeout: Duration::from_secs(60),
                 drain: Duration::from_secs(2),
                 flapping_backoff: Duration::from_secs(1),
+                stop_grace: Duration::ZERO,
             },
             Profile::Realistic => Timing {
                 staging: Duration::from_secs(3),
@@ -44,6 +46,7 @@ impl Profile {
                 readiness_timeout: Duration::from_secs(60),
                 drain: Duration::from_secs(10),
                 flapping_backoff: Duration::from_secs(60),
+                stop_grace: Duration::ZERO,
             },
         }
     }
@@ -72,6 +75,8 @@ pub struct Timing {
     pub drain: Duration,
     /// The first flapping restart delay; it doubles per crash (v1: 60 s, up to 480 s).
     pub flapping_backoff: Duration,
+    /// How long a stopped app gets between SIGTERM and SIGKILL (v1: none, SIGKILL at once).
+    pub stop_grace: Duration,
 }
 
 /// A user's account limits, v1's `account_capacity` defaults (spec/af-api.md §11).
@@ -114,6 +119,8 @@ pub struct Config {
     pub limits: Limits,
     /// Emails that may act for others with `PROXY-USER`.
     pub admins: Vec<String>,
+    /// How long a crashed instance's directory and logs are kept (v1: an hour).
+    pub crash_retention: Duration,
 }
 
 impl Default for Config {
@@ -136,6 +143,7 @@ impl Config {
             max_unpacked: 1024 * 1024 * 1024,
             limits: Limits::default(),
             admins: Vec::new(),
+            crash_retention: Duration::from_secs(3600),
         }
     }
 }
@@ -191,6 +199,16 @@ pub struct ServeArgs {
     /// How long a stop waits for requests in flight [default: from the profile].
     #[arg(long, env = "AFEMU_DRAIN", value_parser = humantime::parse_duration)]
     pub drain: Option<Duration>,
+    /// How long a stopped app gets between SIGTERM and SIGKILL [default: 0, SIGKILL at once as v1].
+    #[arg(long, env = "AFEMU_STOP_GRACE", value_parser = humantime::parse_duration)]
+    pub stop_grace: Option<Duration>,
+    /// The first restart delay of a flapping instance; it doubles per crash [default: from the
+    /// profile; realistic: 60s as v1].
+    #[arg(long, env = "AFEMU_FLAPPING_BACKOFF", value_parser = humantime::parse_duration)]
+    pub flapping_backoff: Option<Duration>,
+    /// How long crashed instances' directories and logs are kept.
+    #[arg(long, env = "AFEMU_CRASH_RETENTION", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub crash_retention: Duration,
     /// How long an instance may take to listen before it is CRASHED [default: 60s].
     #[arg(long, env = "AFEMU_READINESS_TIMEOUT", value_parser = humantime::parse_duration)]
     pub readiness_timeout: Option<Duration>,
@@ -230,6 +248,13 @@ impl ServeArgs {
         if let Some(timeout) = self.readiness_timeout {
             config.timing.readiness_timeout = timeout;
         }
+        if let Some(grace) = self.stop_grace {
+            config.timing.stop_grace = grace;
+        }
+        if let Some(backoff) = self.flapping_backoff {
+            config.timing.flapping_backoff = backoff;
+        }
+        config.crash_retention = self.crash_retention;
         config.max_json_body = self.max_json_body;
         config.max_upload = self.max_upload;
         config.admins = self.admins.iter().map(|a| a.to_ascii_lowercase()).collect();

@@ -10,9 +10,12 @@
 //! - `state`: users, tokens, apps, instances; plain data and the app document.
 //! - `app_update`: reading the app documents clients send.
 //! - `api`: the v1 HTTP API and the `/_afemu/` admin API (axum).
+//! - `files`: an instance's files as v1's DEA listed and served them, confined to its directory.
 //! - `staging`: checking and unpacking uploads safely, deciding how an app runs.
 //! - `runtime`: one supervisor task per instance, owning its process or static server.
 //! - `static_server`: the built-in server for apps that are just an `index.html`.
+//! - `watchdog`: kills every app process group if afemu itself dies without cleaning up.
+//! - `procstat`: CPU and memory of an app's process group, from `/proc`.
 //! - `health`: v1's restart and flapping rule.
 //! - `frameworks`: the frameworks and runtimes `/info` offers, from what is installed.
 //! - [`error`]: the v1 errors, `{code, description}`, mapped in one place.
@@ -28,12 +31,15 @@ pub mod traffic;
 
 mod api;
 mod app_update;
+mod files;
 mod frameworks;
 mod health;
+mod procstat;
 mod runtime;
 mod staging;
 mod state;
 mod static_server;
+mod watchdog;
 
 pub use api::api;
 pub use config::{Config, Profile, ServeArgs, Timing};

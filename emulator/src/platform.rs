@@ -23,6 +23,7 @@ use crate::state::{
     App, AppState, Crash, Droplet, Instance, InstanceState, Package, PackageState, State, User,
     epoch_seconds, normalise_uri, random_hex, validate_app_name,
 };
+use crate::watchdog::Watchdog;
 
 /// The shared handle; clone it freely.
 #[derive(Clone)]
@@ -44,6 +45,9 @@ struct Inner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     frameworks: tokio::sync::OnceCell<Value>,
+    watchdog: Arc<Watchdog>,
+    /// The control plane as a backend of the router at `api.<domain>`, v1's own topology.
+    api_route: std::sync::OnceLock<(Arc<str>, Arc<Backend>)>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -86,6 +90,8 @@ impl Platform {
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 frameworks: tokio::sync::OnceCell::new(),
+                watchdog: Arc::new(Watchdog::start()),
+                api_route: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -108,12 +114,16 @@ impl Platform {
     pub(crate) fn shutdown_token(&self) -> CancellationToken {
         self.inner.shutdown.clone()
     }
+    pub(crate) fn watchdog(&self) -> &Arc<Watchdog> {
+        &self.inner.watchdog
+    }
 
     /// Stops every instance (killing every child process) and waits for their supervisors.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        self.inner.watchdog.stop();
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -123,9 +133,34 @@ impl Platform {
     /// Publishes the route table derived from `state`. Called with the state lock held, so tables
     /// are published in the order of the changes they reflect.
     fn publish(&self, state: &State) -> u64 {
-        self.inner
-            .routes
-            .publish(state.route_entries(&self.inner.config.router.dev_suffix))
+        let mut entries = state.route_entries(&self.inner.config.router.dev_suffix);
+        if let Some((host, api)) = self.inner.api_route.get() {
+            entries.push((host.clone(), api.clone()));
+        }
+        self.inner.routes.publish(entries)
+    }
+
+    /// The host the API is served at through the router: `api.<domain>`.
+    pub fn api_host(&self) -> String {
+        format!("api.{}", self.inner.config.domain)
+    }
+
+    /// Routes `api.<domain>` to the API listening at `addr`, so that a client can target
+    /// `http://api.<domain>:<router port>` and find the API and the apps behind one host and port,
+    /// as v1 put its cloud controller behind its router.
+    pub fn route_api_through_router(&self, addr: std::net::SocketAddr) {
+        let host: Arc<str> = Arc::from(self.api_host().as_str());
+        let backend = Backend::new(BackendSpec {
+            addr,
+            app: Arc::from("(api)"),
+            instance_index: 0,
+            instance_id: Arc::from("api"),
+            private_instance_id: Arc::from("api"),
+        });
+        if self.inner.api_route.set((host, backend)).is_ok() {
+            let state = self.state();
+            self.publish(&state);
+        }
     }
 
     async fn lock_app(&self, app_id: u64) -> OwnedMutexGuard<()> {
@@ -306,42 +341,95 @@ impl Platform {
     }
 
     /// `GET /apps/:name/stats`: one entry per index; only RUNNING ones carry `stats`.
-    pub fn stats(&self, user: &str, name: &str) -> Result<Value, ApiError> {
-        let state = self.state();
-        let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
-        let mut stats = serde_json::Map::new();
-        if app.state == AppState::Started {
-            for index in 0..app.instances {
-                let entry = match app.running.get(&index) {
-                    Some(instance) if instance.state == InstanceState::Running => json!({
-                        "state": "RUNNING",
-                        "stats": {
-                            "name": app.name,
-                            "host": "127.0.0.1",
-                            "port": instance.port,
-                            "uris": app.uris,
-                            "uptime": instance.started.elapsed().as_secs_f64(),
-                            "mem_quota": app.memory_mb * 1024 * 1024,
-                            "disk_quota": app.disk_mb * 1024 * 1024,
-                            "fds_quota": app.fds,
-                            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-                            "usage": {
-                                "time": crate::runtime::time_of_day_utc(epoch_seconds()),
-                                "cpu": 0.0,
-                                "mem": 0.0,
-                                "disk": dir_size(&instance.dir),
-                            },
-                        },
-                    }),
-                    Some(instance) => {
-                        json!({"state": reported_state(instance.state), "since": instance.since})
-                    }
-                    None => json!({"state": "DOWN", "since": epoch_seconds()}),
-                };
-                stats.insert(index.to_string(), entry);
-            }
+    pub async fn stats(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        /// What is read under the lock; the process and the disk are measured after.
+        struct Row {
+            index: u32,
+            running: Option<(Option<u16>, Option<u32>, std::time::Duration, PathBuf)>,
+            state: &'static str,
+            since: u64,
         }
-        Ok(Value::Object(stats))
+        let (rows, name, uris, memory_mb, disk_mb, fds) = {
+            let state = self.state();
+            let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
+            let rows: Vec<Row> = if app.state == AppState::Started {
+                (0..app.instances)
+                    .map(|index| match app.running.get(&index) {
+                        Some(i) if i.state == InstanceState::Running => Row {
+                            index,
+                            running: Some((i.port, i.pid, i.started.elapsed(), i.dir.clone())),
+                            state: "RUNNING",
+                            since: i.since,
+                        },
+                        Some(i) => Row {
+                            index,
+                            running: None,
+                            state: reported_state(i.state),
+                            since: i.since,
+                        },
+                        None => Row {
+                            index,
+                            running: None,
+                            state: "DOWN",
+                            since: epoch_seconds(),
+                        },
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (
+                rows,
+                app.name.clone(),
+                app.uris.clone(),
+                app.memory_mb,
+                app.disk_mb,
+                app.fds,
+            )
+        };
+        let measured = tokio::task::spawn_blocking(move || {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let mut stats = serde_json::Map::new();
+            for row in rows {
+                let entry = match row.running {
+                    Some((port, pid, uptime, dir)) => {
+                        let usage = pid.map(crate::procstat::group_usage).unwrap_or_default();
+                        let uptime = uptime.as_secs_f64();
+                        let cpu = if uptime > 0.0 {
+                            usage.cpu_seconds / uptime * 100.0
+                        } else {
+                            0.0
+                        };
+                        json!({
+                            "state": "RUNNING",
+                            "stats": {
+                                "name": name,
+                                "host": "127.0.0.1",
+                                "port": port,
+                                "uris": uris,
+                                "uptime": uptime,
+                                "mem_quota": memory_mb * 1024 * 1024,
+                                "disk_quota": disk_mb * 1024 * 1024,
+                                "fds_quota": fds,
+                                "cores": cores,
+                                "usage": {
+                                    "time": crate::runtime::time_of_day_utc(epoch_seconds()),
+                                    "cpu": (cpu * 10.0).round() / 10.0,
+                                    "mem": usage.rss_kib as f64,
+                                    "disk": dir_size(&dir),
+                                },
+                            },
+                        })
+                    }
+                    None => json!({"state": row.state, "since": row.since}),
+                };
+                stats.insert(row.index.to_string(), entry);
+            }
+            stats
+        })
+        .await
+        .map_err(|e| ApiError::System(e.to_string()))?;
+        Ok(Value::Object(measured))
     }
 
     /// `GET /apps/:name/crashes`.
@@ -364,6 +452,71 @@ impl Platform {
             .as_ref()
             .map(|p| p.zip.clone())
             .ok_or(ApiError::AppNotFound)
+    }
+
+    /// The directory of an instance, named by its index (a live or crashed instance at that
+    /// index) or by its instance id (also a crashed one from `/crashes`, until it is reaped).
+    pub fn instance_dir(
+        &self,
+        user: &str,
+        name: &str,
+        instance: &str,
+    ) -> Result<PathBuf, ApiError> {
+        let state = self.state();
+        let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
+        let by_index = instance
+            .parse::<u32>()
+            .ok()
+            .filter(|_| instance.len() < 10)
+            .and_then(|index| app.running.get(&index));
+        let found = by_index
+            .or_else(|| app.running.values().find(|i| &*i.id == instance))
+            .map(|i| i.dir.clone())
+            .or_else(|| {
+                app.crashes
+                    .iter()
+                    .rev()
+                    .find(|c| &*c.instance_id == instance)
+                    .map(|c| c.dir.clone())
+            });
+        found.ok_or_else(|| ApiError::InstanceNotFound(instance.to_owned()))
+    }
+
+    /// Forgets crashes older than the retention (v1: an hour) and removes their directories,
+    /// unless an instance still runs there.
+    pub fn reap_crashes(&self, older_than: std::time::Duration) {
+        let cutoff = epoch_seconds().saturating_sub(older_than.as_secs());
+        let doomed: Vec<PathBuf> = {
+            let mut state = self.state();
+            let mut doomed = Vec::new();
+            for app in state.apps.values_mut() {
+                let live: Vec<PathBuf> = app
+                    .running
+                    .values()
+                    .filter(|i| {
+                        i.state != InstanceState::Crashed && i.state != InstanceState::Flapping
+                    })
+                    .map(|i| i.dir.clone())
+                    .collect();
+                app.crashes.retain(|crash| {
+                    let keep = crash.since > cutoff;
+                    if !keep && !live.contains(&crash.dir) {
+                        doomed.push(crash.dir.clone());
+                    }
+                    keep
+                });
+                // A given-up instance whose crash is forgotten leaves its slot to be listed DOWN.
+                let kept: Vec<Arc<str>> =
+                    app.crashes.iter().map(|c| c.instance_id.clone()).collect();
+                app.running.retain(|_, i| {
+                    !matches!(i.state, InstanceState::Crashed) || kept.contains(&i.id)
+                });
+            }
+            doomed
+        };
+        for dir in doomed {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// `POST /resources`: which of these files the server already has.
@@ -532,6 +685,13 @@ impl Platform {
                 }
                 for uri in &uris {
                     state.check_uri_owner(user, uri, dev_suffix)?;
+                    // The API's own host is reserved, as the cloud controller's was.
+                    let api_host = self.api_host();
+                    if afemu_router::normalise_host(uri, dev_suffix).as_deref()
+                        == Some(api_host.as_str())
+                    {
+                        return Err(ApiError::UriTaken(uri.clone()));
+                    }
                 }
                 Some(uris)
             }
@@ -757,6 +917,7 @@ impl Platform {
                     started: Instant::now(),
                     dir,
                     port: None,
+                    pid: None,
                     backend: None,
                     control,
                 },
@@ -894,7 +1055,13 @@ impl Platform {
 
     /// An instance accepts connections: RUNNING, and registered with the router. Returns false
     /// when the instance is no longer wanted (stopped or deleted meanwhile).
-    pub(crate) fn instance_running(&self, app_id: u64, instance_id: &str, port: u16) -> bool {
+    pub(crate) fn instance_running(
+        &self,
+        app_id: u64,
+        instance_id: &str,
+        port: u16,
+        pid: Option<u32>,
+    ) -> bool {
         let mut state = self.state();
         let Some(app) = state.apps.get_mut(&app_id) else {
             return false;
@@ -913,6 +1080,7 @@ impl Platform {
         instance.state = InstanceState::Running;
         instance.since = epoch_seconds();
         instance.port = Some(port);
+        instance.pid = pid;
         instance.backend = Some(Backend::new(BackendSpec {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             app: app_name,
@@ -937,6 +1105,7 @@ impl Platform {
                 return;
             };
             let index = instance.index;
+            let dir = instance.dir.clone();
             instance.state = InstanceState::Crashed;
             instance.since = epoch_seconds();
             instance.backend = None;
@@ -945,6 +1114,7 @@ impl Platform {
                 instance_id: Arc::from(instance_id),
                 index,
                 since: epoch_seconds(),
+                dir,
             });
             let decision =
                 crate::health::after_crash(&app.crashes, index, &self.inner.config.timing);
@@ -1049,7 +1219,7 @@ fn stage_droplet(
             &mut log,
             "-----> Serving index.html with the built-in static server",
         ),
-        Ok(StartPlan::Command { command }) => {
+        Ok(StartPlan::Command { command, .. }) => {
             staging::log_line(&mut log, &format!("-----> Start command: {command}"))
         }
         Err(error) => staging::log_line(&mut log, &format!("-----> Staging failed: {error}")),

@@ -16,15 +16,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::platform::Platform;
 use crate::state::Droplet;
+use crate::watchdog::Watchdog;
 
 /// How a staged app is run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartPlan {
     /// The built-in static file server, for an app with an `index.html` and no start command.
     Static,
-    /// A start command, run by `/bin/sh` in the app directory with `-p <port>` appended, as v1's
-    /// staged `startup` script ran it.
-    Command { command: String },
+    /// A start command, run by `/bin/sh` in the app directory; with `port_args`, `-p <port>` is
+    /// appended, as v1's staged `startup` script did (`<command> $@`).
+    Command { command: String, port_args: bool },
 }
 
 /// What an instance's supervisor can be told.
@@ -172,12 +173,25 @@ struct AppProcess {
     child: tokio::process::Child,
     /// The group to kill; `None` once it has been killed and reaped.
     group: Option<nix::unistd::Pid>,
+    /// Told of the group, so that it dies even if afemu is killed outright.
+    watchdog: Arc<Watchdog>,
 }
 
 impl AppProcess {
     fn kill_group(&mut self) {
+        self.signal_group(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    fn signal_group(&mut self, signal: nix::sys::signal::Signal) {
         if let Some(group) = self.group {
-            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(group, signal);
+        }
+    }
+
+    /// The group is gone and reaped: nothing for the watchdog to do about it any more.
+    fn reaped(&mut self) {
+        if let Some(group) = self.group.take() {
+            self.watchdog.forget(group.as_raw());
         }
     }
 }
@@ -200,7 +214,10 @@ impl Running {
                 let status = process.child.wait().await;
                 // Whatever the app left behind in its group goes with it.
                 process.kill_group();
-                process.group = None;
+                if let Some(group) = process.group {
+                    wait_until_group_gone(group, Duration::from_secs(2)).await;
+                }
+                process.reaped();
                 match status {
                     Ok(status) => format!("the app exited ({status})"),
                     Err(error) => format!("the app could not be waited for: {error}"),
@@ -209,8 +226,9 @@ impl Running {
         }
     }
 
-    /// Kills it and reaps it.
-    async fn kill(self) {
+    /// Kills it and reaps it. With a `grace` period, a process first gets SIGTERM and that long
+    /// to exit (v1 gave none: SIGKILL at once).
+    async fn kill(self, grace: Duration) {
         match self {
             Running::Static { stop, server } => {
                 stop.cancel();
@@ -224,14 +242,19 @@ impl Running {
                 }
             }
             Running::Process(mut process) => {
+                if !grace.is_zero() {
+                    process.signal_group(nix::sys::signal::Signal::SIGTERM);
+                    let _ = tokio::time::timeout(grace, process.child.wait()).await;
+                }
                 // The whole process group: a shell and whatever it started (v1: kill -9).
                 process.kill_group();
                 let _ = process.child.kill().await;
                 // The leader is reaped; the rest of the group dies asynchronously. A stop is
                 // only over when nothing of the app runs any more.
-                if let Some(group) = process.group.take() {
+                if let Some(group) = process.group {
                     wait_until_group_gone(group, Duration::from_secs(2)).await;
                 }
+                process.reaped();
             }
         }
     }
@@ -267,7 +290,7 @@ pub(crate) async fn supervise(
 
     // Boot: start whatever runs the app, unless told to stop first.
     let started = tokio::select! {
-        started = start(&launch, timing.boot) => started,
+        started = start(&launch, timing.boot, platform.watchdog()) => started,
         command = commands.recv() => {
             stopped(command, &launch.dir).await;
             return;
@@ -281,26 +304,33 @@ pub(crate) async fn supervise(
             return;
         }
     };
+    let pid = match &running {
+        Running::Process(process) => process.child.id(),
+        Running::Static { .. } => None,
+    };
 
-    // Readiness: the port accepts a TCP connection, as the DEA checked it.
+    // Readiness: the port accepts a TCP connection, as the DEA checked it. An app with no URI
+    // gets no traffic, so (as on v1) it counts as ready at once.
+    let needs_port = !launch.env.uris.is_empty();
     let ready = tokio::select! {
-        ready = wait_until_listening(port, timing.readiness_poll, timing.readiness_timeout) => ready,
+        ready = wait_until_listening(port, timing.readiness_poll, timing.readiness_timeout), if needs_port => ready,
+        () = std::future::ready(()), if !needs_port => true,
         reason = running.exited() => {
             platform.instance_crashed(app_id, &instance_id, &reason);
             return;
         }
         command = commands.recv() => {
-            running.kill().await;
+            running.kill(timing.stop_grace).await;
             stopped(command, &launch.dir).await;
             return;
         }
         () = shutdown.cancelled() => {
-            running.kill().await;
+            running.kill(timing.stop_grace).await;
             return;
         }
     };
     if !ready {
-        running.kill().await;
+        running.kill(timing.stop_grace).await;
         platform.instance_crashed(
             app_id,
             &instance_id,
@@ -311,9 +341,9 @@ pub(crate) async fn supervise(
         );
         return;
     }
-    if !platform.instance_running(app_id, &instance_id, port) {
+    if !platform.instance_running(app_id, &instance_id, port, pid) {
         // Stopped or deleted meanwhile: the stop command is on its way.
-        running.kill().await;
+        running.kill(timing.stop_grace).await;
         stopped(commands.recv().await, &launch.dir).await;
         return;
     }
@@ -331,14 +361,14 @@ pub(crate) async fn supervise(
                     tracing::debug!(%instance_id, left, "stop: requests still in flight after the drain");
                 }
             }
-            running.kill().await;
+            running.kill(timing.stop_grace).await;
             finish_stop(reply, &launch.dir).await;
         }
         reason = running.exited() => {
             platform.instance_crashed(app_id, &instance_id, &reason);
         }
         () = shutdown.cancelled() => {
-            running.kill().await;
+            running.kill(timing.stop_grace).await;
         }
     }
 }
@@ -434,7 +464,11 @@ fn group_has_live_members(group: i32) -> bool {
 }
 
 /// Starts the app and returns what runs it and the port it will listen on.
-async fn start(launch: &Launch, boot_delay: Duration) -> Result<(Running, u16), String> {
+async fn start(
+    launch: &Launch,
+    boot_delay: Duration,
+    watchdog: &Arc<Watchdog>,
+) -> Result<(Running, u16), String> {
     match &launch.droplet.plan {
         StartPlan::Static => {
             // The built-in server "boots" for the profile's boot time before it listens.
@@ -451,7 +485,7 @@ async fn start(launch: &Launch, boot_delay: Duration) -> Result<(Running, u16), 
             ));
             Ok((Running::Static { stop, server }, port))
         }
-        StartPlan::Command { command } => {
+        StartPlan::Command { command, port_args } => {
             let port = free_port().await?;
             let env = instance_env(
                 &launch.env,
@@ -460,12 +494,18 @@ async fn start(launch: &Launch, boot_delay: Duration) -> Result<(Running, u16), 
                 port,
                 &launch.dir,
             );
-            let child = spawn_app_process(command, port, &launch.dir, env)?;
+            let child = spawn_app_process(command, *port_args, port, &launch.dir, env)?;
             let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
             if let Some(pid) = child.id() {
+                watchdog.watch(pid as i32);
                 let _ = tokio::fs::write(launch.dir.join("run.pid"), format!("{pid}\n")).await;
             }
-            Ok((Running::Process(AppProcess { child, group }), port))
+            let process = AppProcess {
+                child,
+                group,
+                watchdog: watchdog.clone(),
+            };
+            Ok((Running::Process(process), port))
         }
     }
 }
@@ -486,6 +526,7 @@ async fn free_port() -> Result<u16, String> {
 /// everything it started), output to `<dir>/logs/`.
 fn spawn_app_process(
     command: &str,
+    port_args: bool,
     port: u16,
     dir: &Path,
     env: Vec<(String, String)>,
@@ -500,12 +541,18 @@ fn spawn_app_process(
     };
     let stdout = open_log("stdout.log")?;
     let stderr = open_log("stderr.log")?;
-    tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!("{command} \"$@\""))
-        .arg("afemu-app")
-        .arg("-p")
-        .arg(port.to_string())
+    let mut shell = tokio::process::Command::new("/bin/sh");
+    if port_args {
+        shell
+            .arg("-c")
+            .arg(format!("{command} \"$@\""))
+            .arg("afemu-app")
+            .arg("-p")
+            .arg(port.to_string());
+    } else {
+        shell.arg("-c").arg(command);
+    }
+    shell
         .current_dir(dir.join("app"))
         .env_clear()
         .envs(env)

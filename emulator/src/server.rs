@@ -19,7 +19,11 @@ pub async fn run(
     router: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    if let Ok(addr) = api.local_addr() {
+        platform.route_api_through_router(addr);
+    }
     let router_task = tokio::spawn(platform.router().clone().serve(router, shutdown.clone()));
+    tokio::spawn(reap_crashes(platform.clone(), shutdown.clone()));
     let app = crate::api::api(platform.clone());
     let serve = axum::serve(api, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let api_result = tokio::select! {
@@ -36,4 +40,18 @@ pub async fn run(
     let _ = router_task.await;
     platform.shutdown().await;
     api_result
+}
+
+/// v1's crashes reaper: crashed instances' directories and logs go after the retention (an hour),
+/// looked at every 30 s (more often when the retention is short).
+async fn reap_crashes(platform: Platform, shutdown: CancellationToken) {
+    let retention = platform.config().crash_retention;
+    let every = (retention / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => platform.reap_crashes(retention),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

@@ -94,6 +94,8 @@ pub(crate) struct Instance {
     pub(crate) started: Instant,
     pub(crate) dir: PathBuf,
     pub(crate) port: Option<u16>,
+    /// The app process (the leader of its process group), for stats; none for a static server.
+    pub(crate) pid: Option<u32>,
     /// Set while the instance is RUNNING: what the route table holds.
     pub(crate) backend: Option<Arc<Backend>>,
     pub(crate) control: mpsc::Sender<InstanceCommand>,
@@ -105,6 +107,8 @@ pub(crate) struct Crash {
     pub(crate) instance_id: Arc<str>,
     pub(crate) index: u32,
     pub(crate) since: u64,
+    /// The crashed instance's directory, kept (with its logs) until the crash is reaped.
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Debug)]

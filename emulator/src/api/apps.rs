@@ -165,7 +165,7 @@ async fn stats(
     AuthUser(user): AuthUser,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    platform.stats(&user, &name).map(Json)
+    platform.stats(&user, &name).await.map(Json)
 }
 
 async fn crashes(

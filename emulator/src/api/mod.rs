@@ -5,6 +5,7 @@
 mod admin;
 mod apps;
 mod extract;
+mod files;
 mod info;
 mod users;
 
@@ -21,6 +22,7 @@ pub fn api(platform: Platform) -> Router {
         .merge(info::routes())
         .merge(users::routes())
         .merge(apps::routes(&platform))
+        .merge(files::routes())
         .nest("/_afemu", admin::routes())
         // v1's `default#route_not_found`: 404 with an empty body.
         .fallback(|| async { StatusCode::NOT_FOUND })
