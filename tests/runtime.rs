@@ -18,6 +18,25 @@ fn python_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Creates the python probe (started by `python3 app.py`) and uploads it, without starting it.
+async fn create_probe(
+    af: &V1Client,
+    name: &str,
+    uri: &str,
+    env: &[&str],
+) -> Result<(), afemu::cli::ClientError> {
+    af.create_app(&json!({
+        "name": name,
+        "staging": {"framework": "standalone", "runtime": "python2", "command": "python3 app.py"},
+        "uris": [uri],
+        "instances": 1,
+        "resources": {"memory": 64},
+        "env": env,
+    }))
+    .await?;
+    af.upload_dir(name, &fixture("apps/python-probe")).await
+}
+
 /// Pushes the python probe with `command` and the given env, and starts it.
 async fn push_probe(
     af: &V1Client,
@@ -196,4 +215,279 @@ async fn an_app_with_nothing_to_run_fails_staging_with_310() {
     );
     let doc = af.app("empty").await.unwrap();
     assert_eq!(doc["state"], "STOPPED", "v1 left a failed app stopped");
+}
+
+/// `GET` a path of the API with the client's token; the status and the body.
+async fn api_get(emu: &Emulator, af: &V1Client, path: &str, range: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .get(format!("{}{path}", emu.api_url()))
+        .header("AUTHORIZATION", af.token().unwrap());
+    if let Some(range) = range {
+        request = request.header("Range", range);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Polls the API as clients do until `done` holds for the app's document, instances or crashes.
+async fn poll<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_add_reaches_the_app_after_its_restart() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    push_probe(&af, "probe", "probe.com", &[]).await.unwrap();
+    // af env-add: PUT the env, then restart (a full stop-stage-start).
+    af.modify("probe", |doc| {
+        doc["env"] = json!(["PROBE_GREETING=added later"])
+    })
+    .await
+    .unwrap();
+    af.restart("probe", EVENT_TIMEOUT).await.unwrap();
+    let seen: Value = serde_json::from_str(&emu.get("probe.com", "/env").await.body).unwrap();
+    assert_eq!(seen["env"]["PROBE_GREETING"], "added later");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_round_robin_over_three_processes_and_scale_down_drops_the_highest() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    push_probe(&af, "probe", "probe.com", &[]).await.unwrap();
+    af.scale("probe", 3).await.unwrap();
+    af.wait_running("probe", u64::MAX, EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..9 {
+        let seen: Value = serde_json::from_str(&emu.get("probe.com", "/env").await.body).unwrap();
+        pids.push((
+            seen["pid"].as_i64().unwrap(),
+            seen["vcap_application"]["instance_index"].as_u64().unwrap(),
+        ));
+    }
+    let first_round: Vec<_> = pids[..3].to_vec();
+    let distinct: std::collections::BTreeSet<_> = first_round.iter().map(|p| p.0).collect();
+    assert_eq!(distinct.len(), 3, "three processes: {pids:?}");
+    assert_eq!(
+        &pids[3..6],
+        &first_round[..],
+        "the same order again: {pids:?}"
+    );
+    assert_eq!(&pids[6..9], &first_round[..], "and again: {pids:?}");
+
+    let highest = first_round.iter().find(|p| p.1 == 2).unwrap().0;
+    af.scale("probe", 2).await.unwrap();
+    assert!(!alive(highest), "index 2 was stopped");
+    for (pid, index) in &first_round {
+        if *index < 2 {
+            assert!(alive(*pid), "index {index} kept running");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_app_flaps_with_backoff_then_is_given_up() {
+    let emu = Emulator::builder()
+        .configure(|config| config.timing.flapping_backoff = Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    let af = emu.client();
+    create_probe(&af, "flappy", "flappy.com", &["PROBE_MODE=exit"])
+        .await
+        .unwrap();
+    af.modify("flappy", |doc| doc["state"] = json!("STARTED"))
+        .await
+        .unwrap();
+    let mut seen_flapping = false;
+    // v1: the first crash restarts at once; the 2nd to 4th are FLAPPING with a doubling delay;
+    // after the 4th restart fails, it is given up and left DOWN.
+    poll("five crashes and a given-up instance", async || {
+        let state = af.instances("flappy").await.unwrap()["instances"][0]["state"].clone();
+        seen_flapping |= state == "FLAPPING";
+        let crashes = af.crashes("flappy").await.unwrap()["crashes"]
+            .as_array()
+            .unwrap()
+            .len();
+        (crashes == 5 && state == "DOWN").then_some(())
+    })
+    .await;
+    assert!(seen_flapping, "the instance was FLAPPING between restarts");
+    let doc = af.app("flappy").await.unwrap();
+    assert_eq!(
+        (doc["state"].as_str(), doc["runningInstances"].as_u64()),
+        (Some("STARTED"), Some(0))
+    );
+    assert_eq!(
+        af.crashes("flappy").await.unwrap()["crashes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_never_listens_is_crashed_and_never_routed() {
+    let emu = Emulator::builder()
+        .configure(|config| config.timing.readiness_timeout = Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let af = emu.client();
+    create_probe(&af, "mute", "mute.com", &["PROBE_MODE=never-listen"])
+        .await
+        .unwrap();
+    let error = af.start("mute", EVENT_TIMEOUT).await.unwrap_err();
+    assert!(error.to_string().contains("failed to start"), "{error}");
+    let crashes = af.crashes("mute").await.unwrap();
+    assert!(!crashes["crashes"].as_array().unwrap().is_empty());
+    let answer = emu.get("mute.com", "/").await;
+    assert_eq!(answer.router_error.as_deref(), Some("no-route"));
+    assert!(
+        emu.journal().since(0).iter().all(|e| !e.served_by("mute")),
+        "never routed to"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_start_is_starting_until_it_listens() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    create_probe(&af, "slow", "slow.com", &["PROBE_START_DELAY_MS=400"])
+        .await
+        .unwrap();
+    af.modify("slow", |doc| doc["state"] = json!("STARTED"))
+        .await
+        .unwrap();
+    let listed = af.instances("slow").await.unwrap();
+    assert_eq!(listed["instances"][0]["state"], "STARTING");
+    assert_eq!(
+        emu.get("slow.com", "/").await.router_error.as_deref(),
+        Some("no-route")
+    );
+    af.wait_running("slow", 0, EVENT_TIMEOUT).await.unwrap();
+    assert_eq!(emu.get("slow.com", "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_files_through_the_files_api() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    push_probe(&af, "probe", "probe.com", &[]).await.unwrap();
+    let seen: Value = serde_json::from_str(&emu.get("probe.com", "/env").await.body).unwrap();
+    let port = seen["env"]["VCAP_APP_PORT"].as_str().unwrap().to_owned();
+
+    // The root lists app/ and logs/ only, in v1's format.
+    let (status, root) = api_get(&emu, &af, "/apps/probe/instances/0/files/%2F", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        root,
+        format!("{:<35} {:>10}\n{:<35} {:>10}", "app/", "-", "logs/", "-")
+    );
+    let (_, logs) = api_get(&emu, &af, "/apps/probe/instances/0/files/logs", None).await;
+    for name in ["staging.log", "stderr.log", "stdout.log"] {
+        assert!(
+            logs.lines().any(|l| l.starts_with(name)),
+            "{name} in {logs:?}"
+        );
+    }
+    // Both encodings of the path: af's one %2F-escaped segment, and plain segments.
+    let expected = format!("listening on {port}\n");
+    let (status, escaped) = api_get(
+        &emu,
+        &af,
+        "/apps/probe/instances/0/files/%2Flogs%2Fstdout.log",
+        None,
+    )
+    .await;
+    assert_eq!((status, escaped.as_str()), (200, expected.as_str()));
+    let (_, plain) = api_get(
+        &emu,
+        &af,
+        "/apps/probe/instances/0/files/logs/stdout.log",
+        None,
+    )
+    .await;
+    assert_eq!(plain, expected);
+    // Ranges: 206 with exactly those bytes.
+    let (status, head) = api_get(
+        &emu,
+        &af,
+        "/apps/probe/instances/0/files/logs/stdout.log",
+        Some("bytes=0-8"),
+    )
+    .await;
+    assert_eq!((status, head.as_str()), (206, "listening"));
+    let (status, tail) = api_get(
+        &emu,
+        &af,
+        "/apps/probe/instances/0/files/logs/stdout.log",
+        Some("bytes=-3"),
+    )
+    .await;
+    assert_eq!(
+        (status, tail.as_str()),
+        (206, &expected[expected.len() - 3..])
+    );
+    // run.pid at the instance root, not listed but readable.
+    let (status, pid) = api_get(&emu, &af, "/apps/probe/instances/0/files/run.pid", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        pid.trim(),
+        seen["pid"].to_string(),
+        "the app's own pid, as v1's startup wrote it"
+    );
+    // Confined to the instance directory.
+    let (status, _) = api_get(
+        &emu,
+        &af,
+        "/apps/probe/instances/0/files/..%2F..%2Fetc%2Fpasswd",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = api_get(
+        &emu,
+        &af,
+        "/apps/probe/instances/0/files/logs%2Fnope.log",
+        None,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (404, "Entity not found.\n"));
+    let (status, _) = api_get(&emu, &af, "/apps/probe/instances/7/files/logs", None).await;
+    assert_eq!(status, 400);
+
+    // A crashed instance stays readable by its instance id.
+    assert_eq!(emu.get("probe.com", "/crash").await.status, 200);
+    let crashes = poll("the crash", async || {
+        let crashes = af.crashes("probe").await.unwrap();
+        (!crashes["crashes"].as_array().unwrap().is_empty()).then_some(crashes)
+    })
+    .await;
+    let id = crashes["crashes"][0]["instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, log) = api_get(
+        &emu,
+        &af,
+        &format!("/apps/probe/instances/{id}/files/logs%2Fstderr.log"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(log.contains("request /crash"), "{log}");
 }

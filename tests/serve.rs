@@ -148,3 +148,80 @@ fn bad_flags_are_usage_errors() {
         assert!(help.contains(flag), "--help mentions {flag}");
     }
 }
+
+/// Whether a process runs (zombies, waiting for init to reap them, run nothing).
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Runs `afemu serve` with two instances of an app that starts a helper process of its own, then
+/// ends afemu with `signal` and checks that no app process is left.
+async fn no_app_process_outlives(signal: nix::sys::signal::Signal) {
+    let mut served = serve(&[], &[("AFEMU_PROFILE", "instant")]).await;
+    let mut af =
+        afemu::cli::V1Client::new(&served.api).with_poll_interval(Duration::from_millis(10));
+    af.login("me@example.com", "pw").await.unwrap();
+    af.create_app(&serde_json::json!({
+        "name": "probe",
+        "staging": {"framework": "standalone", "command": "python3 app.py"},
+        "uris": ["probe.com"],
+        "instances": 2,
+        "resources": {"memory": 64},
+    }))
+    .await
+    .unwrap();
+    let probe =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/python-probe");
+    af.upload_dir("probe", &probe).await.unwrap();
+    af.start("probe", Duration::from_secs(60)).await.unwrap();
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        let seen: Value = reqwest::Client::new()
+            .get(format!("{}/env", served.router))
+            .header("host", "probe.com")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        pids.insert(seen["pid"].as_i64().unwrap());
+        pids.insert(seen["helper_pid"].as_i64().unwrap());
+    }
+    assert_eq!(pids.len(), 4, "two apps and their helpers: {pids:?}");
+    assert!(pids.iter().all(|pid| alive(*pid)));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(served.child.id().unwrap() as i32),
+        signal,
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), served.child.wait())
+        .await
+        .expect("afemu ends")
+        .unwrap();
+    // A killed process's children die asynchronously; there is no event to wait on for a process
+    // that is not ours, so look until they are gone (or fail after a generous bound).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while pids.iter().any(|pid| alive(*pid)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "app processes survived {signal}: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_app_process_outlives_a_sigterm() {
+    no_app_process_outlives(nix::sys::signal::Signal::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_app_process_outlives_a_sigkill() {
+    no_app_process_outlives(nix::sys::signal::Signal::SIGKILL).await;
+}

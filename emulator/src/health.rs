@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::config::Timing;
-use crate::state::{Crash, epoch_seconds};
+use crate::state::Crash;
 
 /// v1's `giveup_crash_number`.
 const GIVE_UP_AFTER: usize = 4;
@@ -22,20 +22,28 @@ impl Decision {
     }
 }
 
-/// The flapping window: v1's 500 s against its 60 s first backoff, scaled with the profile.
-fn window(timing: &Timing) -> Duration {
+/// v1's `flapping_timeout`: 500 s against its 60 s first backoff, scaled with the profile.
+fn flapping_timeout(timing: &Timing) -> Duration {
     timing.flapping_backoff * 25 / 3
 }
 
-/// What to do after the latest crash of `index` (already in `crashes`).
+/// What to do after the latest crash of `index` (already in `crashes`). v1 counted crashes and
+/// reset the count when the previous crash was longer than the flapping timeout ago; so the count
+/// is the run of crashes, newest first, each within the timeout of the next.
 pub(crate) fn after_crash(crashes: &[Crash], index: u32, timing: &Timing) -> Decision {
-    let now = epoch_seconds();
-    let window = window(timing).as_secs().max(1);
-    let recent = crashes
-        .iter()
-        .filter(|c| c.index == index && now.saturating_sub(c.since) <= window)
-        .count();
-    decide(recent, timing.flapping_backoff)
+    let timeout = flapping_timeout(timing);
+    let mut count = 0;
+    let mut newer: Option<std::time::Instant> = None;
+    for crash in crashes.iter().rev().filter(|c| c.index == index) {
+        if let Some(newer) = newer
+            && newer.duration_since(crash.at) > timeout
+        {
+            break;
+        }
+        count += 1;
+        newer = Some(crash.at);
+    }
+    decide(count, timing.flapping_backoff)
 }
 
 /// The rule itself, on the number of recent crashes (including this one).
@@ -71,5 +79,47 @@ mod tests {
         );
         assert!(!delays[0].is_flapping());
         assert!(delays[1].is_flapping());
+    }
+
+    fn crash(index: u32, ago: Duration) -> Crash {
+        Crash {
+            instance_id: "x".into(),
+            index,
+            since: 0,
+            at: std::time::Instant::now() - ago,
+            dir: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_count_resets_after_a_quiet_flapping_timeout() {
+        let timing = crate::config::Profile::Realistic.timing();
+        let minute = Duration::from_secs(60);
+        // Crashes 6 and 5 minutes ago, then one now: 5 minutes is within v1's 500 s, so three.
+        let close = [
+            crash(0, minute * 6),
+            crash(0, minute * 5),
+            crash(0, Duration::ZERO),
+        ];
+        assert_eq!(
+            after_crash(&close, 0, &timing),
+            Decision::RestartAfter(minute * 2)
+        );
+        // Ten minutes of quiet before the last one: the count starts again.
+        let apart = [
+            crash(0, minute * 20),
+            crash(0, minute * 10),
+            crash(0, Duration::ZERO),
+        ];
+        assert_eq!(
+            after_crash(&apart, 0, &timing),
+            Decision::RestartAfter(Duration::ZERO)
+        );
+        // Other indices do not count.
+        let others = [crash(1, minute), crash(1, minute), crash(0, Duration::ZERO)];
+        assert_eq!(
+            after_crash(&others, 0, &timing),
+            Decision::RestartAfter(Duration::ZERO)
+        );
     }
 }

@@ -1114,6 +1114,7 @@ impl Platform {
                 instance_id: Arc::from(instance_id),
                 index,
                 since: epoch_seconds(),
+                at: Instant::now(),
                 dir,
             });
             let decision =

@@ -498,7 +498,6 @@ async fn start(
             let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
             if let Some(pid) = child.id() {
                 watchdog.watch(pid as i32);
-                let _ = tokio::fs::write(launch.dir.join("run.pid"), format!("{pid}\n")).await;
             }
             let process = AppProcess {
                 child,
@@ -521,7 +520,7 @@ async fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The one place app processes are started: `/bin/sh -c '<command> "$@"' -p <port>` in
+/// The one place app processes are started: `/bin/sh -c '<command> "$@" & …' -p <port>` in
 /// `<dir>/app`, with exactly the given environment, in a process group of its own (so a stop kills
 /// everything it started), output to `<dir>/logs/`.
 fn spawn_app_process(
@@ -541,18 +540,16 @@ fn spawn_app_process(
     };
     let stdout = open_log("stdout.log")?;
     let stderr = open_log("stderr.log")?;
-    let mut shell = tokio::process::Command::new("/bin/sh");
-    if port_args {
-        shell
-            .arg("-c")
-            .arg(format!("{command} \"$@\""))
-            .arg("afemu-app")
-            .arg("-p")
-            .arg(port.to_string());
-    } else {
-        shell.arg("-c").arg(command);
-    }
-    shell
+    // v1's staged `startup` script: run the app in the background, write its pid to
+    // `../run.pid` (clients read it through the files API), and wait for it.
+    let arguments = if port_args { " \"$@\"" } else { "" };
+    let script = format!("{command}{arguments} &\necho $! > ../run.pid\nwait $!\n");
+    tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .arg("afemu-app")
+        .arg("-p")
+        .arg(port.to_string())
         .current_dir(dir.join("app"))
         .env_clear()
         .envs(env)

@@ -107,6 +107,8 @@ pub(crate) struct Crash {
     pub(crate) instance_id: Arc<str>,
     pub(crate) index: u32,
     pub(crate) since: u64,
+    /// The same moment, precisely, for the health manager's flapping window.
+    pub(crate) at: Instant,
     /// The crashed instance's directory, kept (with its logs) until the crash is reaped.
     pub(crate) dir: PathBuf,
 }
