@@ -121,6 +121,29 @@ pub struct Config {
     pub admins: Vec<String>,
     /// How long a crashed instance's directory and logs are kept (v1: an hour).
     pub crash_retention: Duration,
+    /// Credentials given to new services, by vendor (`mysql`, `redis`, …), over made-up ones.
+    pub service_credentials: ServiceCredentials,
+}
+
+/// Per-vendor credentials for provisioned services: a JSON object `{vendor: {key: value}}`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceCredentials(pub std::collections::BTreeMap<String, serde_json::Value>);
+
+impl ServiceCredentials {
+    pub fn get(&self, vendor: &str) -> Option<&serde_json::Value> {
+        self.0.get(vendor)
+    }
+}
+
+/// Reads the JSON file at the given path.
+impl std::str::FromStr for ServiceCredentials {
+    type Err = String;
+    fn from_str(path: &str) -> Result<Self, Self::Err> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let map = serde_json::from_str(&text)
+            .map_err(|e| format!("{path}: not a JSON object of vendor → credentials: {e}"))?;
+        Ok(ServiceCredentials(map))
+    }
 }
 
 impl Default for Config {
@@ -144,6 +167,7 @@ impl Config {
             limits: Limits::default(),
             admins: Vec::new(),
             crash_retention: Duration::from_secs(3600),
+            service_credentials: ServiceCredentials::default(),
         }
     }
 }
@@ -218,6 +242,9 @@ pub struct ServeArgs {
     /// The largest upload the API accepts, in bytes.
     #[arg(long, env = "AFEMU_MAX_UPLOAD", default_value_t = 256 * 1024 * 1024)]
     pub max_upload: usize,
+    /// A JSON file of credentials for new services, by vendor: {"mysql": {"password": "…"}}.
+    #[arg(long, env = "AFEMU_SERVICE_CREDENTIALS")]
+    pub service_credentials: Option<ServiceCredentials>,
     /// Users that may act for others with the PROXY-USER header (repeatable).
     #[arg(long = "admin", env = "AFEMU_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
@@ -255,6 +282,7 @@ impl ServeArgs {
             config.timing.flapping_backoff = backoff;
         }
         config.crash_retention = self.crash_retention;
+        config.service_credentials = self.service_credentials.clone().unwrap_or_default();
         config.max_json_body = self.max_json_body;
         config.max_upload = self.max_upload;
         config.admins = self.admins.iter().map(|a| a.to_ascii_lowercase()).collect();

@@ -65,6 +65,9 @@ pub enum ApiError {
     /// 500/404
     #[error("Service not found")]
     ServiceNotFound,
+    /// 504/403
+    #[error("Too many Services provisioned: {0}, you're allowed: {1}")]
+    TooManyServices(usize, u32),
     /// 600/403
     #[error("Not enough memory capacity, you're allowed: {0}")]
     NotEnoughMemory(String),
@@ -103,6 +106,7 @@ impl ApiError {
             ApiError::MissingResource => 401,
             ApiError::PackagingFailed(_) => 402,
             ApiError::ServiceNotFound => 500,
+            ApiError::TooManyServices(..) => 504,
             ApiError::NotEnoughMemory(_) => 600,
             ApiError::TooManyApps(..) => 601,
             ApiError::TooManyUris(..) => 602,
@@ -118,6 +122,7 @@ impl ApiError {
             ApiError::Forbidden
             | ApiError::UserNotFound
             | ApiError::NotEnoughMemory(_)
+            | ApiError::TooManyServices(..)
             | ApiError::TooManyApps(..)
             | ApiError::TooManyUris(..) => StatusCode::FORBIDDEN,
             ApiError::AppNotFound | ApiError::FileNotFound(_) | ApiError::ServiceNotFound => {

@@ -11,6 +11,7 @@
 //! - `app_update`: reading the app documents clients send.
 //! - `api`: the v1 HTTP API and the `/_afemu/` admin API (axum).
 //! - `files`: an instance's files as v1's DEA listed and served them, confined to its directory.
+//! - `services`: the service catalog, provisioning records, bindings and `VCAP_SERVICES`.
 //! - `staging`: checking and unpacking uploads safely, deciding how an app runs.
 //! - `runtime`: one supervisor task per instance, owning its process or static server.
 //! - `static_server`: the built-in server for apps that are just an `index.html`.
@@ -36,6 +37,7 @@ mod frameworks;
 mod health;
 mod procstat;
 mod runtime;
+mod services;
 mod staging;
 mod state;
 mod static_server;

@@ -18,6 +18,7 @@ use crate::app_update::AppUpdate;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::runtime::{EnvTemplate, InstanceCommand, Launch, StartPlan};
+use crate::services;
 use crate::staging::{self, Resource, ResourcePool};
 use crate::state::{
     App, AppState, Crash, Droplet, Instance, InstanceState, Package, PackageState, State, User,
@@ -261,9 +262,13 @@ impl Platform {
         });
         if let Some(user) = user {
             let limits = self.inner.config.limits;
-            let (apps, memory) = {
+            let (apps, memory, services) = {
                 let state = self.state();
-                (state.apps_of(user).count(), state.memory_in_use(user))
+                (
+                    state.apps_of(user).count(),
+                    state.memory_in_use(user),
+                    state.services_of(user).count(),
+                )
             };
             info["user"] = json!(user);
             info["limits"] = json!({
@@ -272,7 +277,7 @@ impl Platform {
                 "services": limits.services,
                 "apps": limits.apps,
             });
-            info["usage"] = json!({"memory": memory, "apps": apps, "services": 0});
+            info["usage"] = json!({"memory": memory, "apps": apps, "services": services});
             info["frameworks"] = self
                 .inner
                 .frameworks
@@ -698,10 +703,11 @@ impl Platform {
             None => None,
         };
         if let Some(services) = &update.services
-            && let Some(unknown) = services.iter().find(|s| !app.services.contains(s))
+            && let Some(unknown) = services
+                .iter()
+                .find(|name| !state.services_of(user).any(|s| &s.name == *name))
         {
-            // No service has been provisioned yet, so only bindings that exist can be kept.
-            tracing::debug!(service = %unknown, "binding an unknown service");
+            tracing::debug!(service = %unknown, "binding a service that is not provisioned");
             return Err(ApiError::ServiceNotFound);
         }
 
@@ -711,6 +717,17 @@ impl Platform {
         let previous_state = app.state;
         app.state = new_state;
         app.memory_mb = memory;
+        if let Some(services) = &update.services {
+            // Bindings take effect at the next start, as v1's forced restage made them (af
+            // restarts the app after a bind).
+            let mut bound: Vec<String> = Vec::new();
+            for name in services {
+                if !bound.contains(name) {
+                    bound.push(name.clone());
+                }
+            }
+            app.services = bound;
+        }
         if let Some(env) = &update.env {
             let mut kept: Vec<String> = Vec::new();
             for pair in env {
@@ -794,7 +811,7 @@ impl Platform {
                 {
                     app.run_count += 1;
                     let indices: Vec<u32> = (0..app.instances).collect();
-                    self.launch_instances(app, &indices);
+                    self.launch_instances(&mut state, app_id, &indices);
                 }
                 Ok(())
             }
@@ -802,10 +819,8 @@ impl Platform {
                 if let Some((from, to)) = effects.scale {
                     if to > from {
                         let mut state = self.state();
-                        if let Some(app) = state.apps.get_mut(&app_id) {
-                            let indices: Vec<u32> = (from..to).collect();
-                            self.launch_instances(app, &indices);
-                        }
+                        let indices: Vec<u32> = (from..to).collect();
+                        self.launch_instances(&mut state, app_id, &indices);
                     } else {
                         self.stop_instances(app_id, Some(to..from)).await;
                     }
@@ -876,7 +891,14 @@ impl Platform {
     }
 
     /// Starts new instances at these indices (called with the state lock held).
-    fn launch_instances(&self, app: &mut App, indices: &[u32]) {
+    fn launch_instances(&self, state: &mut State, app_id: u64, indices: &[u32]) {
+        let Some(app) = state.apps.get(&app_id) else {
+            return;
+        };
+        let services_env = services::environment(&state.bound_services(app));
+        let Some(app) = state.apps.get_mut(&app_id) else {
+            return;
+        };
         let Some(droplet) = app.droplet.clone() else {
             return;
         };
@@ -904,6 +926,7 @@ impl Platform {
                     disk_mb: app.disk_mb,
                     fds: app.fds,
                     user_env: app.env.clone(),
+                    services_env: services_env.clone(),
                 },
             };
             app.running.insert(
@@ -1051,6 +1074,101 @@ impl Platform {
         Ok(())
     }
 
+    // ----- services ---------------------------------------------------------------------------
+
+    /// `GET /services`: the user's provisioned services.
+    pub fn list_services(&self, user: &str) -> Vec<Value> {
+        self.state()
+            .services_of(user)
+            .map(services::Service::document)
+            .collect()
+    }
+
+    /// `GET /services/:name`.
+    pub fn service_document(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        self.state()
+            .services_of(user)
+            .find(|s| s.name == name)
+            .map(services::Service::document)
+            .ok_or(ApiError::ServiceNotFound)
+    }
+
+    /// `POST /services {vendor, version, type, tier, name, infra}`: provisions a record (there is
+    /// no real service behind it) with credentials, configurable per vendor.
+    pub fn create_service(&self, user: &str, body: &Value) -> Result<Value, ApiError> {
+        let text = |key: &str| -> Result<Option<String>, ApiError> {
+            match body.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(ApiError::BadRequest(format!(
+                    "{key} must be a string, not {other}"
+                ))),
+            }
+        };
+        if !body.is_object() {
+            return Err(ApiError::BadRequest(
+                "the service must be a JSON object".into(),
+            ));
+        }
+        let vendor = text("vendor")?
+            .ok_or_else(|| ApiError::BadRequest("a service needs a vendor".into()))?;
+        let version = text("version")?;
+        let offering =
+            services::offering(&vendor, version.as_deref()).ok_or(ApiError::ServiceNotFound)?;
+        let name = match text("name")? {
+            Some(name) => name,
+            None => format!("{vendor}-{}", random_hex(2)),
+        };
+        validate_service_name(&name)?;
+        let infra = body
+            .get("infra")
+            .and_then(|i| i.get("provider"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut state = self.state();
+        if state.services_of(user).any(|s| s.name == name) {
+            return Err(ApiError::BadRequest(format!(
+                "a service named {name:?} already exists"
+            )));
+        }
+        let count = state.services_of(user).count();
+        let limit = self.inner.config.limits.services;
+        if count >= limit as usize {
+            return Err(ApiError::TooManyServices(count + 1, limit));
+        }
+        let service = services::Service {
+            owner: user.to_owned(),
+            name,
+            offering,
+            credentials: services::credentials(
+                offering,
+                self.inner.config.service_credentials.get(offering.vendor),
+            ),
+            created: epoch_seconds(),
+            infra,
+        };
+        let document = service.document();
+        state.services.push(service);
+        Ok(document)
+    }
+
+    /// `DELETE /services/:name`: unbinds it from the user's apps (they keep running until
+    /// restarted, as on v1) and forgets it.
+    pub fn delete_service(&self, user: &str, name: &str) -> Result<(), ApiError> {
+        let mut state = self.state();
+        let before = state.services.len();
+        state
+            .services
+            .retain(|s| !(s.owner == user && s.name == name));
+        if state.services.len() == before {
+            return Err(ApiError::ServiceNotFound);
+        }
+        for app in state.apps.values_mut().filter(|a| a.owner == user) {
+            app.services.retain(|s| s != name);
+        }
+        Ok(())
+    }
+
     // ----- what the supervisors report --------------------------------------------------------
 
     /// An instance accepts connections: RUNNING, and registered with the router. Returns false
@@ -1154,7 +1272,7 @@ impl Platform {
             _ => return,
         };
         app.running.remove(&index);
-        self.launch_instances(app, &[index]);
+        self.launch_instances(&mut state, app_id, &[index]);
     }
 }
 
@@ -1168,6 +1286,21 @@ fn reported_state(state: InstanceState) -> &'static str {
 
 fn is_truthy(value: &Value) -> bool {
     !matches!(value, Value::Null | Value::Bool(false))
+}
+
+fn validate_service_name(name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "service name {name:?} may only contain letters, digits, '_' and '-'"
+        )))
+    }
 }
 
 fn normalise_email(email: &str) -> Result<String, ApiError> {

@@ -52,6 +52,8 @@ pub(crate) struct EnvTemplate {
     pub(crate) fds: u64,
     /// The user's `env` entries (`K=V`); `vcap_`/`vmc_` names are dropped, as v1's CC did.
     pub(crate) user_env: Vec<String>,
+    /// `VCAP_SERVICES`, `VMC_SERVICES` and `VMC_<VENDOR>` for the bound services.
+    pub(crate) services_env: Vec<(String, String)>,
 }
 
 /// One instance to start.
@@ -96,7 +98,6 @@ pub(crate) fn instance_env(
     let mut env: Vec<(String, String)> = vec![
         ("HOME".into(), dir.display().to_string()),
         ("VCAP_APPLICATION".into(), vcap_application.to_string()),
-        ("VCAP_SERVICES".into(), "{}".into()),
         ("VCAP_APP_HOST".into(), "127.0.0.1".into()),
         ("VCAP_APP_PORT".into(), port.to_string()),
         ("VCAP_DEBUG_IP".into(), String::new()),
@@ -107,7 +108,6 @@ pub(crate) fn instance_env(
             "VMC_WARNING_WARNING".into(),
             "All VMC_* environment variables are deprecated, please use VCAP_* versions.".into(),
         ),
-        ("VMC_SERVICES".into(), "[]".into()),
         ("VMC_APP_INSTANCE".into(), instance_json.to_string()),
         ("VMC_APP_NAME".into(), template.app_name.clone()),
         ("VMC_APP_ID".into(), instance_id.to_owned()),
@@ -116,6 +116,7 @@ pub(crate) fn instance_env(
         ("VMC_APP_PORT".into(), port.to_string()),
         ("PORT".into(), port.to_string()),
     ];
+    env.extend(template.services_env.iter().cloned());
     // The machine's PATH, so the runtimes installed here can be found (v1 set its own).
     for inherited in ["PATH", "LANG", "TMPDIR"] {
         if let Ok(value) = std::env::var(inherited) {
@@ -596,6 +597,7 @@ mod tests {
             disk_mb: 2048,
             fds: 256,
             user_env: user_env.iter().map(|s| s.to_string()).collect(),
+            services_env: crate::services::environment(&[]),
         }
     }
 
@@ -624,6 +626,8 @@ mod tests {
         assert_eq!(lookup(&env, "HOME"), Some("/data/instances/example-2"));
         assert_eq!(lookup(&env, "VMC_APP_NAME"), Some("example"));
         assert_eq!(lookup(&env, "FOO"), Some("bar"));
+        assert_eq!(lookup(&env, "VCAP_SERVICES"), Some("{}"));
+        assert_eq!(lookup(&env, "VMC_SERVICES"), Some("[]"));
         assert_eq!(lookup(&env, "EQ"), Some("a=b"));
         assert_eq!(lookup(&env, "vcap_app_port"), None);
         assert_eq!(lookup(&env, "VMC_X"), None);

@@ -209,6 +209,8 @@ pub(crate) struct State {
     pub(crate) tokens: HashMap<String, String>,
     pub(crate) apps: BTreeMap<u64, App>,
     pub(crate) next_app_id: u64,
+    /// Provisioned services, in the order they were created.
+    pub(crate) services: Vec<crate::services::Service>,
 }
 
 impl State {
@@ -277,6 +279,21 @@ impl State {
             }
         }
         entries
+    }
+
+    pub(crate) fn services_of<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> impl Iterator<Item = &'a crate::services::Service> + 'a {
+        self.services.iter().filter(move |s| s.owner == owner)
+    }
+
+    /// The services bound to an app, as its environment presents them.
+    pub(crate) fn bound_services(&self, app: &App) -> Vec<crate::services::Service> {
+        self.services_of(&app.owner)
+            .filter(|s| app.services.contains(&s.name))
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn memory_in_use(&self, owner: &str) -> u64 {

@@ -5,7 +5,7 @@
 use axum::extract::{Request, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::platform::Platform;
 
@@ -13,8 +13,6 @@ pub(super) fn routes() -> Router<Platform> {
     Router::new()
         .route("/info", get(info))
         .route("/info/infras", get(infras))
-        .route("/info/services", get(|| async { Json(json!({})) }))
-        .route("/services", get(|| async { Json(json!([])) }))
 }
 
 async fn info(State(platform): State<Platform>, request: Request) -> Json<Value> {

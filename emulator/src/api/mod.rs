@@ -7,6 +7,7 @@ mod apps;
 mod extract;
 mod files;
 mod info;
+mod services;
 mod users;
 
 use axum::Router;
@@ -23,6 +24,7 @@ pub fn api(platform: Platform) -> Router {
         .merge(users::routes())
         .merge(apps::routes(&platform))
         .merge(files::routes())
+        .merge(services::routes())
         .nest("/_afemu", admin::routes())
         // v1's `default#route_not_found`: 404 with an empty body.
         .fallback(|| async { StatusCode::NOT_FOUND })

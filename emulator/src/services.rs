@@ -1,0 +1,256 @@
+//! Services, as far as an emulator takes them: the catalog v1 offered, provisioning records with
+//! credentials (there is no real database behind them: DESIGN.md §9), binding to apps, and the
+//! `VCAP_SERVICES` and `VMC_*` variables a bound app is started with.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::state::random_hex;
+
+/// One service on offer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Offering {
+    pub(crate) vendor: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) description: &'static str,
+    pub(crate) port: u16,
+    pub(crate) tags: &'static [&'static str],
+}
+
+/// What AppFog v1 offered (its `af services` listing).
+pub(crate) const CATALOG: [Offering; 5] = [
+    Offering {
+        vendor: "mysql",
+        version: "5.1",
+        kind: "database",
+        description: "MySQL database service",
+        port: 3306,
+        tags: &["mysql", "mysql-5.1", "relational"],
+    },
+    Offering {
+        vendor: "postgresql",
+        version: "9.1",
+        kind: "database",
+        description: "PostgreSQL database service",
+        port: 5432,
+        tags: &["postgresql", "postgresql-9.1", "relational"],
+    },
+    Offering {
+        vendor: "mongodb",
+        version: "2.0",
+        kind: "document",
+        description: "MongoDB NoSQL store",
+        port: 27017,
+        tags: &["mongodb", "mongodb-2.0", "nosql", "document"],
+    },
+    Offering {
+        vendor: "redis",
+        version: "2.2",
+        kind: "key-value",
+        description: "Redis key-value store service",
+        port: 6379,
+        tags: &["redis", "redis-2.2", "key-value", "nosql"],
+    },
+    Offering {
+        vendor: "rabbitmq",
+        version: "2.4",
+        kind: "generic",
+        description: "RabbitMQ message queue",
+        port: 5672,
+        tags: &["rabbitmq", "rabbitmq-2.4", "amqp"],
+    },
+];
+
+pub(crate) fn offering(vendor: &str, version: Option<&str>) -> Option<&'static Offering> {
+    CATALOG
+        .iter()
+        .find(|o| o.vendor == vendor && version.is_none_or(|v| v == o.version))
+}
+
+/// A provisioned service.
+#[derive(Clone, Debug)]
+pub(crate) struct Service {
+    pub(crate) owner: String,
+    pub(crate) name: String,
+    pub(crate) offering: &'static Offering,
+    pub(crate) credentials: Value,
+    pub(crate) created: u64,
+    pub(crate) infra: Option<String>,
+}
+
+impl Service {
+    /// `label` in `VCAP_SERVICES`: `<vendor>-<version>`.
+    pub(crate) fn label(&self) -> String {
+        format!("{}-{}", self.offering.vendor, self.offering.version)
+    }
+
+    /// The document `GET /services` lists (af `services`, cfoundry).
+    pub(crate) fn document(&self) -> Value {
+        let mut doc = json!({
+            "name": self.name,
+            "type": self.offering.kind,
+            "vendor": self.offering.vendor,
+            "version": self.offering.version,
+            "tier": "free",
+            "options": {},
+            "meta": {"version": 1, "created": self.created},
+        });
+        if let Some(infra) = &self.infra {
+            doc["infra"] = json!({"provider": infra, "name": infra});
+        }
+        doc
+    }
+}
+
+/// Credentials for a new service: made up (nothing listens there), overridable per vendor.
+pub(crate) fn credentials(offering: &Offering, overrides: Option<&Value>) -> Value {
+    let user = format!("u{}", &random_hex(6));
+    let mut credentials = json!({
+        "name": format!("d{}", random_hex(8)),
+        "hostname": "127.0.0.1",
+        "host": "127.0.0.1",
+        "port": offering.port,
+        "user": user,
+        "username": user,
+        "password": random_hex(12),
+    });
+    if let (Some(Value::Object(overrides)), Value::Object(base)) = (overrides, &mut credentials) {
+        for (key, value) in overrides {
+            base.insert(key.clone(), value.clone());
+        }
+    }
+    credentials
+}
+
+/// `GET /info/services`: `{type: {vendor: {version: {…, tiers}}}}`, as af reads it.
+pub(crate) fn info_services() -> Value {
+    let mut out: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Value>>> = BTreeMap::new();
+    for offering in &CATALOG {
+        out.entry(offering.kind)
+            .or_default()
+            .entry(offering.vendor)
+            .or_default()
+            .insert(
+                offering.version,
+                json!({
+                    "id": format!("{}-{}", offering.vendor, offering.version),
+                    "vendor": offering.vendor,
+                    "version": offering.version,
+                    "type": offering.kind,
+                    "description": offering.description,
+                    "tiers": {"free": {"options": {}, "order": 1, "description": "Free offering"}},
+                }),
+            );
+    }
+    json!(out)
+}
+
+/// `GET /services/v1/offerings`: `{type: {vendor: {provider: {version: {…, plans}}}}}`, as
+/// cfoundry reads it.
+pub(crate) fn offerings() -> Value {
+    let mut out: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Value>>>> =
+        BTreeMap::new();
+    for offering in &CATALOG {
+        out.entry(offering.kind)
+            .or_default()
+            .entry(offering.vendor)
+            .or_default()
+            .entry("core")
+            .or_default()
+            .insert(
+                offering.version,
+                json!({
+                    "label": format!("{}-{}", offering.vendor, offering.version),
+                    "vendor": offering.vendor,
+                    "version": offering.version,
+                    "type": offering.kind,
+                    "description": offering.description,
+                    "plans": ["free"],
+                    "supported_versions": [offering.version],
+                    "version_aliases": {"current": offering.version},
+                    "provider": "core",
+                    "active": true,
+                }),
+            );
+    }
+    json!(out)
+}
+
+/// The environment a bound app gets: `VCAP_SERVICES`, `VMC_SERVICES`, and `VMC_<VENDOR>`.
+pub(crate) fn environment(bound: &[Service]) -> Vec<(String, String)> {
+    let mut vcap: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut vmc = Vec::new();
+    let mut env = Vec::new();
+    for service in bound {
+        vcap.entry(service.label()).or_default().push(json!({
+            "name": service.name,
+            "label": service.label(),
+            "plan": "free",
+            "tags": service.offering.tags,
+            "plan_option": null,
+            "credentials": service.credentials,
+        }));
+        vmc.push(json!({
+            "name": service.name,
+            "type": service.offering.kind,
+            "vendor": service.offering.vendor,
+            "version": service.offering.version,
+            "tier": "free",
+            "options": service.credentials,
+        }));
+        let host = service.credentials["host"].as_str().unwrap_or("127.0.0.1");
+        let port = &service.credentials["port"];
+        env.push((
+            format!("VMC_{}", service.offering.vendor.to_ascii_uppercase()),
+            format!("{host}:{port}"),
+        ));
+    }
+    env.push(("VCAP_SERVICES".into(), json!(vcap).to_string()));
+    env.push(("VMC_SERVICES".into(), json!(vmc).to_string()));
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcap_services_has_v1_shape() {
+        let mysql = offering("mysql", None).unwrap();
+        let service = Service {
+            owner: "me".into(),
+            name: "mysql-abc".into(),
+            offering: mysql,
+            credentials: credentials(mysql, Some(&json!({"password": "fixed"}))),
+            created: 0,
+            infra: None,
+        };
+        let env: BTreeMap<_, _> = environment(&[service]).into_iter().collect();
+        let vcap: Value = serde_json::from_str(&env["VCAP_SERVICES"]).unwrap();
+        let bound = &vcap["mysql-5.1"][0];
+        assert_eq!(bound["name"], "mysql-abc");
+        assert_eq!(bound["label"], "mysql-5.1");
+        assert_eq!(bound["plan"], "free");
+        assert_eq!(bound["credentials"]["password"], "fixed");
+        assert_eq!(bound["credentials"]["port"], 3306);
+        assert_eq!(env["VMC_MYSQL"], "127.0.0.1:3306");
+        let vmc: Value = serde_json::from_str(&env["VMC_SERVICES"]).unwrap();
+        assert_eq!(vmc[0]["vendor"], "mysql");
+    }
+
+    #[test]
+    fn catalog_documents() {
+        assert_eq!(
+            info_services()["key-value"]["redis"]["2.2"]["tiers"]["free"]["order"],
+            1
+        );
+        let offered = offerings();
+        assert_eq!(
+            offered["database"]["mysql"]["core"]["5.1"]["plans"],
+            json!(["free"])
+        );
+        assert!(offering("mysql", Some("9.9")).is_none());
+    }
+}
