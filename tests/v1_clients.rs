@@ -364,3 +364,125 @@ async fn a_standalone_app_with_no_uri_runs_at_once_and_quoted_commands_work() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_register_change_passwords_and_admins_manage_them() {
+    let emu = Emulator::builder()
+        .configure(|config| config.admins = vec!["boss@example.com".into()])
+        .start()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let api = emu.api_url();
+    let send = |method: &str, path: &str, token: Option<&str>, body: Value| {
+        let mut request = http
+            .request(method.parse().unwrap(), format!("{api}{path}"))
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.header("Authorization", token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, text)
+        }
+    };
+    let login = |email: &'static str, password: &'static str| {
+        let send = &send;
+        async move {
+            let (status, text) = send(
+                "POST",
+                &format!("/users/{email}/tokens"),
+                None,
+                json!({"password": password}),
+            )
+            .await;
+            (status == 200).then(|| {
+                serde_json::from_str::<Value>(&text).unwrap()["token"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        }
+    };
+
+    let (status, _) = send(
+        "POST",
+        "/users",
+        None,
+        json!({"email": "new@example.com", "password": "one"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, again) = send(
+        "POST",
+        "/users",
+        None,
+        json!({"email": "NEW@example.com", "password": "x"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{again}");
+    let user = login("new@example.com", "one").await.expect("registered");
+    let boss = login("boss@example.com", "boss").await.unwrap();
+
+    // af passwd: the user document back with a new password.
+    let (status, _) = send(
+        "PUT",
+        "/users/new@example.com",
+        Some(&user),
+        json!({"email": "new@example.com", "password": "two"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(login("new@example.com", "one").await.is_none());
+    let user = login("new@example.com", "two")
+        .await
+        .expect("the new password works");
+
+    // Only admins list and delete users; the admin flag is there for cfoundry.
+    let (status, _) = send("GET", "/users", Some(&user), json!(null)).await;
+    assert_eq!(status, 403);
+    let (status, listed) = send("GET", "/users", Some(&boss), json!(null)).await;
+    assert_eq!(status, 200);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let admins: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["email"].clone(), u["admin"].clone()))
+        .collect();
+    assert!(
+        admins.contains(&(json!("boss@example.com"), json!(true))),
+        "{listed}"
+    );
+    assert!(
+        admins.contains(&(json!("new@example.com"), json!(false))),
+        "{listed}"
+    );
+
+    let client = afemu::cli::V1Client::new(&emu.api_url())
+        .with_token(user.clone())
+        .with_poll_interval(Duration::from_millis(10));
+    client
+        .push(
+            "theirs",
+            &fixture("apps/hello-v1"),
+            &["theirs.com"],
+            EVENT_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let (status, _) = send("DELETE", "/users/new@example.com", Some(&user), json!(null)).await;
+    assert_eq!(status, 403, "not an admin");
+    let (status, body) = send("DELETE", "/users/new@example.com", Some(&boss), json!(null)).await;
+    assert_eq!((status, body.as_str()), (200, ""), "200, never 204");
+    assert!(
+        login("new@example.com", "two").await.is_some(),
+        "a new login registers again"
+    );
+    assert_eq!(
+        emu.get("theirs.com", "/").await.router_error.as_deref(),
+        Some("no-route")
+    );
+}

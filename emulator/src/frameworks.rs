@@ -68,11 +68,23 @@ fn frameworks(
     python: Option<Runtime>,
     php: Option<Runtime>,
 ) -> Value {
+    // v1 offered node under several names (node, node06, node08); each is listed with the
+    // version actually installed, which is what programs compare with their own.
+    let aliases = |runtime: &Runtime| -> Vec<&'static str> {
+        match runtime.name {
+            "node" => vec!["node", "node06", "node08"],
+            other => vec![other],
+        }
+    };
     let list = |runtimes: &[&Option<Runtime>]| -> Vec<Value> {
         runtimes
             .iter()
             .filter_map(|r| r.as_ref())
-            .map(|r| json!({"name": r.name, "version": r.version, "description": r.description}))
+            .flat_map(|r| {
+                aliases(r).into_iter().map(move |name| {
+                    json!({"name": name, "version": r.version, "description": r.description})
+                })
+            })
             .collect()
     };
     let mut frameworks = serde_json::Map::new();
@@ -115,6 +127,13 @@ mod tests {
         });
         let offered = frameworks(node, None, None, None);
         assert_eq!(offered["node"]["runtimes"][0]["version"], "20.20.2");
+        let names: Vec<_> = offered["node"]["runtimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["node", "node06", "node08"]);
         assert!(offered.get("sinatra").is_none());
         assert_eq!(offered["standalone"]["name"], "standalone");
         let nothing = frameworks(None, None, None, None);

@@ -248,6 +248,99 @@ impl Platform {
         }))
     }
 
+    fn is_admin(state: &State, email: &str) -> bool {
+        state.users.get(email).is_some_and(|u| u.admin)
+    }
+
+    /// `POST /users {email, password}`: registration, open to anyone as v1's default
+    /// (`allow_registration`) had it.
+    pub fn register(&self, body: &Value) -> Result<(), ApiError> {
+        let email = body
+            .get("email")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::BadRequest("an email is required".into()))?;
+        let password = body
+            .get("password")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::BadRequest("a password is required".into()))?;
+        let email = normalise_email(email)?;
+        let mut state = self.state();
+        if state.users.contains_key(&email) {
+            return Err(ApiError::BadRequest(format!(
+                "{email} is already registered"
+            )));
+        }
+        let admin = self.inner.config.admins.contains(&email);
+        state.users.insert(
+            email,
+            User {
+                password: password.to_owned(),
+                admin,
+                created: epoch_seconds(),
+            },
+        );
+        Ok(())
+    }
+
+    /// `GET /users` (admins): every user with their apps.
+    pub fn list_users(&self, asking: &str) -> Result<Vec<Value>, ApiError> {
+        let emails: Vec<String> = {
+            let state = self.state();
+            if !Self::is_admin(&state, asking) {
+                return Err(ApiError::Forbidden);
+            }
+            state.users.keys().cloned().collect()
+        };
+        emails
+            .iter()
+            .map(|email| self.user_document(asking, email))
+            .collect()
+    }
+
+    /// `PUT /users/:email` (yourself, or an admin): af's `passwd` sends the user document with a
+    /// new `password`.
+    pub fn update_user(&self, asking: &str, email: &str, body: &Value) -> Result<(), ApiError> {
+        let email = normalise_email(email)?;
+        let password = match body.get("password") {
+            Some(Value::String(password)) => Some(password.clone()),
+            None | Some(Value::Null) => None,
+            Some(_) => return Err(ApiError::BadRequest("password must be a string".into())),
+        };
+        let mut state = self.state();
+        if asking != email && !Self::is_admin(&state, asking) {
+            return Err(ApiError::Forbidden);
+        }
+        let user = state.users.get_mut(&email).ok_or(ApiError::UserNotFound)?;
+        if let Some(password) = password {
+            user.password = password;
+        }
+        Ok(())
+    }
+
+    /// `DELETE /users/:email` (admins): the user goes with their apps, services and tokens.
+    pub async fn delete_user(&self, asking: &str, email: &str) -> Result<(), ApiError> {
+        let email = normalise_email(email)?;
+        let apps: Vec<u64> = {
+            let state = self.state();
+            if !Self::is_admin(&state, asking) {
+                return Err(ApiError::Forbidden);
+            }
+            if !state.users.contains_key(&email) {
+                return Err(ApiError::UserNotFound);
+            }
+            state.apps_of(&email).map(|app| app.id).collect()
+        };
+        for app_id in apps {
+            let _guard = self.lock_app(app_id).await;
+            self.remove_app(app_id).await;
+        }
+        let mut state = self.state();
+        state.users.remove(&email);
+        state.tokens.retain(|_, owner| owner != &email);
+        state.services.retain(|s| s.owner != email);
+        Ok(())
+    }
+
     // ----- info -------------------------------------------------------------------------------
 
     /// `GET /info`; with a user, also their usage, limits and the frameworks on offer.

@@ -124,58 +124,65 @@ pub(crate) fn credentials(offering: &Offering, overrides: Option<&Value>) -> Val
     credentials
 }
 
+/// Sets `root[path[0]][path[1]]…` to `value`, making the objects on the way.
+fn insert_at(root: &mut Value, path: &[&str], value: Value) {
+    let mut node = root;
+    for key in path {
+        if !node.is_object() {
+            *node = json!({});
+        }
+        node = node
+            .as_object_mut()
+            .expect("made an object above")
+            .entry(*key)
+            .or_insert(Value::Null);
+    }
+    *node = value;
+}
+
 /// `GET /info/services`: `{type: {vendor: {version: {…, tiers}}}}`, as af reads it.
 pub(crate) fn info_services() -> Value {
-    let mut out: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Value>>> = BTreeMap::new();
+    let mut out = json!({});
     for offering in &CATALOG {
-        out.entry(offering.kind)
-            .or_default()
-            .entry(offering.vendor)
-            .or_default()
-            .insert(
-                offering.version,
-                json!({
-                    "id": format!("{}-{}", offering.vendor, offering.version),
-                    "vendor": offering.vendor,
-                    "version": offering.version,
-                    "type": offering.kind,
-                    "description": offering.description,
-                    "tiers": {"free": {"options": {}, "order": 1, "description": "Free offering"}},
-                }),
-            );
+        insert_at(
+            &mut out,
+            &[offering.kind, offering.vendor, offering.version],
+            json!({
+                "id": format!("{}-{}", offering.vendor, offering.version),
+                "vendor": offering.vendor,
+                "version": offering.version,
+                "type": offering.kind,
+                "description": offering.description,
+                "tiers": {"free": {"options": {}, "order": 1, "description": "Free offering"}},
+            }),
+        );
     }
-    json!(out)
+    out
 }
 
 /// `GET /services/v1/offerings`: `{type: {vendor: {provider: {version: {…, plans}}}}}`, as
 /// cfoundry reads it.
 pub(crate) fn offerings() -> Value {
-    let mut out: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Value>>>> =
-        BTreeMap::new();
+    let mut out = json!({});
     for offering in &CATALOG {
-        out.entry(offering.kind)
-            .or_default()
-            .entry(offering.vendor)
-            .or_default()
-            .entry("core")
-            .or_default()
-            .insert(
-                offering.version,
-                json!({
-                    "label": format!("{}-{}", offering.vendor, offering.version),
-                    "vendor": offering.vendor,
-                    "version": offering.version,
-                    "type": offering.kind,
-                    "description": offering.description,
-                    "plans": ["free"],
-                    "supported_versions": [offering.version],
-                    "version_aliases": {"current": offering.version},
-                    "provider": "core",
-                    "active": true,
-                }),
-            );
+        insert_at(
+            &mut out,
+            &[offering.kind, offering.vendor, "core", offering.version],
+            json!({
+                "label": format!("{}-{}", offering.vendor, offering.version),
+                "vendor": offering.vendor,
+                "version": offering.version,
+                "type": offering.kind,
+                "description": offering.description,
+                "plans": ["free"],
+                "supported_versions": [offering.version],
+                "version_aliases": {"current": offering.version},
+                "provider": "core",
+                "active": true,
+            }),
+        );
     }
-    json!(out)
+    out
 }
 
 /// The environment a bound app gets: `VCAP_SERVICES`, `VMC_SERVICES`, and `VMC_<VENDOR>`.
