@@ -491,3 +491,48 @@ async fn logs_and_files_through_the_files_api() {
     assert_eq!(status, 200);
     assert!(log.contains("request /crash"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_grace_lets_the_app_exit_on_sigterm_and_v1_gave_none() {
+    for (grace, expect_graceful) in [(Duration::from_secs(10), true), (Duration::ZERO, false)] {
+        let emu = Emulator::builder()
+            .configure(|config| config.timing.stop_grace = grace)
+            .start()
+            .await
+            .unwrap();
+        let af = emu.client();
+        let marker = tempfile::tempdir().unwrap();
+        let file = marker.path().join("term");
+        let env = format!("PROBE_TERM_FILE={}", file.display());
+        push_probe(&af, "probe", "probe.com", &[&env])
+            .await
+            .unwrap();
+        af.stop("probe").await.unwrap();
+        assert_eq!(file.exists(), expect_graceful, "grace {grace:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_instances_are_reaped_after_the_retention() {
+    let emu = Emulator::builder()
+        .configure(|config| config.crash_retention = Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let af = emu.client();
+    push_probe(&af, "probe", "probe.com", &[]).await.unwrap();
+    let seen: Value = serde_json::from_str(&emu.get("probe.com", "/env").await.body).unwrap();
+    let crashed_dir = std::path::PathBuf::from(seen["env"]["HOME"].as_str().unwrap());
+    assert_eq!(emu.get("probe.com", "/crash").await.status, 200);
+    // With no retention, the reaper forgets the crash and removes the directory on its next round.
+    poll("the crashed instance to be reaped", async || {
+        let crashes = af.crashes("probe").await.unwrap();
+        (crashes["crashes"].as_array().unwrap().is_empty() && !crashed_dir.exists()).then_some(())
+    })
+    .await;
+    // The health manager restarted it meanwhile, in a directory of its own.
+    af.wait_running("probe", u64::MAX, EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(emu.get("probe.com", "/").await.status, 200);
+}

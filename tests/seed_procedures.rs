@@ -304,3 +304,61 @@ async fn unmapping_before_mapping_shows_the_default_error_page() {
     let counters = emu.journal().host_counters("example.com");
     assert!(counters.no_route >= 1, "{counters:?}");
 }
+
+/// Seed 000 with real processes, as the seed describes it: the main app is a node app and the
+/// downtime app "a simple small Flask app" (here one with no dependencies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_000_with_a_node_app_and_a_python_downtime_app() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/node-hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    af.create_app(&serde_json::json!({
+        "name": "downtime",
+        "staging": {"framework": "standalone", "command": "python3 app.py"},
+        "uris": ["downtime.aws.af.cm"],
+        "instances": 1,
+        "resources": {"memory": 64},
+    }))
+    .await
+    .unwrap();
+    af.upload_dir("downtime", &fixture("apps/python-downtime"))
+        .await
+        .unwrap();
+    af.start("downtime", EVENT_TIMEOUT).await.unwrap();
+
+    let start = emu.journal().last_seq();
+    let traffic = Traffic::start(emu.router_addr(), &["example.com"], None);
+    wait_for_served(&emu, start, "example.com", "example", 1).await;
+    af.map("downtime", "example.com").await.unwrap();
+    wait_for_served(&emu, start, "example.com", "downtime", 1).await;
+    af.update("example", &fixture("apps/node-hello-v2"), EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    let updated = emu.routes().version();
+    wait_for(&emu, start, "the new version served", |e| {
+        e.route_table_version >= updated && e.served_by("example")
+    })
+    .await;
+    af.unmap("downtime", "example.com").await.unwrap();
+    let tallies = traffic.stop().await;
+
+    let counters = emu.journal().host_counters("example.com");
+    assert_eq!(counters.default_error_pages, 0, "{counters:?}");
+    let tally = &tallies["example.com"];
+    let seen = |text: &str| tally.bodies.keys().any(|b| b.contains(text));
+    assert!(
+        seen("hello v1 from node") && seen("right back") && seen("hello v2 from node"),
+        "{tally:?}"
+    );
+    assert_eq!(
+        emu.get("example.com", "/").await.body,
+        "hello v2 from node (example)\n"
+    );
+}
