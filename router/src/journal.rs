@@ -102,11 +102,46 @@ pub struct HostCountersSnapshot {
     pub served_by: std::collections::BTreeMap<String, u64>,
 }
 
+/// Something that happened to the platform rather than to a request — a fault injected, a route
+/// change delivered late — numbered in the same sequence as the requests, so the two interleave.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct JournalEvent {
+    pub seq: u64,
+    /// When, in microseconds since the Unix epoch.
+    pub at_us: u64,
+    /// What kind of event (`fault`, …).
+    pub event: String,
+    /// The details, as data.
+    pub detail: serde_json::Value,
+}
+
+/// What a ring slot holds: a request, or the sequence number an event took (events live in their
+/// own list; the mark lets readers of requests step over the number).
+#[derive(Clone)]
+enum Record {
+    Request(Arc<JournalEntry>),
+    Event(u64),
+}
+
+impl Record {
+    fn seq(&self) -> u64 {
+        match self {
+            Record::Request(entry) => entry.seq,
+            Record::Event(seq) => *seq,
+        }
+    }
+}
+
+/// The most events kept (they are rare: faults and the like).
+const EVENT_CAPACITY: usize = 4096;
+
 struct Inner {
     /// The last sequence number handed out.
     last_seq: AtomicU64,
+    /// Platform events, oldest first, bounded.
+    events: Mutex<std::collections::VecDeque<Arc<JournalEvent>>>,
     /// Entry `seq` lives in slot `seq % len`; one small lock per slot, so writers rarely meet.
-    slots: Box<[Mutex<Option<Arc<JournalEntry>>>]>,
+    slots: Box<[Mutex<Option<Record>>]>,
     hosts: DashMap<Arc<str>, HostCounters>,
     live: broadcast::Sender<Arc<JournalEntry>>,
 }
@@ -140,6 +175,7 @@ impl Journal {
         Journal {
             inner: Arc::new(Inner {
                 last_seq: AtomicU64::new(0),
+                events: Mutex::new(std::collections::VecDeque::new()),
                 slots,
                 hosts: DashMap::new(),
                 live,
@@ -175,7 +211,7 @@ impl Journal {
             aborted: new.aborted,
         });
         let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.clone());
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Record::Request(entry.clone()));
         if self.inner.live.receiver_count() > 0 {
             // Nobody listening is not an error; a lagging listener re-reads the ring.
             let _ = self.inner.live.send(entry.clone());
@@ -232,16 +268,50 @@ impl Journal {
         let mut out = Vec::with_capacity(last.saturating_sub(first) as usize + 1);
         for wanted in first..=last {
             let slot = &self.inner.slots[(wanted % capacity) as usize];
-            let entry = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            match entry {
-                Some(entry) if entry.seq == wanted => out.push(entry),
+            let record = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match record {
+                Some(Record::Request(entry)) if entry.seq == wanted => out.push(entry),
+                // An event took this number: not a request.
+                Some(Record::Event(seq)) if seq == wanted => continue,
                 // Overwritten by a later lap: gone, skip it.
-                Some(entry) if entry.seq > wanted => continue,
+                Some(record) if record.seq() > wanted => continue,
                 // Not stored yet: stop here, the caller will come back for it.
                 _ => break,
             }
         }
         out
+    }
+
+    /// Records a platform event (a fault, say) in the same sequence as the requests.
+    pub fn record_event(&self, event: &str, detail: serde_json::Value) -> Arc<JournalEvent> {
+        let mut events = self.inner.events.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = self.inner.last_seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let entry = Arc::new(JournalEvent {
+            seq,
+            at_us: micros(SystemTime::now()),
+            event: event.to_owned(),
+            detail,
+        });
+        if events.len() == EVENT_CAPACITY {
+            events.pop_front();
+        }
+        events.push_back(entry.clone());
+        drop(events);
+        let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Record::Event(seq));
+        entry
+    }
+
+    /// The events after `seq`, oldest first.
+    pub fn events_since(&self, seq: u64) -> Vec<Arc<JournalEvent>> {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| e.seq > seq)
+            .cloned()
+            .collect()
     }
 
     /// A live stream of entries as they are recorded.
@@ -368,6 +438,20 @@ mod tests {
         assert_eq!(journal.default_error_pages("a.com").len(), 1);
         assert_eq!(journal.since(10).len(), 1);
         assert!(journal.since(11).is_empty());
+    }
+
+    #[test]
+    fn events_share_the_sequence_without_hiding_requests() {
+        let journal = Journal::new(8);
+        journal.record(entry("a.com", Some("blue"), None));
+        let event = journal.record_event("fault", serde_json::json!({"crash": "blue"}));
+        journal.record(entry("a.com", Some("green"), None));
+        assert_eq!(event.seq, 2);
+        let requests: Vec<u64> = journal.since(0).iter().map(|e| e.seq).collect();
+        assert_eq!(requests, vec![1, 3]);
+        assert_eq!(journal.events_since(0).len(), 1);
+        assert!(journal.events_since(2).is_empty());
+        assert_eq!(journal.last_seq(), 3);
     }
 
     #[test]
