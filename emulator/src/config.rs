@@ -123,6 +123,29 @@ pub struct Config {
     pub crash_retention: Duration,
     /// Credentials given to new services, by vendor (`mysql`, `redis`, …), over made-up ones.
     pub service_credentials: ServiceCredentials,
+    /// Faults in force from the start (more can be set live through `PUT /_afemu/faults`).
+    pub faults: Faults,
+    /// A deliberate defect, for tests only: the next route change that removes registrations
+    /// is never delivered to the router. It exists to prove that the model-vs-emulator property
+    /// test can fail.
+    #[doc(hidden)]
+    pub defect_skip_one_unregister: bool,
+}
+
+/// The faults afemu can inject, all seeded and reproducible.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// v1's asynchronous route propagation: each app's route changes reach the router after a
+    /// random delay in this range, in order per app, in any order across apps.
+    pub route_delay: Option<crate::route_feed::RouteDelay>,
+    /// The seed of every random choice the faults make.
+    pub seed: u64,
+    /// Extra boot time for these apps (by name).
+    pub slow_start: std::collections::BTreeMap<String, Duration>,
+    /// Apps (by name) whose staging fails.
+    pub fail_staging: std::collections::BTreeSet<String>,
+    /// Stops kill at once, cutting requests in flight, as v1 did (the default drains them).
+    pub stop_hard: bool,
 }
 
 /// Per-vendor credentials for provisioned services: a JSON object `{vendor: {key: value}}`.
@@ -168,6 +191,8 @@ impl Config {
             admins: Vec::new(),
             crash_retention: Duration::from_secs(3600),
             service_credentials: ServiceCredentials::default(),
+            faults: Faults::default(),
+            defect_skip_one_unregister: false,
         }
     }
 }
@@ -201,9 +226,23 @@ pub struct ServeArgs {
     /// How the router picks among a host's backends: round-robin, or random (v1) with --seed.
     #[arg(long, env = "AFEMU_BALANCE", default_value = "round-robin")]
     pub balance: Balance,
-    /// The seed of --balance random.
+    /// The seed of every random choice: --balance random, the faults.
     #[arg(long, env = "AFEMU_SEED", default_value_t = 0)]
     pub seed: u64,
+    /// Fault: route changes reach the router after a random delay in MIN..MAX (e.g. 0..50ms), in
+    /// order per app, in any order across apps, as v1's NATS delivered them.
+    #[arg(long, env = "AFEMU_ROUTE_DELAY")]
+    pub route_delay: Option<crate::route_feed::RouteDelay>,
+    /// Fault: how a stop treats requests in flight: drain them (afemu's default) or cut them
+    /// (hard, as v1's SIGKILL did).
+    #[arg(long, env = "AFEMU_STOP", value_parser = ["drain", "hard"], default_value = "drain")]
+    pub stop: String,
+    /// Fault: APP=DURATION, extra boot time for an app's instances (repeatable).
+    #[arg(long, value_parser = parse_slow_start)]
+    pub slow_start: Vec<(String, Duration)>,
+    /// Fault: staging this app fails (repeatable).
+    #[arg(long)]
+    pub fail_staging: Vec<String>,
     /// Stripped from request hosts, so http://example.com.localhost:9080/ works from a browser;
     /// empty to disable.
     #[arg(long, env = "AFEMU_DEV_SUFFIX", default_value = afemu_router::host::DEFAULT_DEV_SUFFIX)]
@@ -282,10 +321,23 @@ impl ServeArgs {
             config.timing.flapping_backoff = backoff;
         }
         config.crash_retention = self.crash_retention;
+        config.faults.route_delay = self.route_delay;
+        config.faults.seed = self.seed;
+        config.faults.stop_hard = self.stop == "hard";
+        config.faults.slow_start = self.slow_start.iter().cloned().collect();
+        config.faults.fail_staging = self.fail_staging.iter().cloned().collect();
         config.service_credentials = self.service_credentials.clone().unwrap_or_default();
         config.max_json_body = self.max_json_body;
         config.max_upload = self.max_upload;
         config.admins = self.admins.iter().map(|a| a.to_ascii_lowercase()).collect();
         config
     }
+}
+
+fn parse_slow_start(text: &str) -> Result<(String, Duration), String> {
+    let (app, delay) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected APP=DURATION, e.g. web=2s"))?;
+    let delay = humantime::parse_duration(delay).map_err(|e| format!("{delay:?}: {e}"))?;
+    Ok((app.to_owned(), delay))
 }

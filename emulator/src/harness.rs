@@ -68,6 +68,21 @@ impl EmulatorBuilder {
         self
     }
 
+    /// The seed of every random choice (the balancer's, if random, and the faults').
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.faults.seed = seed;
+        if let afemu_router::Balance::Random { .. } = self.config.router.balance {
+            self.config.router.balance = afemu_router::Balance::Random { seed };
+        }
+        self
+    }
+
+    /// Faults in force from the start.
+    pub fn faults(mut self, faults: crate::config::Faults) -> Self {
+        self.config.faults = faults;
+        self
+    }
+
     /// Keep files here instead of in a temporary directory.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.data_dir = Some(dir.into());
@@ -230,6 +245,11 @@ impl Emulator {
             body,
             router_error,
         }
+    }
+
+    /// Applies faults now, as `PUT /_afemu/faults` does (see [`Platform::apply_faults`]).
+    pub fn inject(&self, faults: serde_json::Value) -> Result<serde_json::Value, crate::ApiError> {
+        self.platform.apply_faults(&faults)
     }
 
     /// Stops the emulator gracefully: requests in flight finish, every instance is stopped.

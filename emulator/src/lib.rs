@@ -10,9 +10,11 @@
 //! - `state`: users, tokens, apps, instances; plain data and the app document.
 //! - `app_update`: reading the app documents clients send.
 //! - `api`: the v1 HTTP API and the `/_afemu/` admin API (axum).
+//! - `faults`: the faults that can be injected, and the `PUT /_afemu/faults` body.
 //! - `files`: an instance's files as v1's DEA listed and served them, confined to its directory.
 //! - `services`: the service catalog, provisioning records, bindings and `VCAP_SERVICES`.
 //! - `staging`: checking and unpacking uploads safely, deciding how an app runs.
+//! - `route_feed`: how route changes reach the router: at once, or late (the route-delay fault).
 //! - `runtime`: one supervisor task per instance, owning its process or static server.
 //! - `static_server`: the built-in server for apps that are just an `index.html`.
 //! - `watchdog`: kills every app process group if afemu itself dies without cleaning up.
@@ -20,22 +22,30 @@
 //! - `health`: v1's restart and flapping rule.
 //! - `frameworks`: the frameworks and runtimes `/info` offers, from what is installed.
 //! - [`error`]: the v1 errors, `{code, description}`, mapped in one place.
+//! - [`model`]: the reference model: apps, instances, URIs and the route table, pure.
+//! - [`runbook`]: the runbook format: af command lines and directives.
+//! - [`check`]: `afemu check`: every schedule of a runbook on the model, the shortest failing one.
 //! - [`harness`]: [`Emulator`], the in-process emulator for tests.
 //! - [`traffic`]: steady traffic through the router, for rehearsals and tests.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod harness;
+pub mod model;
 pub mod platform;
+pub mod runbook;
 pub mod server;
 pub mod traffic;
 
 mod api;
 mod app_update;
+mod faults;
 mod files;
 mod frameworks;
 mod health;
 mod procstat;
+mod route_feed;
 mod runtime;
 mod services;
 mod staging;
@@ -44,9 +54,10 @@ mod static_server;
 mod watchdog;
 
 pub use api::api;
-pub use config::{Config, Profile, ServeArgs, Timing};
+pub use config::{Config, Faults, Profile, ServeArgs, Timing};
 pub use error::ApiError;
 pub use harness::{Emulator, EmulatorBuilder, RouterAnswer};
 pub use platform::Platform;
+pub use route_feed::RouteDelay;
 pub use runtime::StartPlan;
 pub use traffic::Traffic;

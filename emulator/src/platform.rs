@@ -49,6 +49,12 @@ struct Inner {
     watchdog: Arc<Watchdog>,
     /// The control plane as a backend of the router at `api.<domain>`, v1's own topology.
     api_route: std::sync::OnceLock<(Arc<str>, Arc<Backend>)>,
+    /// Route changes on their way to the router (instant, or delayed by the fault).
+    feed: Arc<crate::route_feed::RouteFeed>,
+    /// Apps deleted since the last publish, whose routes must go.
+    gone_apps: Mutex<Vec<u64>>,
+    /// The faults in force.
+    faults: Mutex<crate::faults::FaultState>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -78,6 +84,21 @@ impl Platform {
         let journal = Journal::new(config.journal_capacity);
         let router = Router::new(config.router.clone(), routes.clone(), journal.clone());
         routes.publish([]);
+        let initial_faults = crate::faults::FaultState {
+            slow_start: config.faults.slow_start.clone(),
+            fail_staging: config.faults.fail_staging.clone(),
+            stop_hard: config.faults.stop_hard,
+        };
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let feed = Arc::new(crate::route_feed::RouteFeed::new(
+            routes.clone(),
+            config.faults.route_delay,
+            config.faults.seed,
+            config.defect_skip_one_unregister,
+            shutdown.clone(),
+            tasks.clone(),
+        ));
         Ok(Platform {
             inner: Arc::new(Inner {
                 config,
@@ -88,11 +109,14 @@ impl Platform {
                 journal,
                 router,
                 app_locks: Mutex::new(HashMap::new()),
-                shutdown: CancellationToken::new(),
-                tasks: TaskTracker::new(),
+                shutdown,
+                tasks,
                 frameworks: tokio::sync::OnceCell::new(),
                 watchdog: Arc::new(Watchdog::start()),
                 api_route: std::sync::OnceLock::new(),
+                feed,
+                gone_apps: Mutex::new(Vec::new()),
+                faults: Mutex::new(initial_faults),
             }),
         })
     }
@@ -133,12 +157,214 @@ impl Platform {
 
     /// Publishes the route table derived from `state`. Called with the state lock held, so tables
     /// are published in the order of the changes they reflect.
-    fn publish(&self, state: &State) -> u64 {
-        let mut entries = state.route_entries(&self.inner.config.router.dev_suffix);
+    fn publish(&self, state: &State) {
+        let dev_suffix = &self.inner.config.router.dev_suffix;
+        let mut changes: Vec<(u64, crate::route_feed::Entries)> = state
+            .apps
+            .values()
+            .map(|app| (app.id, State::app_route_entries(app, dev_suffix)))
+            .collect();
+        // Apps that are gone keep nothing (app ids start at 1; 0 is the API's own route).
+        changes.extend(
+            self.inner
+                .gone_apps
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+                .map(|id| (id, Vec::new())),
+        );
         if let Some((host, api)) = self.inner.api_route.get() {
-            entries.push((host.clone(), api.clone()));
+            changes.push((0, vec![(host.clone(), api.clone())]));
         }
-        self.inner.routes.publish(entries)
+        self.inner.feed.submit(changes);
+    }
+
+    fn faults(&self) -> MutexGuard<'_, crate::faults::FaultState> {
+        self.inner.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slow-start fault's extra boot time for an app (zero without it).
+    pub(crate) fn slow_start(&self, app_id: u64) -> std::time::Duration {
+        let name = self.state().apps.get(&app_id).map(|a| a.name.clone());
+        name.and_then(|name| self.faults().slow_start.get(&name).copied())
+            .unwrap_or_default()
+    }
+
+    /// Whether stops cut requests in flight (the stop-hard fault).
+    pub(crate) fn stop_hard(&self) -> bool {
+        self.faults().stop_hard
+    }
+
+    /// The faults in force, as `GET /_afemu/faults` shows them.
+    pub fn faults_document(&self) -> Value {
+        self.faults().document(self.inner.feed.delay())
+    }
+
+    /// Applies a `PUT /_afemu/faults` body; each fault applied is recorded in the journal.
+    pub fn apply_faults(&self, body: &Value) -> Result<Value, ApiError> {
+        use crate::faults::{FaultUpdate, parse_duration};
+        let update = FaultUpdate::parse(body)?;
+        // Check everything first: a bad part changes nothing.
+        let route_delay = match &update.route_delay {
+            Some(Some(text)) => Some(Some(
+                text.parse::<crate::route_feed::RouteDelay>()
+                    .map_err(ApiError::BadRequest)?,
+            )),
+            Some(None) => Some(None),
+            None => None,
+        };
+        let slow_start = match &update.slow_start {
+            Some(slow) => Some((
+                slow.app.clone(),
+                slow.delay.as_deref().map(parse_duration).transpose()?,
+            )),
+            None => None,
+        };
+        let stop_hard = match update.stop.as_deref() {
+            None => None,
+            Some("hard") => Some(true),
+            Some("drain") => Some(false),
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "stop must be \"hard\" or \"drain\", not {other:?}"
+                )));
+            }
+        };
+        let crash = match &update.crash {
+            Some(crash) => Some((self.instance_control(&crash.app, crash.index)?, crash)),
+            None => None,
+        };
+        let hang = match &update.hang {
+            Some(hang) => Some((self.instance_control(&hang.app, hang.index)?, hang)),
+            None => None,
+        };
+        let journal = self.journal();
+        if let Some(seed) = update.seed {
+            self.inner.feed.reseed(seed);
+            journal.record_event("fault", json!({"seed": seed}));
+        }
+        if let Some(delay) = route_delay {
+            self.inner.feed.set_delay(delay);
+            journal.record_event(
+                "fault",
+                json!({"route_delay": delay.map(|d| d.to_string())}),
+            );
+        }
+        if let Some((app, delay)) = slow_start {
+            let mut faults = self.faults();
+            match delay {
+                Some(delay) => faults.slow_start.insert(app.clone(), delay),
+                None => faults.slow_start.remove(&app),
+            };
+            journal.record_event(
+                "fault",
+                json!({"slow_start": {"app": app, "delay": delay.map(|d| humantime::format_duration(d).to_string())}}),
+            );
+        }
+        if let Some(toggle) = &update.fail_staging {
+            let mut faults = self.faults();
+            if toggle.enabled {
+                faults.fail_staging.insert(toggle.app.clone());
+            } else {
+                faults.fail_staging.remove(&toggle.app);
+            }
+            journal.record_event(
+                "fault",
+                json!({"fail_staging": {"app": toggle.app, "enabled": toggle.enabled}}),
+            );
+        }
+        if let Some(hard) = stop_hard {
+            self.faults().stop_hard = hard;
+            journal.record_event(
+                "fault",
+                json!({"stop": if hard { "hard" } else { "drain" }}),
+            );
+        }
+        if let Some((control, hang)) = hang {
+            let _ = control.try_send(InstanceCommand::Hang);
+            journal.record_event(
+                "fault",
+                json!({"hang": {"app": hang.app, "index": hang.index}}),
+            );
+        }
+        if let Some((control, crash)) = crash {
+            journal.record_event(
+                "fault",
+                json!({"crash": {"app": crash.app, "index": crash.index, "after_requests": crash.after_requests}}),
+            );
+            if crash.after_requests == 0 {
+                let _ = control.try_send(InstanceCommand::Crash);
+            } else {
+                self.crash_after_requests(control, &crash.app, crash.index, crash.after_requests);
+            }
+        }
+        Ok(self.faults_document())
+    }
+
+    /// The control channel of a running instance, by app name (any user's) and index.
+    fn instance_control(
+        &self,
+        app: &str,
+        index: u32,
+    ) -> Result<mpsc::Sender<InstanceCommand>, ApiError> {
+        let state = self.state();
+        let found = state
+            .apps
+            .values()
+            .find(|a| a.name == app)
+            .ok_or(ApiError::AppNotFound)?;
+        found
+            .running
+            .get(&index)
+            .filter(|i| matches!(i.state, InstanceState::Running | InstanceState::Starting))
+            .map(|i| i.control.clone())
+            .ok_or_else(|| ApiError::InstanceNotFound(index.to_string()))
+    }
+
+    /// Crashes the instance once it has served `count` more requests (counted from the journal).
+    fn crash_after_requests(
+        &self,
+        control: mpsc::Sender<InstanceCommand>,
+        app: &str,
+        index: u32,
+        count: u64,
+    ) {
+        let mut live = self.journal().subscribe();
+        let app = app.to_owned();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            let mut served = 0;
+            loop {
+                let entry = tokio::select! {
+                    entry = live.recv() => entry,
+                    () = shutdown.cancelled() => return,
+                    () = control.closed() => return,
+                };
+                match entry {
+                    Ok(entry) if entry.served_by(&app) && entry.instance == Some(index) => {
+                        served += 1
+                    }
+                    Ok(_) => continue,
+                    // Lagging means many requests went by: count them conservatively as none.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                if served >= count {
+                    let _ = control.send(InstanceCommand::Crash).await;
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The route-delay fault in force, if any.
+    pub fn route_delay(&self) -> Option<crate::route_feed::RouteDelay> {
+        self.inner.feed.delay()
+    }
+
+    /// Whether every route change has reached the router (always, without a route delay).
+    pub fn routes_settled(&self) -> bool {
+        self.inner.feed.settled()
     }
 
     /// The host the API is served at through the router: `api.<domain>`.
@@ -946,6 +1172,13 @@ impl Platform {
                 app.name.clone(),
             )
         };
+        if self.faults().fail_staging.contains(&name) {
+            self.journal()
+                .record_event("fault", json!({"failed_staging": {"app": name}}));
+            return Err(ApiError::StagingFailed(
+                "staging failed (injected fault)".into(),
+            ));
+        }
         let dir = self
             .inner
             .data_dir
@@ -1092,6 +1325,11 @@ impl Platform {
         let removed = {
             let mut state = self.state();
             let removed = state.apps.remove(&app_id);
+            self.inner
+                .gone_apps
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(app_id);
             self.publish(&state);
             removed
         };

@@ -37,6 +37,11 @@ pub(crate) enum InstanceCommand {
         backend: Option<Arc<afemu_router::Backend>>,
         reply: oneshot::Sender<()>,
     },
+    /// Fault: die now, as if the app crashed (its process group gets SIGKILL).
+    Crash,
+    /// Fault: stop answering but keep the connection open (SIGSTOP for a process; the static
+    /// server holds every request). Until the instance is stopped.
+    Hang,
 }
 
 /// Everything the app's environment is made of, apart from what depends on the instance.
@@ -164,6 +169,8 @@ enum Running {
     Static {
         stop: CancellationToken,
         server: tokio::task::JoinHandle<()>,
+        /// Set by the hang fault: the server then holds every request.
+        hang: tokio::sync::watch::Sender<bool>,
     },
     Process(AppProcess),
 }
@@ -227,11 +234,21 @@ impl Running {
         }
     }
 
+    /// The hang fault.
+    fn hang(&mut self) {
+        match self {
+            Running::Static { hang, .. } => {
+                let _ = hang.send(true);
+            }
+            Running::Process(process) => process.signal_group(nix::sys::signal::Signal::SIGSTOP),
+        }
+    }
+
     /// Kills it and reaps it. With a `grace` period, a process first gets SIGTERM and that long
     /// to exit (v1 gave none: SIGKILL at once).
     async fn kill(self, grace: Duration) {
         match self {
-            Running::Static { stop, server } => {
+            Running::Static { stop, server, .. } => {
                 stop.cancel();
                 // Graceful first (the drain already waited for requests), then no mercy.
                 let abort = server.abort_handle();
@@ -271,6 +288,7 @@ pub(crate) async fn supervise(
     let timing = platform.config().timing;
     let app_id = launch.app_id;
     let instance_id = launch.instance_id.clone();
+    let crashed = |reason: &str| platform.instance_crashed(app_id, &instance_id, reason);
 
     let prepared = {
         let droplet_dir = launch.droplet.dir.clone();
@@ -281,19 +299,24 @@ pub(crate) async fn supervise(
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()))
     {
-        platform.instance_crashed(
-            app_id,
-            &instance_id,
-            &format!("could not prepare the instance: {reason}"),
-        );
+        crashed(&format!("could not prepare the instance: {reason}"));
         return;
     }
 
-    // Boot: start whatever runs the app, unless told to stop first.
+    // Boot: start whatever runs the app (after the slow-start fault, if any), unless told to
+    // stop first. A crash or hang asked for before the app runs is a crash at start.
+    let extra = platform.slow_start(app_id);
+    let booting = async {
+        tokio::time::sleep(extra).await;
+        start(&launch, timing.boot, platform.watchdog()).await
+    };
     let started = tokio::select! {
-        started = start(&launch, timing.boot, platform.watchdog()) => started,
+        started = booting => started,
         command = commands.recv() => {
-            stopped(command, &launch.dir).await;
+            match command {
+                Some(InstanceCommand::Crash | InstanceCommand::Hang) => crashed("crashed at start (injected fault)"),
+                other => stopped(other, &launch.dir).await,
+            }
             return;
         }
         () = shutdown.cancelled() => return,
@@ -301,7 +324,7 @@ pub(crate) async fn supervise(
     let (mut running, port) = match started {
         Ok(started) => started,
         Err(reason) => {
-            platform.instance_crashed(app_id, &instance_id, &reason);
+            crashed(&reason);
             return;
         }
     };
@@ -317,12 +340,15 @@ pub(crate) async fn supervise(
         ready = wait_until_listening(port, timing.readiness_poll, timing.readiness_timeout), if needs_port => ready,
         () = std::future::ready(()), if !needs_port => true,
         reason = running.exited() => {
-            platform.instance_crashed(app_id, &instance_id, &reason);
+            crashed(&reason);
             return;
         }
         command = commands.recv() => {
             running.kill(timing.stop_grace).await;
-            stopped(command, &launch.dir).await;
+            match command {
+                Some(InstanceCommand::Crash | InstanceCommand::Hang) => crashed("crashed at start (injected fault)"),
+                other => stopped(other, &launch.dir).await,
+            }
             return;
         }
         () = shutdown.cancelled() => {
@@ -332,14 +358,10 @@ pub(crate) async fn supervise(
     };
     if !ready {
         running.kill(timing.stop_grace).await;
-        platform.instance_crashed(
-            app_id,
-            &instance_id,
-            &format!(
-                "the app did not listen on its port within {:?}",
-                timing.readiness_timeout
-            ),
-        );
+        crashed(&format!(
+            "the app did not listen on its port within {:?}",
+            timing.readiness_timeout
+        ));
         return;
     }
     if !platform.instance_running(app_id, &instance_id, port, pid) {
@@ -349,34 +371,53 @@ pub(crate) async fn supervise(
         return;
     }
 
-    tokio::select! {
-        command = commands.recv() => {
-            // Unregistered already: let the requests in flight finish, then kill.
-            let (backend, reply) = match command {
-                Some(InstanceCommand::Stop { backend, reply }) => (backend, Some(reply)),
-                None => (None, None),
-            };
-            if let Some(backend) = backend {
-                let left = backend.drain(timing.drain).await;
-                if left > 0 {
-                    tracing::debug!(%instance_id, left, "stop: requests still in flight after the drain");
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(InstanceCommand::Stop { backend, reply }) => {
+                    // Unregistered already: let the requests in flight finish, then kill
+                    // (unless the stop-hard fault cuts them, as v1 did).
+                    if let Some(backend) = backend
+                        && !platform.stop_hard()
+                    {
+                        let left = backend.drain(timing.drain).await;
+                        if left > 0 {
+                            tracing::debug!(%instance_id, left, "stop: requests still in flight after the drain");
+                        }
+                    }
+                    running.kill(timing.stop_grace).await;
+                    finish_stop(Some(reply), &launch.dir).await;
+                    return;
                 }
+                Some(InstanceCommand::Crash) => {
+                    running.kill(Duration::ZERO).await;
+                    crashed("crashed (injected fault)");
+                    return;
+                }
+                Some(InstanceCommand::Hang) => running.hang(),
+                None => {
+                    running.kill(timing.stop_grace).await;
+                    return;
+                }
+            },
+            reason = running.exited() => {
+                crashed(&reason);
+                return;
             }
-            running.kill(timing.stop_grace).await;
-            finish_stop(reply, &launch.dir).await;
-        }
-        reason = running.exited() => {
-            platform.instance_crashed(app_id, &instance_id, &reason);
-        }
-        () = shutdown.cancelled() => {
-            running.kill(timing.stop_grace).await;
+            () = shutdown.cancelled() => {
+                running.kill(timing.stop_grace).await;
+                return;
+            }
         }
     }
 }
 
 /// A stop that came before the instance was registered: nothing to drain.
 async fn stopped(command: Option<InstanceCommand>, dir: &Path) {
-    let reply = command.map(|InstanceCommand::Stop { reply, .. }| reply);
+    let reply = match command {
+        Some(InstanceCommand::Stop { reply, .. }) => Some(reply),
+        _ => None,
+    };
     finish_stop(reply, dir).await;
 }
 
@@ -479,12 +520,14 @@ async fn start(
                 .map_err(|e| format!("no port for the static server: {e}"))?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
             let stop = CancellationToken::new();
+            let (hang, hanging) = tokio::sync::watch::channel(false);
             let server = tokio::spawn(crate::static_server::serve(
                 listener,
                 launch.dir.join("app"),
                 stop.clone(),
+                hanging,
             ));
-            Ok((Running::Static { stop, server }, port))
+            Ok((Running::Static { stop, server, hang }, port))
         }
         StartPlan::Command { command, port_args } => {
             let port = free_port().await?;

@@ -253,28 +253,26 @@ impl State {
         }
     }
 
-    /// The route table as `(host key, backend)` pairs: every RUNNING instance of every STARTED
-    /// app, once per URI it is mapped to.
-    pub(crate) fn route_entries(&self, dev_suffix: &str) -> Vec<(Arc<str>, Arc<Backend>)> {
+    /// One app's registrations as `(host key, backend)` pairs: each RUNNING instance, once per
+    /// URI, while the app is STARTED; none otherwise.
+    pub(crate) fn app_route_entries(app: &App, dev_suffix: &str) -> Vec<(Arc<str>, Arc<Backend>)> {
         let mut entries = Vec::new();
-        for app in self.apps.values() {
-            if app.state != AppState::Started {
+        if app.state != AppState::Started {
+            return entries;
+        }
+        let keys: Vec<Arc<str>> = app
+            .uris
+            .iter()
+            .filter_map(|uri| normalise_host(uri, dev_suffix))
+            .map(|key| Arc::from(&*key))
+            .collect();
+        for instance in app.running.values() {
+            if instance.state != InstanceState::Running {
                 continue;
             }
-            let keys: Vec<Arc<str>> = app
-                .uris
-                .iter()
-                .filter_map(|uri| normalise_host(uri, dev_suffix))
-                .map(|key| Arc::from(&*key))
-                .collect();
-            for instance in app.running.values() {
-                if instance.state != InstanceState::Running {
-                    continue;
-                }
-                if let Some(backend) = &instance.backend {
-                    for key in &keys {
-                        entries.push((key.clone(), backend.clone()));
-                    }
+            if let Some(backend) = &instance.backend {
+                for key in &keys {
+                    entries.push((key.clone(), backend.clone()));
                 }
             }
         }

@@ -8,10 +8,28 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-/// Serves `root` on `listener` until `stop` is cancelled; requests in flight then finish.
-pub(crate) async fn serve(listener: TcpListener, root: PathBuf, stop: CancellationToken) {
+/// Serves `root` on `listener` until `stop` is cancelled; requests in flight then finish. Once
+/// `hanging` turns true (the hang fault), every request is held without an answer.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    root: PathBuf,
+    stop: CancellationToken,
+    hanging: tokio::sync::watch::Receiver<bool>,
+) {
     let files = ServeDir::new(root).append_index_html_on_directories(true);
-    let app = axum::Router::new().fallback_service(files);
+    let app = axum::Router::new()
+        .fallback_service(files)
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let hanging = *hanging.borrow();
+                async move {
+                    if hanging {
+                        std::future::pending::<()>().await;
+                    }
+                    next.run(request).await
+                }
+            },
+        ));
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

@@ -21,11 +21,29 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane (the v1 API af talks to) and the router, until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Prove or refute a runbook on the model, without wall-clock luck: every moment a request
+    /// can arrive, and (with --route-delay) every order route changes can reach the router in.
+    /// Exit 0 when no request on a traffic host can see the default error page, 1 with the
+    /// shortest schedule that shows one, 2 for a runbook error.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The runbook: af command lines and @ directives.
+    runbook: std::path::PathBuf,
+    /// Route changes reach the router after a delay in MIN..MAX, as v1's NATS delivered them
+    /// (any maximum above zero lets them arrive late and out of order across apps).
+    #[arg(long, env = "AFEMU_ROUTE_DELAY")]
+    route_delay: Option<afemu_emulator::RouteDelay>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Check(args) = &cli.command {
+        return check(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -42,7 +60,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
+            Command::Check(_) => unreachable!("checked above"),
         }
     });
     match result {
@@ -50,6 +69,37 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("afemu: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `afemu check`: pure, no emulator, no async.
+fn check(args: &CheckArgs) -> ExitCode {
+    use afemu_emulator::check;
+    use afemu_emulator::runbook::Runbook;
+    let runbook = match Runbook::load(&args.runbook) {
+        Ok(runbook) => runbook,
+        Err(error) => {
+            eprintln!("afemu check: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let delayed = args.route_delay.is_some_and(|delay| !delay.max.is_zero());
+    match check::check(&runbook, delayed) {
+        Ok(report) => {
+            print!(
+                "{}",
+                check::render(&report, &args.runbook.display().to_string(), delayed)
+            );
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("afemu check: {}: {error}", args.runbook.display());
+            ExitCode::from(2)
         }
     }
 }

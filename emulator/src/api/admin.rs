@@ -20,6 +20,21 @@ pub(super) fn routes() -> Router<Platform> {
         .route("/journal", get(journal))
         .route("/routes", get(routes_table))
         .route("/counters", get(counters))
+        .route("/faults", get(faults).put(set_faults))
+}
+
+async fn faults(State(platform): State<Platform>) -> Json<serde_json::Value> {
+    Json(platform.faults_document())
+}
+
+/// `PUT /_afemu/faults`: `{"route_delay": "0..50ms", "crash": {"app": "web", "index": 0,
+/// "after_requests": 10}, "hang": {"app": "web"}, "slow_start": {"app": "web", "delay": "2s"},
+/// "fail_staging": {"app": "web"}, "stop": "hard", "seed": 7}` — any of these.
+async fn set_faults(
+    State(platform): State<Platform>,
+    super::V1Json(body): super::V1Json,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    platform.apply_faults(&body).map(Json)
 }
 
 /// 200 once the control plane answers (it does, if this runs) and the router accepts
@@ -48,7 +63,8 @@ struct JournalQuery {
 }
 
 /// `GET /_afemu/journal?since=SEQ[&wait=5s][&host=H]`: entries after `since`, one JSON object
-/// per line, oldest first.
+/// per line, oldest first: requests, and (without a host filter) platform events such as the
+/// faults applied, in the same sequence.
 async fn journal(
     State(platform): State<Platform>,
     query: Result<Query<JournalQuery>, axum::extract::rejection::QueryRejection>,

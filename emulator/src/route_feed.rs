@@ -1,0 +1,377 @@
+//! How route changes reach the router. The platform submits each app's complete set of
+//! registrations whenever it changes; the feed delivers them and publishes the union as one new
+//! route table. Normally delivery is immediate (within the change that caused it). With the fault
+//! `--route-delay MIN..MAX` it is what v1's NATS made it: each app's changes arrive after a seeded
+//! random delay, in order per app, in any order across apps — so `af map` can return before the
+//! router knows, and a swap that is safe with instant routing can fail.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use afemu_router::{Backend, Routes};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One app's registrations: `(host key, backend)`.
+pub(crate) type Entries = Vec<(Arc<str>, Arc<Backend>)>;
+
+/// The route-delay fault: every change waits a uniformly random time in `min..=max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteDelay {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl std::str::FromStr for RouteDelay {
+    type Err = String;
+    /// `MIN..MAX` (`0..50ms`, `10ms..1s`), or one duration for a fixed delay.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parse = |part: &str| -> Result<Duration, String> {
+            let part = part.trim();
+            if part == "0" {
+                return Ok(Duration::ZERO);
+            }
+            humantime::parse_duration(part).map_err(|e| format!("{part:?}: {e}"))
+        };
+        let (min, max) = match text.split_once("..") {
+            Some((min, max)) => (parse(min)?, parse(max)?),
+            None => {
+                let fixed = parse(text)?;
+                (fixed, fixed)
+            }
+        };
+        if min > max {
+            return Err(format!(
+                "route delay {text:?}: the minimum is above the maximum"
+            ));
+        }
+        Ok(RouteDelay { min, max })
+    }
+}
+
+impl std::fmt::Display for RouteDelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}..{:?}", self.min, self.max)
+    }
+}
+
+#[derive(Default)]
+struct FeedState {
+    /// What the platform last submitted for each app (the truth, eventually).
+    submitted: HashMap<u64, Entries>,
+    /// What the router has been told for each app.
+    delivered: HashMap<u64, Entries>,
+    /// Changes on their way, per app, with when each is due.
+    queues: HashMap<u64, VecDeque<(Instant, Entries)>>,
+    delay: Option<RouteDelay>,
+    /// A test-only defect: the next shrinking change of an app is not delivered (see
+    /// `Config::defect_skip_one_unregister`).
+    skip_one_unregister: bool,
+}
+
+pub(crate) struct RouteFeed {
+    routes: Routes,
+    state: Mutex<FeedState>,
+    rng: Mutex<StdRng>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RouteFeed {
+    pub(crate) fn new(
+        routes: Routes,
+        delay: Option<RouteDelay>,
+        seed: u64,
+        skip_one_unregister: bool,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> RouteFeed {
+        RouteFeed {
+            routes,
+            state: Mutex::new(FeedState {
+                delay,
+                skip_one_unregister,
+                ..FeedState::default()
+            }),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            shutdown,
+            tasks,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn delay(&self) -> Option<RouteDelay> {
+        self.state().delay
+    }
+
+    pub(crate) fn set_delay(&self, delay: Option<RouteDelay>) {
+        self.state().delay = delay;
+    }
+
+    pub(crate) fn reseed(&self, seed: u64) {
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = StdRng::seed_from_u64(seed);
+    }
+
+    /// Submits the complete registrations of some apps (apps not named keep theirs; an app that
+    /// is gone is submitted with none). Only real changes go on; without a delay they reach the
+    /// router before this returns, in one new table. Called with the platform's state lock held,
+    /// so submissions are in the order of the changes.
+    pub(crate) fn submit(self: &Arc<Self>, changes: Vec<(u64, Entries)>) {
+        let mut state = self.state();
+        let mut delivered_now = false;
+        for (app, entries) in changes {
+            let previous = state.submitted.get(&app).map_or(&[][..], Vec::as_slice);
+            if same_entries(previous, &entries) {
+                continue;
+            }
+            let shrinks = entries.len() < previous.len();
+            state.submitted.insert(app, entries.clone());
+            if shrinks && state.skip_one_unregister {
+                // The deliberate defect: this unregister never reaches the router.
+                state.skip_one_unregister = false;
+                continue;
+            }
+            match state.delay {
+                // The API's own route (app 0) is never delayed: it is not an app's.
+                Some(delay) if app != 0 => {
+                    let wait = self.random_delay(delay);
+                    let now = Instant::now();
+                    let queue = state.queues.entry(app).or_default();
+                    // In order per app: never due before the change ahead of it.
+                    let due = queue
+                        .back()
+                        .map_or(now + wait, |(last, _)| (*last).max(now + wait));
+                    let idle = queue.is_empty();
+                    queue.push_back((due, entries));
+                    if idle {
+                        let feed = self.clone();
+                        self.tasks
+                            .spawn(async move { feed.deliver_queue(app).await });
+                    }
+                }
+                _ => {
+                    // Anything still queued for the app is superseded by this.
+                    state.queues.remove(&app);
+                    state.delivered.insert(app, entries);
+                    delivered_now = true;
+                }
+            }
+        }
+        if delivered_now {
+            self.publish(&state);
+        }
+    }
+
+    fn random_delay(&self, delay: RouteDelay) -> Duration {
+        if delay.max <= delay.min {
+            return delay.min;
+        }
+        let span = (delay.max - delay.min).as_nanos() as u64;
+        let offset = self
+            .rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random_range(0..=span);
+        delay.min + Duration::from_nanos(offset)
+    }
+
+    /// Delivers one app's queued changes in order, each at its due time.
+    async fn deliver_queue(self: Arc<Self>, app: u64) {
+        loop {
+            let due = match self.state().queues.get(&app).and_then(|q| q.front()) {
+                Some((due, _)) => *due,
+                None => return,
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            let mut state = self.state();
+            let Some(queue) = state.queues.get_mut(&app) else {
+                return;
+            };
+            let Some((_, entries)) = queue.pop_front() else {
+                return;
+            };
+            let done = queue.is_empty();
+            if done {
+                state.queues.remove(&app);
+            }
+            state.delivered.insert(app, entries);
+            self.publish(&state);
+            if done {
+                return;
+            }
+        }
+    }
+
+    fn publish(&self, state: &FeedState) {
+        let mut apps: Vec<_> = state.delivered.iter().collect();
+        // A stable order, so the table does not depend on hashing.
+        apps.sort_by_key(|(app, _)| **app);
+        let entries = apps
+            .into_iter()
+            .flat_map(|(_, entries)| entries.iter().cloned())
+            .collect::<Vec<_>>();
+        self.routes.publish(entries);
+    }
+
+    /// Whether every submitted change has reached the router.
+    pub(crate) fn settled(&self) -> bool {
+        self.state().queues.is_empty()
+    }
+}
+
+fn same_entries(a: &[(Arc<str>, Arc<Backend>)], b: &[(Arc<str>, Arc<Backend>)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((host_a, backend_a), (host_b, backend_b))| {
+                host_a == host_b && Arc::ptr_eq(backend_a, backend_b)
+            })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use afemu_router::BackendSpec;
+
+    fn backend(app: &str) -> Arc<Backend> {
+        Backend::new(BackendSpec {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            app: app.into(),
+            instance_index: 0,
+            instance_id: "i".into(),
+            private_instance_id: "p".into(),
+        })
+    }
+
+    fn feed(delay: Option<RouteDelay>) -> (Arc<RouteFeed>, Routes) {
+        let routes = Routes::new();
+        let feed = RouteFeed::new(
+            routes.clone(),
+            delay,
+            7,
+            false,
+            CancellationToken::new(),
+            TaskTracker::new(),
+        );
+        (Arc::new(feed), routes)
+    }
+
+    fn hosts(routes: &Routes) -> Vec<(String, Vec<(String, u32)>)> {
+        routes.load().summary()
+    }
+
+    #[test]
+    fn delays_parse() {
+        assert_eq!(
+            "0..50ms".parse::<RouteDelay>().unwrap(),
+            RouteDelay {
+                min: Duration::ZERO,
+                max: Duration::from_millis(50)
+            }
+        );
+        assert_eq!(
+            "20ms".parse::<RouteDelay>().unwrap().max,
+            Duration::from_millis(20)
+        );
+        assert!("50ms..10ms".parse::<RouteDelay>().is_err());
+        assert!("soon".parse::<RouteDelay>().is_err());
+    }
+
+    #[tokio::test]
+    async fn without_a_delay_changes_are_published_at_once() {
+        let (feed, routes) = feed(None);
+        let blue = backend("blue");
+        feed.submit(vec![(1, vec![("a.com".into(), blue.clone())])]);
+        assert_eq!(
+            hosts(&routes),
+            vec![("a.com".into(), vec![("blue".into(), 0)])]
+        );
+        let version = routes.version();
+        feed.submit(vec![(1, vec![("a.com".into(), blue)])]);
+        assert_eq!(routes.version(), version, "no change, no new table");
+        feed.submit(vec![(1, vec![])]);
+        assert!(hosts(&routes).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_delay_changes_arrive_late_but_in_order_per_app() {
+        let delay = RouteDelay {
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        };
+        let (feed, routes) = feed(Some(delay));
+        let blue = backend("blue");
+        let green = backend("green");
+        feed.submit(vec![(1, vec![("a.com".into(), blue.clone())])]);
+        feed.submit(vec![(
+            1,
+            vec![("a.com".into(), blue), ("b.com".into(), green.clone())],
+        )]);
+        feed.submit(vec![(1, vec![])]);
+        assert!(hosts(&routes).is_empty(), "nothing yet");
+        assert!(!feed.settled());
+        // Let time run until everything is delivered; versions count each delivery.
+        let start = routes.version();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(feed.settled());
+        assert_eq!(routes.version(), start + 3, "three deliveries, in order");
+        assert!(hosts(&routes).is_empty(), "the last change wins");
+    }
+
+    #[test]
+    fn delays_are_reproducible_from_the_seed() {
+        let delay = RouteDelay {
+            min: Duration::ZERO,
+            max: Duration::from_secs(1),
+        };
+        let draws = |seed| {
+            let (feed, _) = {
+                let routes = Routes::new();
+                let feed = RouteFeed::new(
+                    routes.clone(),
+                    None,
+                    seed,
+                    false,
+                    CancellationToken::new(),
+                    TaskTracker::new(),
+                );
+                (feed, routes)
+            };
+            (0..5).map(|_| feed.random_delay(delay)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(42), draws(42));
+        assert_ne!(draws(42), draws(43));
+    }
+
+    #[test]
+    fn the_deliberate_defect_skips_one_unregister() {
+        let routes = Routes::new();
+        let feed = Arc::new(RouteFeed::new(
+            routes.clone(),
+            None,
+            0,
+            true,
+            CancellationToken::new(),
+            TaskTracker::new(),
+        ));
+        let blue = backend("blue");
+        feed.submit(vec![(1, vec![("a.com".into(), blue.clone())])]);
+        feed.submit(vec![(1, vec![])]);
+        assert_eq!(hosts(&routes).len(), 1, "the unregister was skipped");
+        feed.submit(vec![(1, vec![("b.com".into(), blue)])]);
+        assert_eq!(
+            hosts(&routes),
+            vec![("b.com".into(), vec![("blue".into(), 0)])]
+        );
+    }
+}
