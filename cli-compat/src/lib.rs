@@ -2,17 +2,51 @@
 //!
 //! # Layout
 //!
-//! - [`client`]: [`V1Client`], the v1 cloud-controller API over HTTP exactly as `af` speaks it
-//!   (raw token in `AUTHORIZATION`, whole-document `PUT`s, the multipart upload), plus the
-//!   operations `af` composes from it (start, stop, map, unmap, scale, push).
-//! - [`package`]: turning an app directory into the zip `af` would upload.
+//! - [`run`] and [`Context`]: `af` as a library call. `run(&args, &mut ctx)` does what
+//!   `af ARGS…` does and returns its exit status; the context says where the dot-files live,
+//!   where output goes, where prompt answers come from, whether stdout is a terminal and how
+//!   fast a start is polled. The `af` binary is `run` with [`Context::from_process`].
+//! - `runner`: af's command line: which command, how many arguments, how failures print.
+//! - `options`: af's `OptionParser` setup (abbreviations, `-N` deltas, optional arguments).
+//! - `session` and `commands/`: the commands, one group a file, as af groups them.
+//! - `api`: the v1 API as the commands call it (af's `VMC::Client`): the login check, af's
+//!   error texts, `-t` tracing.
+//! - [`config`]: the dot-files (`~/.af_target`, `~/.af_token`, `~/.af_instances`,
+//!   `~/.af_aliases`), shared with the real af.
+//! - `manifest`: `manifest.yml` (upward search, `inherit`, symbols, `depends-on`).
+//! - [`package`]: what an upload holds (`.afignore`, `*.log` left out, the zip).
+//! - `output`, `table`, `prompt`, `json`, `yaml_out`: af's way of printing, terminal-table 1.4
+//!   tables, interact's prompts, JSON with keys in order, Psych's YAML.
+//! - [`client`]: [`V1Client`], a typed v1 client for tests and tools (the emulator's harness
+//!   uses it): the same wire protocol, composed operations (push, map, scale…).
 //!
 //! # Invariant
 //!
-//! This crate speaks only HTTP to whatever it targets. It does not link the emulator: it must work
-//! against any v1 cloud controller.
+//! This crate speaks only HTTP to whatever it targets. It does not link the emulator: it must
+//! work against any v1 cloud controller.
+//!
+//! Where af 0.3.22 has a bug, this client does the right thing instead; `COMPATIBILITY.md`
+//! lists every such difference.
 
+mod afignore;
+mod api;
 pub mod client;
+mod commands;
+pub mod config;
+mod context;
+mod error;
+mod frameworks;
+pub mod json;
+mod manifest;
+pub mod options;
+mod output;
 pub mod package;
+mod prompt;
+mod runner;
+mod session;
+mod table;
+mod yaml_out;
 
 pub use client::{ClientError, V1Client};
+pub use context::{Captured, Context};
+pub use runner::{BASIC_USAGE, COMMAND_USAGE, run};

@@ -1,22 +1,22 @@
-//! `af`: the AppFog client, compatible with AppFog's `af` 0.3.22. Only the skeleton is here yet:
-//! the commands arrive with their own issue; the library (`afemu_cli`) already has the typed v1
-//! client they are built on.
+//! `af`: AppFog's client, compatible with `af` 0.3.22. All of it is the library's
+//! [`afemu_cli::run`]; this only gives it the process's surroundings (`AF_HOME` or `HOME`,
+//! stdout, stdin, whether stdout is a terminal) and exits with its status.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("-v" | "--version" | "version") => {
-            println!("af 0.3.22 (afemu {})", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("af: cannot start: {error}");
+            return ExitCode::from(1);
         }
-        _ => {
-            eprintln!(
-                "af: the af commands are not built yet; use AppFog's own af against `afemu serve`, \
-                 or the afemu_cli::V1Client library"
-            );
-            ExitCode::from(2)
-        }
-    }
+    };
+    let mut context = afemu_cli::Context::from_process();
+    let status = runtime.block_on(afemu_cli::run(&args, &mut context));
+    ExitCode::from(u8::try_from(status).unwrap_or(1))
 }

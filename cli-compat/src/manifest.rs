@@ -1,0 +1,700 @@
+//! `manifest.yml` as af 0.3.22 reads it (`commands/base.rb`, `manifest_helper.rb`): found in
+//! the app path or any directory above it (or given with `-m`), `inherit`ed files deep-merged
+//! under it, `${symbol}` references resolved lexically (`${name}`, any key, `properties:`,
+//! `${target-base}`, `${target-url}`, `${random-word}`), and several applications ordered by
+//! `depends-on`.
+
+use std::path::{Path, PathBuf};
+
+use yaml_rust2::Yaml;
+
+use crate::context::expand_path;
+use crate::error::{CmdResult, Failure};
+use crate::json::Json;
+
+pub(crate) const MANIFEST: &str = "manifest.yml";
+
+/// The manifest af would use: `-m FILE` as given, else `manifest.yml` in `path` or the nearest
+/// directory above it.
+pub(crate) fn find(option: Option<&str>, path: &Path) -> Option<PathBuf> {
+    if let Some(file) = option {
+        return Some(PathBuf::from(file));
+    }
+    let mut dir = Some(path);
+    while let Some(where_) = dir {
+        let candidate = where_.join(MANIFEST);
+        if candidate.exists() {
+            return Some(candidate);
+        }
+        dir = where_.parent();
+    }
+    None
+}
+
+/// A YAML document as the JSON-like tree af works on (keys as strings, order kept).
+pub(crate) fn yaml_to_json(yaml: &Yaml) -> Json {
+    match yaml {
+        Yaml::Real(text) => text
+            .parse::<f64>()
+            .map_or_else(|_| Json::Str(text.clone()), Json::Float),
+        Yaml::Integer(i) => Json::Int(*i),
+        Yaml::String(s) => Json::Str(s.clone()),
+        Yaml::Boolean(b) => Json::Bool(*b),
+        Yaml::Array(items) => Json::Array(items.iter().map(yaml_to_json).collect()),
+        Yaml::Hash(hash) => Json::Object(
+            hash.iter()
+                .map(|(k, v)| (yaml_to_json(k).to_ruby_s(), yaml_to_json(v)))
+                .collect(),
+        ),
+        Yaml::Null | Yaml::Alias(_) | Yaml::BadValue => Json::Null,
+    }
+}
+
+/// A scalar's text (`None` for null and collections).
+pub(crate) fn yaml_scalar_text(yaml: &Yaml) -> Option<String> {
+    match yaml {
+        Yaml::Real(s) | Yaml::String(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads one YAML file into a tree (an empty file is an empty manifest).
+fn read_yaml(file: &Path) -> CmdResult<Json> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Failure::message(format!(
+            "{} @ rb_sysopen - {}",
+            io_message(&e),
+            file.display()
+        ))
+    })?;
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+        .map_err(|e| Failure::message(format!("({}): {e}", file.display())))?;
+    Ok(match docs.first().map(yaml_to_json) {
+        Some(doc @ Json::Object(_)) => doc,
+        _ => Json::object(),
+    })
+}
+
+fn io_message(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".into(),
+        _ => error.to_string(),
+    }
+}
+
+/// The manifest tree before symbols are resolved (`load_manifest_structure`): `inherit`ed
+/// files merged under it, relative to the top manifest as af resolves them; the infra named by
+/// the applications is returned for the client's default URL.
+pub(crate) fn load_structure(
+    file: &Path,
+    top_file: &Path,
+    cwd: &Path,
+    home: &Path,
+    infra: &mut Option<String>,
+) -> CmdResult<Json> {
+    load_structure_depth(file, top_file, cwd, home, infra, 0)
+}
+
+fn load_structure_depth(
+    file: &Path,
+    top_file: &Path,
+    cwd: &Path,
+    home: &Path,
+    infra: &mut Option<String>,
+    depth: usize,
+) -> CmdResult<Json> {
+    if depth > 32 {
+        return Err(Failure::message(format!(
+            "Error: manifest inherits itself: {}",
+            file.display()
+        )));
+    }
+    let file = expand_path(&file.to_string_lossy(), cwd, home);
+    let mut manifest = read_yaml(&file)?;
+    let parents: Vec<String> = match manifest.get("inherit") {
+        Json::Array(items) => items.iter().map(Json::to_ruby_s).collect(),
+        Json::Null => Vec::new(),
+        other => vec![other.to_ruby_s()],
+    };
+    let top_dir = expand_path(&top_file.to_string_lossy(), cwd, home);
+    for parent in parents {
+        // af: File.expand_path("../" + path, manifest_file), always from the top manifest.
+        let parent_file = expand_path(&format!("../{parent}"), &top_dir, home);
+        let parent_tree =
+            load_structure_depth(&parent_file, top_file, cwd, home, infra, depth + 1)?;
+        manifest = deep_merge(parent_tree, manifest);
+    }
+    if let Some(apps) = manifest.get("applications").as_object().cloned() {
+        for (key, app) in apps {
+            if app.get("infra").truthy() {
+                *infra = Some(app.get("infra").to_ruby_s());
+            }
+            // af: File.expand_path(k, file): relative to the file's path itself, so only keys
+            // that climb out of it (`../x`) ever match the working directory.
+            let absolute = expand_path(&key, &file, home);
+            if cwd
+                .to_string_lossy()
+                .starts_with(&*absolute.to_string_lossy())
+            {
+                manifest = deep_merge(manifest, app);
+            }
+        }
+    }
+    Ok(manifest)
+}
+
+/// af's `merge_manifest(child, parent)`: `parent.merge(child)`, hashes merged deeply.
+pub(crate) fn deep_merge(parent: Json, child: Json) -> Json {
+    match (parent, child) {
+        (Json::Object(mut base), Json::Object(over)) => {
+            for (key, value) in over {
+                match base.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, slot)) => {
+                        let old = std::mem::take(slot);
+                        *slot = if old.as_object().is_some() && value.as_object().is_some() {
+                            deep_merge(old, value)
+                        } else {
+                            value
+                        };
+                    }
+                    None => base.push((key, value)),
+                }
+            }
+            Json::Object(base)
+        }
+        (_, child) => child,
+    }
+}
+
+/// What symbol resolution needs from outside the manifest.
+pub(crate) struct Symbols<'a> {
+    /// `${target-url}` when the manifest has no `target`.
+    pub(crate) target_url: &'a str,
+    /// `api.<this>` is the `${target-base}` when the manifest has no `target` (the client's
+    /// suggested URL base; computed beforehand, since it may need `GET /info/infras`).
+    pub(crate) suggest_url: Option<&'a str>,
+    /// af's `@application`, for `applications.<it>.<symbol>` lookups.
+    pub(crate) application: Option<&'a str>,
+}
+
+/// Whether resolving `manifest` may need the client's suggested URL: some `${target-base}` and
+/// no `target` anywhere to take it from.
+pub(crate) fn needs_suggest_url(manifest: &Json) -> bool {
+    fn any_string(value: &Json, needle: &str) -> bool {
+        match value {
+            Json::Str(s) => s.contains(needle),
+            Json::Array(items) => items.iter().any(|v| any_string(v, needle)),
+            Json::Object(pairs) => pairs.iter().any(|(_, v)| any_string(v, needle)),
+            _ => false,
+        }
+    }
+    fn any_key(value: &Json, key: &str) -> bool {
+        match value {
+            Json::Array(items) => items.iter().any(|v| any_key(v, key)),
+            Json::Object(pairs) => pairs.iter().any(|(k, v)| k == key || any_key(v, key)),
+            _ => false,
+        }
+    }
+    any_string(manifest, "${target-base}") && !any_key(manifest, "target")
+}
+
+/// A path into the tree.
+type TreePath = Vec<String>;
+
+fn node<'t>(root: &'t Json, path: &[String]) -> Option<&'t Json> {
+    let mut current = root;
+    for key in path {
+        current.as_object()?;
+        current = current.get(key);
+    }
+    Some(current)
+}
+
+fn node_mut<'t>(root: &'t mut Json, path: &[String]) -> Option<&'t mut Json> {
+    let mut current = root;
+    for key in path {
+        current = current.get_mut(key)?;
+    }
+    Some(current)
+}
+
+/// af's `resolve_manifest`: every application, then the whole manifest, resolved in place.
+pub(crate) fn resolve(manifest: &mut Json, symbols: &Symbols<'_>) -> CmdResult {
+    let apps: Vec<String> = manifest
+        .get("applications")
+        .as_object()
+        .map(|pairs| pairs.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let mut resolver = Resolver {
+        symbols,
+        active: Vec::new(),
+    };
+    for app in apps {
+        let path = vec!["applications".to_owned(), app];
+        resolver.resolve_node(manifest, &path, &[Vec::new()])?;
+    }
+    resolver.resolve_node(manifest, &[], &[Vec::new()])
+}
+
+/// Resolves the symbols in one string against `manifest` (af's `resolve_lexically(str)` with
+/// the manifest as the only context).
+pub(crate) fn resolve_string(
+    manifest: &mut Json,
+    text: &str,
+    symbols: &Symbols<'_>,
+) -> CmdResult<String> {
+    let mut resolver = Resolver {
+        symbols,
+        active: Vec::new(),
+    };
+    resolver.resolve_text(manifest, text, &[Vec::new()])
+}
+
+struct Resolver<'a, 's> {
+    symbols: &'a Symbols<'s>,
+    /// Values being resolved now: a symbol that refers back to one of them is a cycle.
+    active: Vec<TreePath>,
+}
+
+impl Resolver<'_, '_> {
+    /// af's `resolve_lexically(val, ctx)`, on the node at `path`; `context` holds the paths of
+    /// the enclosing hashes, innermost first.
+    fn resolve_node(
+        &mut self,
+        root: &mut Json,
+        path: &[String],
+        context: &[TreePath],
+    ) -> CmdResult {
+        let Some(value) = node(root, path) else {
+            return Ok(());
+        };
+        match value {
+            Json::Object(pairs) => {
+                let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
+                let mut inner = vec![path.to_vec()];
+                inner.extend_from_slice(context);
+                for key in keys {
+                    let mut child = path.to_vec();
+                    child.push(key);
+                    self.resolve_node(root, &child, &inner)?;
+                }
+            }
+            Json::Array(items) => {
+                // Array elements are addressed by index, written as a key of their own.
+                for index in 0..items.len() {
+                    let text = match node(root, path).and_then(|a| a.items().get(index)) {
+                        Some(Json::Str(s)) => s.clone(),
+                        Some(Json::Object(_) | Json::Array(_)) => {
+                            // Collections inside arrays: resolve a copy and put it back.
+                            let mut element = node(root, path)
+                                .and_then(|a| a.items().get(index))
+                                .cloned()
+                                .unwrap_or_default();
+                            let mut scratch = Json::object();
+                            scratch.set("x", element.clone());
+                            self.resolve_node(&mut scratch, &["x".to_owned()], context)?;
+                            element = scratch.get("x").clone();
+                            if let Some(Json::Array(items)) = node_mut(root, path) {
+                                items[index] = element;
+                            }
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let resolved = self.resolve_text(root, &text, context)?;
+                    if let Some(Json::Array(items)) = node_mut(root, path) {
+                        items[index] = Json::Str(resolved);
+                    }
+                }
+            }
+            Json::Str(text) => {
+                let text = text.clone();
+                if !text.contains("${") {
+                    return Ok(());
+                }
+                self.active.push(path.to_vec());
+                let resolved = self.resolve_text(root, &text, context);
+                self.active.pop();
+                let resolved = resolved?;
+                if let Some(slot) = node_mut(root, path) {
+                    *slot = Json::Str(resolved);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `gsub(/\$\{([[:alnum:]\-]+)\}/) { resolve_symbol($1, ctx) }`.
+    fn resolve_text(
+        &mut self,
+        root: &mut Json,
+        text: &str,
+        context: &[TreePath],
+    ) -> CmdResult<String> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let name_len = after
+                .char_indices()
+                .find(|(_, c)| !(c.is_alphanumeric() || *c == '-'))
+                .map_or(after.len(), |(i, _)| i);
+            if name_len > 0 && after[name_len..].starts_with('}') {
+                let symbol = &after[..name_len];
+                out.push_str(&self.resolve_symbol(root, symbol, context)?);
+                rest = &after[name_len + 1..];
+            } else {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn resolve_symbol(
+        &mut self,
+        root: &mut Json,
+        symbol: &str,
+        context: &[TreePath],
+    ) -> CmdResult<String> {
+        match symbol {
+            "target-base" => {
+                let target = match self.find_symbol(root, "target", context) {
+                    Some(path) => node(root, &path).map(Json::to_ruby_s).unwrap_or_default(),
+                    None => format!("api.{}", self.symbols.suggest_url.unwrap_or("aws.af.cm")),
+                };
+                Ok(base_of(&target))
+            }
+            "target-url" => Ok(match self.find_symbol(root, "target", context) {
+                Some(path) => node(root, &path).map(Json::to_ruby_s).unwrap_or_default(),
+                None => self.symbols.target_url.to_owned(),
+            }),
+            "random-word" => Ok(random_word()),
+            _ => {
+                let Some(path) = self.find_symbol(root, symbol, context) else {
+                    return Err(Failure::message(format!(
+                        "Unknown symbol in manifest: {symbol}"
+                    )));
+                };
+                if self.active.contains(&path) {
+                    return Err(Failure::message(format!(
+                        "Error: the symbol ${{{symbol}}} in the manifest refers to itself"
+                    )));
+                }
+                // af resolves what it found in place, so later uses see the same value (one
+                // `${random-word}`, not two).
+                self.resolve_node(root, &path, context)?;
+                Ok(node(root, &path).map(Json::to_ruby_s).unwrap_or_default())
+            }
+        }
+    }
+
+    /// af's `find_symbol`: in each enclosing hash, `properties.<sym>`, then
+    /// `applications.<@application>.<sym>`, then `<sym>`; the first truthy one.
+    fn find_symbol(&self, root: &Json, symbol: &str, context: &[TreePath]) -> Option<TreePath> {
+        for hash in context {
+            let mut candidates = vec![
+                [
+                    hash.clone(),
+                    vec!["properties".to_owned(), symbol.to_owned()],
+                ]
+                .concat(),
+            ];
+            if let Some(app) = self.symbols.application {
+                candidates.push(
+                    [
+                        hash.clone(),
+                        vec!["applications".to_owned(), app.to_owned(), symbol.to_owned()],
+                    ]
+                    .concat(),
+                );
+            }
+            candidates.push([hash.clone(), vec![symbol.to_owned()]].concat());
+            for candidate in candidates {
+                if node(root, &candidate).is_some_and(Json::truthy) {
+                    return Some(candidate);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// af's `Config.base_of`: the URL without its first label.
+pub(crate) fn base_of(url: &str) -> String {
+    match url.find('.') {
+        Some(dot) if dot > 0 => url[dot + 1..].to_owned(),
+        _ => url.to_owned(),
+    }
+}
+
+/// af's `"%04x" % rand(0x0100000)`.
+pub(crate) fn random_word() -> String {
+    format!("{:04x}", rand::random_range(0..0x0100000u32))
+}
+
+/// af's `resolve_in(manifest, *where)` for the top level: `properties.…`, then
+/// `applications.<app>.…`, then `…`.
+pub(crate) fn lookup<'m>(manifest: &'m Json, application: Option<&str>, path: &[&str]) -> &'m Json {
+    let find = |prefix: &[&str]| -> Option<&'m Json> {
+        let mut current = manifest;
+        for key in prefix.iter().chain(path) {
+            current.as_object()?;
+            current = current.get(key);
+        }
+        current.truthy().then_some(current)
+    };
+    static NULL: Json = Json::Null;
+    find(&["properties"])
+        .or_else(|| application.and_then(|app| find(&["applications", app])))
+        .or_else(|| find(&[]))
+        .unwrap_or(&NULL)
+}
+
+/// One application to work on, in af's `each_app` order.
+#[derive(Clone, Debug)]
+pub(crate) struct AppEntry {
+    /// af's `@application`: the app's directory (or the path given).
+    pub(crate) application: String,
+    /// af's `@app_info`: its manifest entry (or the whole manifest).
+    pub(crate) info: Option<Json>,
+    /// `info["name"]`.
+    pub(crate) name: Option<String>,
+}
+
+/// af's `each_app`: the applications of the manifest that `path` points into, or all of them
+/// in dependency order when `path` is the manifest's directory; with no `applications`, the
+/// manifest itself; with no manifest, nothing (or `Error: No applications.` when `panic`).
+pub(crate) fn each_app(
+    manifest: Option<&Json>,
+    manifest_file: Option<&Path>,
+    path: &str,
+    cwd: &Path,
+    home: &Path,
+    panic: bool,
+) -> CmdResult<Vec<AppEntry>> {
+    let where_ = expand_path(path, cwd, home);
+    let apps = manifest.and_then(|m| m.get("applications").as_object().cloned());
+    match (apps, manifest_file) {
+        (Some(all_apps), Some(file)) => {
+            let file = expand_path(&file.to_string_lossy(), cwd, home);
+            let app_dir = |key: &str| expand_path(&format!("../{key}"), &file, home);
+            for (key, info) in &all_apps {
+                let dir = app_dir(key);
+                if where_
+                    .to_string_lossy()
+                    .starts_with(&*dir.to_string_lossy())
+                {
+                    return Ok(vec![entry(dir, info.clone())]);
+                }
+            }
+            let manifest_dir = expand_path("..", &file, home);
+            if where_ == manifest_dir {
+                let ordered = ordered_by_deps(&all_apps, &file, home)?;
+                Ok(ordered
+                    .into_iter()
+                    .map(|(key, info)| entry(app_dir(&key), info))
+                    .collect())
+            } else {
+                Err(Failure::err(format!(
+                    "Path '{path}' is not known to manifest '{}'.",
+                    file.display()
+                )))
+            }
+        }
+        _ => match manifest {
+            Some(manifest) => Ok(vec![AppEntry {
+                application: path.to_owned(),
+                info: Some(manifest.clone()),
+                name: name_of(manifest),
+            }]),
+            None if panic => Err(Failure::err("No applications.")),
+            None => Ok(Vec::new()),
+        },
+    }
+}
+
+fn entry(dir: PathBuf, info: Json) -> AppEntry {
+    AppEntry {
+        application: dir.to_string_lossy().into_owned(),
+        name: name_of(&info),
+        info: Some(info),
+    }
+}
+
+fn name_of(info: &Json) -> Option<String> {
+    let name = info.get("name");
+    name.truthy().then(|| name.to_ruby_s())
+}
+
+/// af's `ordered_by_deps`: each app after the apps it `depends-on`; a cycle is an error.
+fn ordered_by_deps(
+    apps: &[(String, Json)],
+    manifest_file: &Path,
+    home: &Path,
+) -> CmdResult<Vec<(String, Json)>> {
+    let absolute = |key: &str| expand_path(&format!("../{key}"), manifest_file, home);
+    let by_path: Vec<(PathBuf, String, Json)> = apps
+        .iter()
+        .map(|(k, v)| (absolute(k), k.clone(), v.clone()))
+        .collect();
+    let mut processed: Vec<PathBuf> = Vec::new();
+    order(apps, &by_path, &mut processed, &absolute)
+}
+
+fn order(
+    apps: &[(String, Json)],
+    by_path: &[(PathBuf, String, Json)],
+    processed: &mut Vec<PathBuf>,
+    absolute: &dyn Fn(&str) -> PathBuf,
+) -> CmdResult<Vec<(String, Json)>> {
+    let mut ordered = Vec::new();
+    for (key, info) in apps {
+        let path = absolute(key);
+        let deps: Vec<String> = match info.get("depends-on") {
+            Json::Array(items) => items.iter().map(Json::to_ruby_s).collect(),
+            Json::Null | Json::Bool(false) => Vec::new(),
+            other => vec![other.to_ruby_s()],
+        };
+        if !deps.is_empty() {
+            let mut dep_apps = Vec::new();
+            for dep in deps {
+                let dep_path = absolute(&dep);
+                if processed.contains(&dep_path) {
+                    return Err(Failure::err("Circular dependency detected."));
+                }
+                // af keys the dependency by the name it was given, with the entry found at its
+                // path (or nothing, when no application lives there).
+                let found = by_path
+                    .iter()
+                    .find(|(p, _, _)| *p == dep_path)
+                    .map(|(_, _, v)| v.clone())
+                    .unwrap_or_default();
+                dep_apps.push((dep, found));
+            }
+            processed.push(path);
+            ordered.extend(order(&dep_apps, by_path, processed, absolute)?);
+            ordered.push((key.clone(), info.clone()));
+        } else if !processed.contains(&path) {
+            ordered.push((key.clone(), info.clone()));
+            processed.push(path);
+        }
+    }
+    Ok(ordered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Json {
+        let docs = yaml_rust2::YamlLoader::load_from_str(text).unwrap();
+        yaml_to_json(&docs[0])
+    }
+
+    fn symbols() -> Symbols<'static> {
+        Symbols {
+            target_url: "http://localhost:9022",
+            suggest_url: Some("aws.af.cm"),
+            application: None,
+        }
+    }
+
+    #[test]
+    fn symbols_resolve_lexically() {
+        let mut m = parse(
+            "---\napplications:\n  .:\n    name: mapp\n    url: ${name}.${target-base}\n    mem: 64M\nproperties:\n  domain: example.com\nother: www.${domain}\n",
+        );
+        resolve(&mut m, &symbols()).unwrap();
+        assert_eq!(
+            m.get("applications").get(".").get("url").as_str(),
+            Some("mapp.aws.af.cm")
+        );
+        assert_eq!(m.get("other").as_str(), Some("www.example.com"));
+    }
+
+    #[test]
+    fn target_symbol_wins_and_unknown_fails() {
+        let mut m = parse("target: api.example.com\nurl: x.${target-base}\nt: ${target-url}\n");
+        resolve(&mut m, &symbols()).unwrap();
+        assert_eq!(m.get("url").as_str(), Some("x.example.com"));
+        assert_eq!(m.get("t").as_str(), Some("api.example.com"));
+        let mut bad = parse("url: ${nope}\n");
+        assert_eq!(
+            resolve(&mut bad, &symbols()),
+            Err(Failure::message("Unknown symbol in manifest: nope"))
+        );
+        let mut cycle = parse("a: ${b}\nb: ${a}\n");
+        assert!(resolve(&mut cycle, &symbols()).is_err());
+    }
+
+    #[test]
+    fn one_random_word_per_value() {
+        let mut m = parse("name: app-${random-word}\nurl: ${name}.example.com\n");
+        resolve(&mut m, &symbols()).unwrap();
+        let name = m.get("name").as_str().unwrap().to_owned();
+        assert_eq!(
+            m.get("url").as_str().unwrap(),
+            format!("{name}.example.com")
+        );
+        assert!(name.len() >= 8);
+    }
+
+    #[test]
+    fn deep_merge_child_wins() {
+        let parent = parse("a: 1\nb:\n  c: 2\n  d: 3\n");
+        let child = parse("b:\n  c: 9\ne: 5\n");
+        assert_eq!(
+            deep_merge(parent, child).compact(),
+            r#"{"a":1,"b":{"c":9,"d":3},"e":5}"#
+        );
+    }
+
+    #[test]
+    fn inherit_and_upward_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("base.yml"), "mem: 128M\ninstances: 2\n").unwrap();
+        std::fs::write(root.join(MANIFEST), "inherit: base.yml\ninstances: 3\n").unwrap();
+        std::fs::create_dir_all(root.join("app/sub")).unwrap();
+        let found = find(None, &root.join("app/sub")).unwrap();
+        assert_eq!(found, root.join(MANIFEST));
+        let mut infra = None;
+        let m = load_structure(&found, &found, root, root, &mut infra).unwrap();
+        assert_eq!(m.get("mem").as_str(), Some("128M"));
+        assert_eq!(m.get("instances"), &Json::Int(3));
+    }
+
+    #[test]
+    fn each_app_orders_by_dependencies() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let file = root.join(MANIFEST);
+        let m = parse(
+            "applications:\n  ./web:\n    name: web\n    depends-on: ./db\n  ./db:\n    name: db\n",
+        );
+        let all = each_app(Some(&m), Some(&file), ".", root, root, true).unwrap();
+        let names: Vec<_> = all.iter().map(|e| e.name.clone().unwrap()).collect();
+        assert_eq!(names, ["db", "web"]);
+        let one = each_app(Some(&m), Some(&file), "web", root, root, true).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].name.as_deref(), Some("web"));
+        assert!(each_app(Some(&m), Some(&file), "/elsewhere", root, root, true).is_err());
+        assert!(each_app(None, None, ".", root, root, true).is_err());
+        assert!(
+            each_app(None, None, ".", root, root, false)
+                .unwrap()
+                .is_empty()
+        );
+        let cyclic = parse(
+            "applications:\n  ./a:\n    name: a\n    depends-on: ./b\n  ./b:\n    name: b\n    depends-on: ./a\n",
+        );
+        assert!(each_app(Some(&cyclic), Some(&file), ".", root, root, true).is_err());
+    }
+}
