@@ -57,3 +57,5 @@ pub fn entries(emu: &Emulator, since: u64, host: &str) -> Vec<Arc<JournalEntry>>
         .filter(|entry| &*entry.host == host)
         .collect()
 }
+
+pub mod transcript;
