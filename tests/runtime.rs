@@ -300,7 +300,11 @@ async fn requests_go_round_robin_over_three_processes_and_scale_down_drops_the_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_app_flaps_with_backoff_then_is_given_up() {
     let emu = Emulator::builder()
-        .configure(|config| config.timing.flapping_backoff = Duration::from_millis(200))
+        .configure(|config| {
+            config.timing.flapping_backoff = Duration::from_millis(200);
+            // Long enough that a slow machine's restarts still count as one run of crashes.
+            config.timing.flapping_timeout = Duration::from_secs(60);
+        })
         .start()
         .await
         .unwrap();

@@ -28,6 +28,7 @@ impl Profile {
                 readiness_timeout: Duration::from_secs(60),
                 drain: Duration::from_secs(1),
                 flapping_backoff: Duration::from_millis(100),
+                flapping_timeout: Duration::from_secs(5),
                 stop_grace: Duration::ZERO,
             },
             Profile::Fast => Timing {
@@ -37,6 +38,7 @@ impl Profile {
                 readiness_timeout: Duration::from_secs(60),
                 drain: Duration::from_secs(2),
                 flapping_backoff: Duration::from_secs(1),
+                flapping_timeout: Duration::from_secs(30),
                 stop_grace: Duration::ZERO,
             },
             Profile::Realistic => Timing {
@@ -46,6 +48,7 @@ impl Profile {
                 readiness_timeout: Duration::from_secs(60),
                 drain: Duration::from_secs(10),
                 flapping_backoff: Duration::from_secs(60),
+                flapping_timeout: Duration::from_secs(500),
                 stop_grace: Duration::ZERO,
             },
         }
@@ -75,6 +78,8 @@ pub struct Timing {
     pub drain: Duration,
     /// The first flapping restart delay; it doubles per crash (v1: 60 s, up to 480 s).
     pub flapping_backoff: Duration,
+    /// A crash longer than this after the previous one starts the count again (v1: 500 s).
+    pub flapping_timeout: Duration,
     /// How long a stopped app gets between SIGTERM and SIGKILL (v1: none, SIGKILL at once).
     pub stop_grace: Duration,
 }
@@ -125,6 +130,9 @@ pub struct Config {
     pub service_credentials: ServiceCredentials,
     /// Faults in force from the start (more can be set live through `PUT /_afemu/faults`).
     pub faults: Faults,
+    /// A state snapshot loaded at start (when it exists) and saved after each change and at
+    /// shutdown, atomically.
+    pub state_file: Option<PathBuf>,
     /// A deliberate defect, for tests only: the next route change that removes registrations
     /// is never delivered to the router. It exists to prove that the model-vs-emulator property
     /// test can fail.
@@ -192,6 +200,7 @@ impl Config {
             crash_retention: Duration::from_secs(3600),
             service_credentials: ServiceCredentials::default(),
             faults: Faults::default(),
+            state_file: None,
             defect_skip_one_unregister: false,
         }
     }
@@ -213,6 +222,10 @@ pub struct ServeArgs {
     /// Where apps, packages and instances are kept [default: a temporary directory, removed at exit].
     #[arg(long, env = "AFEMU_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A state snapshot to load at start (if it exists) and to keep saved, atomically, after each
+    /// change and at shutdown: users, services, apps and their bits.
+    #[arg(long, env = "AFEMU_STATE")]
+    pub state: Option<PathBuf>,
     /// How long staging, boot and the rest take.
     #[arg(long, env = "AFEMU_PROFILE", value_enum, default_value = "fast")]
     pub profile: Profile,
@@ -294,6 +307,7 @@ impl ServeArgs {
         let mut config = Config::for_profile(self.profile);
         config.domain = self.domain.trim().to_ascii_lowercase();
         config.data_dir = self.data_dir.clone();
+        config.state_file = self.state.clone();
         config.router.error_pages = self.error_pages.clone();
         config.router.balance = match self.balance {
             Balance::Random { .. } => Balance::Random { seed: self.seed },

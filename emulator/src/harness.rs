@@ -247,6 +247,16 @@ impl Emulator {
         }
     }
 
+    /// A clean slate, as `POST /_afemu/reset` makes it, with [`TEST_USER`] logged in again (the
+    /// next [`Emulator::client`] has the new token).
+    pub async fn reset(&mut self) {
+        self.platform.reset().await;
+        self.token = self
+            .platform
+            .login(TEST_USER, TEST_PASSWORD)
+            .expect("the test user can log in");
+    }
+
     /// Applies faults now, as `PUT /_afemu/faults` does (see [`Platform::apply_faults`]).
     pub fn inject(&self, faults: serde_json::Value) -> Result<serde_json::Value, crate::ApiError> {
         self.platform.apply_faults(&faults)

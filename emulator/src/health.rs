@@ -22,16 +22,11 @@ impl Decision {
     }
 }
 
-/// v1's `flapping_timeout`: 500 s against its 60 s first backoff, scaled with the profile.
-fn flapping_timeout(timing: &Timing) -> Duration {
-    timing.flapping_backoff * 25 / 3
-}
-
 /// What to do after the latest crash of `index` (already in `crashes`). v1 counted crashes and
 /// reset the count when the previous crash was longer than the flapping timeout ago; so the count
 /// is the run of crashes, newest first, each within the timeout of the next.
 pub(crate) fn after_crash(crashes: &[Crash], index: u32, timing: &Timing) -> Decision {
-    let timeout = flapping_timeout(timing);
+    let timeout = timing.flapping_timeout;
     let mut count = 0;
     let mut newer: Option<std::time::Instant> = None;
     for crash in crashes.iter().rev().filter(|c| c.index == index) {

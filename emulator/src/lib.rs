@@ -25,6 +25,7 @@
 //! - [`model`]: the reference model: apps, instances, URIs and the route table, pure.
 //! - [`runbook`]: the runbook format: af command lines and directives.
 //! - [`check`]: `afemu check`: every schedule of a runbook on the model, the shortest failing one.
+//! - [`snapshot`]: state snapshots (`/_afemu/state`, `--state FILE`) and atomic saving.
 //! - [`harness`]: [`Emulator`], the in-process emulator for tests.
 //! - [`traffic`]: steady traffic through the router, for rehearsals and tests.
 
@@ -36,6 +37,7 @@ pub mod model;
 pub mod platform;
 pub mod runbook;
 pub mod server;
+pub mod snapshot;
 pub mod traffic;
 
 mod api;

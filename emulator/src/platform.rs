@@ -55,6 +55,8 @@ struct Inner {
     gone_apps: Mutex<Vec<u64>>,
     /// The faults in force.
     faults: Mutex<crate::faults::FaultState>,
+    /// Signalled after each change a state snapshot would show (for `--state`).
+    changed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Platform {
@@ -117,6 +119,7 @@ impl Platform {
                 feed,
                 gone_apps: Mutex::new(Vec::new()),
                 faults: Mutex::new(initial_faults),
+                changed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -400,6 +403,293 @@ impl Platform {
             .or_default()
             .clone();
         lock.lock_owned().await
+    }
+
+    // ----- snapshots and reset -----------------------------------------------------------------
+
+    /// Notes that something a snapshot shows has changed.
+    pub(crate) fn mark_changed(&self) {
+        self.inner.changed.notify_one();
+    }
+
+    /// Resolves at the next change a snapshot would show.
+    pub async fn changed(&self) {
+        self.inner.changed.notified().await;
+    }
+
+    /// `POST /_afemu/reset`: every app stopped and deleted, every user, token and service gone,
+    /// the journal emptied. Faults stay as they are.
+    pub async fn reset(&self) {
+        let apps: Vec<u64> = self.state().apps.keys().copied().collect();
+        for app_id in apps {
+            let _guard = self.lock_app(app_id).await;
+            self.remove_app(app_id).await;
+        }
+        {
+            let mut state = self.state();
+            state.users.clear();
+            state.tokens.clear();
+            state.services.clear();
+            self.publish(&state);
+        }
+        self.journal().clear();
+        self.journal().record_event("reset", json!({}));
+        self.mark_changed();
+    }
+
+    /// `GET /_afemu/state`: the snapshot (blocking: it reads the uploaded packages).
+    pub fn export_state(&self) -> Result<crate::snapshot::Snapshot, ApiError> {
+        use crate::snapshot::{AppRecord, FORMAT, ServiceRecord, Snapshot, UserRecord};
+        let (mut snapshot, packages) = {
+            let state = self.state();
+            let users = state
+                .users
+                .iter()
+                .map(|(email, user)| UserRecord {
+                    email: email.clone(),
+                    password: user.password.clone(),
+                    admin: user.admin,
+                })
+                .collect();
+            let tokens = state
+                .tokens
+                .iter()
+                .map(|(t, e)| (t.clone(), e.clone()))
+                .collect();
+            let services = state
+                .services
+                .iter()
+                .map(|s| ServiceRecord {
+                    owner: s.owner.clone(),
+                    name: s.name.clone(),
+                    vendor: s.offering.vendor.into(),
+                    version: s.offering.version.into(),
+                    credentials: s.credentials.clone(),
+                    infra: s.infra.clone(),
+                })
+                .collect();
+            let mut packages = Vec::new();
+            let apps = state
+                .apps
+                .values()
+                .map(|app| {
+                    if let Some(package) = &app.package {
+                        packages.push((package.hash.clone(), package.zip.clone()));
+                    }
+                    AppRecord {
+                        owner: app.owner.clone(),
+                        name: app.name.clone(),
+                        framework: app.framework.clone(),
+                        runtime: app.runtime.clone(),
+                        command: app.command.clone(),
+                        uris: app.uris.clone(),
+                        instances: app.instances,
+                        memory_mb: app.memory_mb,
+                        state: app.state.as_str().into(),
+                        services: app.services.clone(),
+                        env: app.env.clone(),
+                        infra: app.infra.clone(),
+                        package: app.package.as_ref().map(|p| p.hash.clone()),
+                    }
+                })
+                .collect();
+            (
+                Snapshot {
+                    afemu_state: FORMAT,
+                    users,
+                    tokens,
+                    services,
+                    apps,
+                    packages: Default::default(),
+                },
+                packages,
+            )
+        };
+        for (hash, path) in packages {
+            let bytes = std::fs::read(&path)
+                .map_err(|e| ApiError::System(format!("{}: {e}", path.display())))?;
+            snapshot.packages.insert(hash, hex::encode(bytes));
+        }
+        Ok(snapshot)
+    }
+
+    /// `PUT /_afemu/state`: replaces everything with a snapshot, then starts the apps it says
+    /// are started. A snapshot that does not check out changes nothing.
+    pub async fn import_state(&self, document: &Value) -> Result<(), ApiError> {
+        use crate::snapshot::Snapshot;
+        let snapshot = Snapshot::parse(document)?;
+        // Check every part before anything changes.
+        for user in &snapshot.users {
+            normalise_email(&user.email)?;
+        }
+        for service in &snapshot.services {
+            services::offering(&service.vendor, Some(&service.version))
+                .ok_or(ApiError::ServiceNotFound)?;
+            validate_service_name(&service.name)?;
+        }
+        for app in &snapshot.apps {
+            validate_app_name(&app.name)?;
+            for uri in &app.uris {
+                normalise_uri(uri)?;
+            }
+        }
+        let max_unpacked = self.inner.config.max_unpacked;
+        let tmp = self.inner.data_dir.join("tmp");
+        let packages = snapshot.packages.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let mut files = HashMap::new();
+            for (hash, encoded) in packages {
+                let bytes = hex::decode(&encoded)
+                    .map_err(|e| ApiError::BadRequest(format!("package {hash}: not hex: {e}")))?;
+                let mut file = tempfile::NamedTempFile::new_in(&tmp)
+                    .map_err(|e| ApiError::System(e.to_string()))?;
+                std::io::Write::write_all(&mut file, &bytes)
+                    .map_err(|e| ApiError::System(e.to_string()))?;
+                staging::check_zip(file.path(), max_unpacked)?;
+                files.insert(hash, file);
+            }
+            Ok::<_, ApiError>(files)
+        })
+        .await
+        .map_err(|e| ApiError::System(e.to_string()))??;
+
+        self.reset().await;
+        let mut files = checked;
+        let mut to_start = Vec::new();
+        {
+            let mut state = self.state();
+            for user in &snapshot.users {
+                state.users.insert(
+                    normalise_email(&user.email)?,
+                    User {
+                        password: user.password.clone(),
+                        admin: user.admin || self.inner.config.admins.contains(&user.email),
+                        created: epoch_seconds(),
+                    },
+                );
+            }
+            for (token, email) in &snapshot.tokens {
+                state.tokens.insert(token.clone(), email.clone());
+            }
+            for service in &snapshot.services {
+                let offering = services::offering(&service.vendor, Some(&service.version))
+                    .ok_or(ApiError::ServiceNotFound)?;
+                state.services.push(services::Service {
+                    owner: service.owner.clone(),
+                    name: service.name.clone(),
+                    offering,
+                    credentials: service.credentials.clone(),
+                    created: epoch_seconds(),
+                    infra: service.infra.clone(),
+                });
+            }
+            for record in &snapshot.apps {
+                state.next_app_id += 1;
+                let id = state.next_app_id;
+                let package = match &record.package {
+                    Some(hash) => {
+                        let dir = self.inner.data_dir.join("packages").join(id.to_string());
+                        std::fs::create_dir_all(&dir)
+                            .map_err(|e| ApiError::System(e.to_string()))?;
+                        let path = dir.join(format!("{hash}.zip"));
+                        let file = files.remove(hash);
+                        match file {
+                            Some(file) => {
+                                file.persist(&path)
+                                    .map_err(|e| ApiError::System(e.to_string()))?;
+                            }
+                            // Another app took this package's file: copy theirs.
+                            None => {
+                                let source = state
+                                    .apps
+                                    .values()
+                                    .filter_map(|a| a.package.as_ref())
+                                    .find(|p| &p.hash == hash)
+                                    .map(|p| p.zip.clone())
+                                    .ok_or_else(|| {
+                                        ApiError::System(format!("package {hash} went missing"))
+                                    })?;
+                                std::fs::copy(source, &path)
+                                    .map_err(|e| ApiError::System(e.to_string()))?;
+                            }
+                        }
+                        Some(Package {
+                            hash: hash.clone(),
+                            zip: path,
+                            resources: Vec::new(),
+                        })
+                    }
+                    None => None,
+                };
+                if record.state == "STARTED" {
+                    to_start.push(id);
+                }
+                state.apps.insert(
+                    id,
+                    App {
+                        id,
+                        owner: record.owner.clone(),
+                        name: record.name.clone(),
+                        framework: record.framework.clone(),
+                        runtime: record.runtime.clone(),
+                        command: record.command.clone(),
+                        uris: record
+                            .uris
+                            .iter()
+                            .map(|u| normalise_uri(u))
+                            .collect::<Result<_, _>>()?,
+                        instances: record.instances.max(1),
+                        memory_mb: record.memory_mb,
+                        disk_mb: 2048,
+                        fds: 256,
+                        state: AppState::Stopped,
+                        services: record.services.clone(),
+                        env: record.env.clone(),
+                        lock_version: 0,
+                        created: epoch_seconds(),
+                        infra: record.infra.clone(),
+                        debug: Value::Null,
+                        console: Value::Null,
+                        package,
+                        droplet: None,
+                        package_state: PackageState::Pending,
+                        run_count: 0,
+                        running: Default::default(),
+                        crashes: Vec::new(),
+                    },
+                );
+            }
+            self.publish(&state);
+        }
+        let mut failures = Vec::new();
+        for app_id in to_start {
+            let _guard = self.lock_app(app_id).await;
+            {
+                let mut state = self.state();
+                if let Some(app) = state.apps.get_mut(&app_id) {
+                    app.state = AppState::Started;
+                }
+            }
+            let effects = Effects {
+                state_change: Some(AppState::Started),
+                scale: None,
+            };
+            if let Err(error) = self.carry_out(app_id, effects).await {
+                let name = self
+                    .state()
+                    .apps
+                    .get(&app_id)
+                    .map(|a| a.name.clone())
+                    .unwrap_or_default();
+                failures.push(format!("{name}: {error}"));
+            }
+        }
+        self.mark_changed();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::StagingFailed(failures.join("; ")))
+        }
     }
 
     // ----- users ------------------------------------------------------------------------------
@@ -828,12 +1118,6 @@ impl Platform {
                         doomed.push(crash.dir.clone());
                     }
                     keep
-                });
-                // A given-up instance whose crash is forgotten leaves its slot to be listed DOWN.
-                let kept: Vec<Arc<str>> =
-                    app.crashes.iter().map(|c| c.instance_id.clone()).collect();
-                app.running.retain(|_, i| {
-                    !matches!(i.state, InstanceState::Crashed) || kept.contains(&i.id)
                 });
             }
             doomed

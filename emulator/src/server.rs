@@ -19,6 +19,24 @@ pub async fn run(
     router: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let state_file = platform.config().state_file.clone();
+    if let Some(path) = &state_file {
+        crate::snapshot::remove_partial_writes(path);
+    }
+    if let Some(path) = &state_file
+        && path.exists()
+    {
+        let text = std::fs::read_to_string(path)?;
+        let document: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::other(format!("{}: not JSON: {e}", path.display())))?;
+        platform
+            .import_state(&document)
+            .await
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        tracing::info!(path = %path.display(), "state loaded");
+    }
+    let saver =
+        state_file.map(|path| tokio::spawn(save_state(platform.clone(), path, shutdown.clone())));
     if let Ok(addr) = api.local_addr() {
         platform.route_api_through_router(addr);
     }
@@ -39,7 +57,45 @@ pub async fn run(
     };
     let _ = router_task.await;
     platform.shutdown().await;
+    if let Some(saver) = saver {
+        // It saves once more on its way out.
+        let _ = saver.await;
+    }
     api_result
+}
+
+/// Keeps the state file up to date: saved after each change (bursts coalesce) and once more at
+/// shutdown.
+async fn save_state(platform: Platform, path: std::path::PathBuf, shutdown: CancellationToken) {
+    loop {
+        let stopping = tokio::select! {
+            () = platform.changed() => false,
+            () = shutdown.cancelled() => true,
+        };
+        let exported = {
+            let platform = platform.clone();
+            tokio::task::spawn_blocking(move || platform.export_state()).await
+        };
+        match exported {
+            Ok(Ok(snapshot)) => {
+                let path = path.clone();
+                let written = tokio::task::spawn_blocking(move || {
+                    let bytes =
+                        serde_json::to_vec_pretty(&snapshot).map_err(std::io::Error::other)?;
+                    crate::snapshot::write_atomically(&path, &bytes)
+                })
+                .await;
+                if let Ok(Err(error)) | Err(error) = written.map_err(std::io::Error::other) {
+                    tracing::warn!(%error, "cannot save the state");
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "cannot export the state"),
+            Err(error) => tracing::warn!(%error, "cannot export the state"),
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// v1's crashes reaper: crashed instances' directories and logs go after the retention (an hour),

@@ -140,6 +140,8 @@ struct Inner {
     last_seq: AtomicU64,
     /// Platform events, oldest first, bounded.
     events: Mutex<std::collections::VecDeque<Arc<JournalEvent>>>,
+    /// Everything up to this sequence number was forgotten by `clear`.
+    cleared_through: AtomicU64,
     /// Entry `seq` lives in slot `seq % len`; one small lock per slot, so writers rarely meet.
     slots: Box<[Mutex<Option<Record>>]>,
     hosts: DashMap<Arc<str>, HostCounters>,
@@ -176,6 +178,7 @@ impl Journal {
             inner: Arc::new(Inner {
                 last_seq: AtomicU64::new(0),
                 events: Mutex::new(std::collections::VecDeque::new()),
+                cleared_through: AtomicU64::new(0),
                 slots,
                 hosts: DashMap::new(),
                 live,
@@ -264,7 +267,9 @@ impl Journal {
     pub fn since(&self, seq: u64) -> Vec<Arc<JournalEntry>> {
         let last = self.last_seq();
         let capacity = self.inner.slots.len() as u64;
-        let first = (seq + 1).max(last.saturating_sub(capacity - 1)).max(1);
+        let first = (seq + 1)
+            .max(last.saturating_sub(capacity - 1))
+            .max(self.inner.cleared_through.load(Ordering::Acquire) + 1);
         let mut out = Vec::with_capacity(last.saturating_sub(first) as usize + 1);
         for wanted in first..=last {
             let slot = &self.inner.slots[(wanted % capacity) as usize];
@@ -300,6 +305,23 @@ impl Journal {
         let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Record::Event(seq));
         entry
+    }
+
+    /// Forgets every entry, event and counter (sequence numbers keep increasing, so a poller is
+    /// not confused): `POST /_afemu/reset`.
+    pub fn clear(&self) {
+        self.inner
+            .cleared_through
+            .store(self.last_seq(), Ordering::Release);
+        for slot in &self.inner.slots {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.inner.hosts.clear();
     }
 
     /// The events after `seq`, oldest first.
@@ -452,6 +474,19 @@ mod tests {
         assert_eq!(journal.events_since(0).len(), 1);
         assert!(journal.events_since(2).is_empty());
         assert_eq!(journal.last_seq(), 3);
+    }
+
+    #[test]
+    fn clearing_forgets_everything_but_the_sequence() {
+        let journal = Journal::new(8);
+        journal.record(entry("a.com", Some("blue"), None));
+        journal.record_event("fault", serde_json::json!({}));
+        journal.clear();
+        assert!(journal.since(0).is_empty());
+        assert!(journal.events_since(0).is_empty());
+        assert_eq!(journal.host_counters("a.com").requests, 0);
+        assert_eq!(journal.record(entry("a.com", Some("blue"), None)).seq, 3);
+        assert_eq!(journal.since(0).len(), 1);
     }
 
     #[test]

@@ -14,13 +14,50 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::platform::Platform;
 
-pub(super) fn routes() -> Router<Platform> {
+pub(super) fn routes(platform: &Platform) -> Router<Platform> {
+    // A snapshot carries every app's bits.
+    let state_limit = platform.config().max_upload.saturating_mul(4).max(64 << 20);
     Router::new()
         .route("/health", get(health))
         .route("/journal", get(journal))
         .route("/routes", get(routes_table))
         .route("/counters", get(counters))
         .route("/faults", get(faults).put(set_faults))
+        .route("/reset", axum::routing::post(reset))
+        .route(
+            "/state",
+            get(export_state)
+                .put(import_state)
+                .layer(axum::extract::DefaultBodyLimit::max(state_limit)),
+        )
+}
+
+/// `POST /_afemu/reset`: a clean slate (no apps, users, services; an empty journal).
+async fn reset(State(platform): State<Platform>) -> StatusCode {
+    platform.reset().await;
+    StatusCode::OK
+}
+
+/// `GET /_afemu/state`: everything set up, as one JSON document.
+async fn export_state(
+    State(platform): State<Platform>,
+) -> Result<Json<crate::snapshot::Snapshot>, ApiError> {
+    tokio::task::spawn_blocking(move || platform.export_state())
+        .await
+        .map_err(|e| ApiError::System(e.to_string()))?
+        .map(Json)
+}
+
+/// `PUT /_afemu/state`: replace everything with a snapshot; the apps it says are started are
+/// staged and started (the answer comes once they have been launched).
+async fn import_state(
+    State(platform): State<Platform>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let document: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the state is not valid JSON: {e}")))?;
+    platform.import_state(&document).await?;
+    Ok(StatusCode::OK)
 }
 
 async fn faults(State(platform): State<Platform>) -> Json<serde_json::Value> {

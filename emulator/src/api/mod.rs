@@ -25,8 +25,29 @@ pub fn api(platform: Platform) -> Router {
         .merge(apps::routes(&platform))
         .merge(files::routes())
         .merge(services::routes())
-        .nest("/_afemu", admin::routes())
+        .nest("/_afemu", admin::routes(&platform))
         // v1's `default#route_not_found`: 404 with an empty body.
         .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(
+            platform.clone(),
+            note_changes,
+        ))
         .with_state(platform)
+}
+
+/// Every successful request that is not a read may have changed what a snapshot shows.
+async fn note_changes(
+    axum::extract::State(platform): axum::extract::State<Platform>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let response = next.run(request).await;
+    if !reads && response.status().as_u16() < 400 {
+        platform.mark_changed();
+    }
+    response
 }

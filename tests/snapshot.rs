@@ -1,0 +1,184 @@
+//! State snapshots and reset: export everything, reset to a clean slate, import it back, and
+//! `afemu serve --state FILE` keeping it across restarts — atomically, whatever moment it is
+//! killed at.
+
+mod common;
+
+use std::time::Duration;
+
+use afemu::Emulator;
+use common::{EVENT_TIMEOUT, fixture};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_reset_import_brings_everything_back() {
+    let mut emu = Emulator::start().await;
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    af.create_app(
+        &json!({"name": "idle", "staging": {"framework": "standalone"}, "uris": ["idle.com"]}),
+    )
+    .await
+    .unwrap();
+    let snapshot = emu.platform().export_state().unwrap();
+    assert_eq!(snapshot.apps.len(), 2);
+    assert_eq!(snapshot.packages.len(), 1, "only example has bits");
+
+    emu.reset().await;
+    assert!(emu.client().apps().await.unwrap().is_empty());
+    assert!(af.apps().await.is_err(), "the old token is gone");
+    assert!(emu.routes().snapshot().lookup("example.com").is_none());
+    assert!(emu.journal().since(0).is_empty());
+
+    let document = serde_json::to_value(&snapshot).unwrap();
+    emu.platform().import_state(&document).await.unwrap();
+    // The old token works again, the started app runs again, the stopped one stays stopped.
+    af.wait_running("example", 0, EVENT_TIMEOUT).await.unwrap();
+    assert!(
+        emu.get("example.com", "/")
+            .await
+            .body
+            .contains("example v1")
+    );
+    assert_eq!(af.app("idle").await.unwrap()["state"], "STOPPED");
+
+    // A snapshot that does not check out changes nothing.
+    let mut bad = document.clone();
+    bad["apps"][0]["uris"] = json!(["not a uri"]);
+    assert!(emu.platform().import_state(&bad).await.is_err());
+    let mut bad_zip = document.clone();
+    let hash = snapshot.packages.keys().next().unwrap().clone();
+    bad_zip["packages"][&hash] = json!(hex::encode(b"not a zip"));
+    assert_eq!(
+        emu.platform()
+            .import_state(&bad_zip)
+            .await
+            .unwrap_err()
+            .code(),
+        402
+    );
+    assert_eq!(af.apps().await.unwrap().len(), 2);
+    assert_eq!(emu.get("example.com", "/").await.status, 200);
+}
+
+async fn serve_with_state(state: &std::path::Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--router-addr",
+            "127.0.0.1:0",
+            "--profile",
+            "instant",
+            "--state",
+        ])
+        .arg(state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let api = line
+        .split_whitespace()
+        .skip_while(|w| *w != "api")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    (child, api)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_its_state_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let (mut first, api) = serve_with_state(&state).await;
+    let mut af = afemu::cli::V1Client::new(&api).with_poll_interval(Duration::from_millis(10));
+    af.login("me@example.com", "pw").await.unwrap();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(first.wait().await.unwrap().success());
+
+    let (mut second, api) = serve_with_state(&state).await;
+    let af = afemu::cli::V1Client::new(&api)
+        .with_token(af.token().unwrap())
+        .with_poll_interval(Duration::from_millis(10));
+    af.wait_running("example", 0, EVENT_TIMEOUT).await.unwrap();
+    assert_eq!(af.apps().await.unwrap().len(), 1);
+    second.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_while_saving_leaves_a_whole_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    // A first, orderly run leaves a state with one app.
+    let (mut afemu, api) = serve_with_state(&state).await;
+    let mut af = afemu::cli::V1Client::new(&api);
+    af.login("me@example.com", "pw").await.unwrap();
+    af.create_app(&json!({"name": "first", "staging": {"framework": "standalone"}}))
+        .await
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(afemu.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(afemu.wait().await.unwrap().success());
+    for round in 0..5 {
+        let (mut afemu, api) = serve_with_state(&state).await;
+        let mut af = afemu::cli::V1Client::new(&api);
+        af.login("me@example.com", "pw").await.unwrap();
+        // A burst of changes, each saved; the kill lands somewhere in the saving.
+        for app in 0..5 {
+            af.create_app(&json!({"name": format!("app{round}-{app}"), "staging": {"framework": "standalone"}}))
+                .await
+                .unwrap();
+        }
+        afemu.kill().await.unwrap();
+        let text = std::fs::read_to_string(&state).expect("a state file");
+        let document: serde_json::Value =
+            serde_json::from_str(&text).expect("a whole JSON document");
+        assert_eq!(document["afemu_state"], 1);
+        assert!(
+            document["apps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["name"] == "first"),
+            "the earlier state is intact"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .collect();
+        assert!(
+            leftovers.len() <= 2,
+            "at most one temporary file beside it: {leftovers:?}"
+        );
+    }
+}
