@@ -72,7 +72,11 @@ fn transcripts_round_trip() {
 
 #[test]
 fn normalising_ticks_times_tokens() {
-    use transcript::{replace_ticks, replace_times, replace_tokens, split_words};
+    use transcript::{replace_epochs, replace_ticks, replace_times, replace_tokens, split_words};
+    assert_eq!(
+        replace_epochs("\"created\": 1795327496,\n port 1795327496x 12345"),
+        "\"created\": {EPOCH},\n port 1795327496x 12345"
+    );
     assert_eq!(
         replace_ticks(
             "Staging Application 'a': .{CLEAR}Staging Application 'a': OK\nStarting Application 'a': ..{CLEAR}"
@@ -90,5 +94,70 @@ fn normalising_ticks_times_tokens() {
     assert_eq!(
         split_words("af push 'a b' \"c\" d"),
         ["af", "push", "a b", "c", "d"]
+    );
+}
+
+/// On a terminal af colours `OK` and its messages (`core_ext.rb`: `\e[0m\e[32m…\e[0m` green,
+/// `\e[0m\e[31m` red, `\e[0m\e[33m` yellow); `--no-color` turns that off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colours_only_on_a_terminal() {
+    let session = Session::start().await;
+    let api = session.api();
+    let run = |args: &[&str], tty: bool| {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let (mut ctx, captured) = afemu::cli::Context::new(session.home.path())
+            .with_cwd(session.scratch.path())
+            .with_tty(tty)
+            .with_poll_interval(std::time::Duration::from_millis(25))
+            .captured();
+        async move {
+            let status = afemu::cli::run(&args, &mut ctx).await;
+            (captured.text(), status)
+        }
+    };
+    let (out, status) = run(&["target", &api], true).await;
+    assert_eq!(status, 0);
+    assert_eq!(
+        out,
+        format!("\u{1b}[0m\u{1b}[32mSuccessfully targeted to [{api}]\u{1b}[0m\n\n")
+    );
+    let (out, _) = run(&["apps"], true).await;
+    assert_eq!(out, "\u{1b}[0m\u{1b}[31mLogin Required\u{1b}[0m\n\n");
+    let (out, _) = run(&["apps", "--no-color"], true).await;
+    assert_eq!(out, "Login Required\n\n");
+    run(
+        &["login", "--email", "dev@example.com", "--passwd", "x"],
+        true,
+    )
+    .await;
+    let (out, status) = run(&["unmap", "nothere", "x.com"], true).await;
+    assert_eq!(status, 1);
+    assert_eq!(
+        out,
+        "\u{1b}[0m\u{1b}[31mError 301: Application not found\u{1b}[0m\n\n"
+    );
+    let wsgi = common::fixture("apps/wsgi-hello");
+    let (out, status) = run(
+        &["push", "hello", "--path", &wsgi.to_string_lossy(), "-n"],
+        true,
+    )
+    .await;
+    assert_eq!(status, 0, "{out}");
+    let ok = "\u{1b}[0m\u{1b}[32mOK\u{1b}[0m";
+    assert!(
+        out.starts_with(&format!("Creating Application: {ok}\n")),
+        "{out:?}"
+    );
+    // On a terminal the upload's progress ends with the banner again and OK on its own line.
+    assert!(
+        out.contains(&format!("  Uploading (0K): {ok}\nPush Status: {ok}\n")),
+        "{out:?}"
+    );
+    let (out, _) = run(&["stop", "hello"], true).await;
+    assert_eq!(out, format!("Stopping Application 'hello': {ok}\n\n"));
+    let (out, _) = run(&["stop", "hello"], true).await;
+    assert_eq!(
+        out,
+        "\u{1b}[0m\u{1b}[33mApplication 'hello' already stopped\u{1b}[0m\n\n"
     );
 }
