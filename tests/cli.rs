@@ -161,3 +161,69 @@ async fn colours_only_on_a_terminal() {
         "\u{1b}[0m\u{1b}[33mApplication 'hello' already stopped\u{1b}[0m\n\n"
     );
 }
+
+/// Where our af deliberately differs from af 0.3.22 (`cli-compat/COMPATIBILITY.md`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_we_do_the_right_thing_instead() {
+    let mut session = Session::start().await;
+    let api = session.api();
+    for line in [
+        format!("af target {api}"),
+        "af login --email dev@example.com --passwd secret".to_owned(),
+    ] {
+        let (out, status) = session.af(&Af::Library, &line, &[], false).await;
+        assert_eq!(status, 0, "{out}");
+    }
+
+    // A standalone push at the end of input: af asks for the start command forever; we stop.
+    let probe = common::fixture("apps/python-probe");
+    let line = format!("af push probe --path {} -n", probe.display());
+    let (out, status) = session.af(&Af::Library, &line, &[], false).await;
+    assert_eq!(
+        (out.as_str(), status),
+        (
+            "Start Command: \nError: no answer to 'Start Command' before the end of input\n\n",
+            1
+        )
+    );
+    let (out, _) = session.af(&Af::Library, "af apps", &[], false).await;
+    assert_eq!(out, "\nNo Applications\n\n", "nothing was created");
+
+    // A relative --path: af creates the app, then fails to find the files; we push it.
+    session.cwd = common::fixture("apps");
+    let (out, status) = session
+        .af(&Af::Library, "af push rel --path wsgi-hello -n", &[], false)
+        .await;
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("Starting Application 'rel': "), "{out}");
+    assert_eq!(
+        session.emu.get("rel.aws.af.cm", "/").await.body,
+        "hello from wsgi\n"
+    );
+
+    // No ~/.af_token: af crashes on `af targets`; we have no targets.
+    std::fs::remove_file(session.home.path().join(".af_token")).unwrap();
+    let (out, status) = session.af(&Af::Library, "af targets", &[], false).await;
+    assert_eq!((out.as_str(), status), ("None specified\n\n", 0));
+}
+
+/// `AF_HOME` takes the place of `HOME` for the dot-files of the `af` binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn af_home_overrides_home() {
+    let session = Session::start().await;
+    let af_home = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_af"))
+        .args(["target", &session.api()])
+        .env("HOME", session.home.path())
+        .env("AF_HOME", af_home.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        std::fs::read_to_string(af_home.path().join(".af_target")).unwrap(),
+        format!("{}\n", session.api())
+    );
+    assert!(!session.home.path().join(".af_target").exists());
+}
