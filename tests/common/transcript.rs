@@ -32,6 +32,8 @@ pub enum Step {
     Write(String, String),
     /// `@settle APP`: wait until every instance of the app runs (scaling does not wait).
     Settle(String),
+    /// `@fill FILE SIZE`: a file of SIZE bytes (for uploads above af's 64 KiB threshold).
+    Fill(String, usize),
     Af {
         line: String,
         stdin: Vec<String>,
@@ -68,6 +70,9 @@ impl Transcript {
             let line = raw.trim_end_matches('\n');
             if let Some(dir) = line.strip_prefix("@cd ") {
                 steps.push(Step::Cd(dir.to_owned()));
+            } else if let Some(rest) = line.strip_prefix("@fill ") {
+                let (file, size) = rest.rsplit_once(' ').expect("@fill FILE SIZE");
+                steps.push(Step::Fill(file.to_owned(), size.parse().expect("a size")));
             } else if let Some(app) = line.strip_prefix("@settle ") {
                 steps.push(Step::Settle(app.to_owned()));
             } else if let Some(rest) = line.strip_prefix("@write ") {
@@ -139,6 +144,7 @@ impl Transcript {
                 Step::Cd(dir) => text.push_str(&format!("@cd {dir}\n")),
                 Step::Write(file, content) => text.push_str(&format!("@write {file} {content}\n")),
                 Step::Settle(app) => text.push_str(&format!("@settle {app}\n")),
+                Step::Fill(file, size) => text.push_str(&format!("@fill {file} {size}\n")),
                 Step::Af {
                     line,
                     stdin,
@@ -321,6 +327,18 @@ impl Session {
                     self.settle(app).await;
                     steps.push(step.clone());
                 }
+                Step::Fill(file, size) => {
+                    let path = PathBuf::from(self.expand(file));
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).expect("a directory");
+                    }
+                    // Not compressible, so the zip is as big as the file.
+                    let bytes: Vec<u8> = (0..*size)
+                        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+                        .collect();
+                    std::fs::write(&path, bytes).expect("the file is written");
+                    steps.push(step.clone());
+                }
                 Step::Write(file, content) => {
                     let path = PathBuf::from(self.expand(file));
                     if let Some(parent) = path.parent() {
@@ -403,12 +421,23 @@ impl Session {
             )
             .replace(&self.home.path().to_string_lossy().to_string(), "{HOME}")
             .replace(&format!(":{port}"), ":{PORT}")
+            .replace(&format!("localhost:{port}"), "localhost:{PORT}")
             .replace(&format!(":{}", self.dead_port), ":{DEAD_PORT}")
             .replace(&format!(":{router_port}"), ":{ROUTER_PORT}");
         text = text.replace(&format!("\r{}\r", " ".repeat(80)), "{CLEAR}");
         text = replace_ticks(&text);
         text = replace_times(&text);
         text = replace_epochs(&text);
+        text = text
+            .split_inclusive('\n')
+            .map(|line| {
+                if line.starts_with("    date : ") {
+                    "    date : {DATE}\n".to_owned()
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect();
         replace_tokens(&text)
     }
 }
