@@ -546,3 +546,153 @@ async fn resources_already_uploaded_need_not_be_sent_again() {
     af.start("copy", EVENT_TIMEOUT).await.unwrap();
     assert!(emu.get("copy.com", "/").await.body.contains("example v1"));
 }
+
+#[tokio::test]
+async fn link_chains_and_resource_bombs_are_refused() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let data = emu.platform().data_dir().to_path_buf();
+    let victim = data.join("droplets").join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+
+    // A chain of links that, created in this order, used to lead outside the app.
+    let chain = {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default();
+        writer.start_file("index.html", options).unwrap();
+        writer.write_all(b"ok").unwrap();
+        for (link, target) in [
+            ("d/up3", "up2/.."),
+            ("d/up2", "up/.."),
+            ("d/up", ".."),
+            ("d/up3/victim", "x"),
+        ] {
+            writer.add_symlink(link, target, options).unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    };
+    af.create_app(
+        &json!({"name": "chain", "staging": {"framework": "standalone"}, "uris": ["chain.com"]}),
+    )
+    .await
+    .unwrap();
+    af.upload_zip("chain", chain, &json!([])).await.unwrap();
+    let error = af.start("chain", EVENT_TIMEOUT).await.unwrap_err();
+    assert_eq!(error.code(), Some(310), "{error}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+
+    // One pooled file named ten thousand times: refused at the upload, nothing kept.
+    let content = std::fs::read(fixture("apps/hello-v1/index.html")).unwrap();
+    let sha1 = hex::encode(<sha1::Sha1 as sha1::Digest>::digest(&content));
+    let bomb: Vec<_> = (0..10_000)
+        .map(|n| json!({"size": content.len(), "sha1": sha1, "fn": format!("copy{n}.html")}))
+        .collect();
+    let empty = {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        writer
+            .start_file(".__empty__", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        writer.finish().unwrap().into_inner()
+    };
+    let emu_small = Emulator::builder()
+        .configure(|config| config.max_unpacked = 1_000_000)
+        .start()
+        .await
+        .unwrap();
+    let small = emu_small.client();
+    small
+        .push(
+            "example",
+            &fixture("apps/hello-v1"),
+            &["example.com"],
+            EVENT_TIMEOUT,
+        )
+        .await
+        .unwrap();
+    let error = small
+        .upload_zip("example", empty, &json!(bomb))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(402), "{error}");
+}
+
+#[tokio::test]
+async fn a_journal_query_past_the_end_is_empty_not_a_crash() {
+    let emu = Emulator::start().await;
+    let answer = reqwest::get(format!(
+        "{}/_afemu/journal?since=18446744073709551615",
+        emu.api_url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "");
+    let health = reqwest::get(format!("{}/_afemu/health", emu.api_url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn old_bits_and_crashed_instances_do_not_pile_up_on_disk() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let data = emu.platform().data_dir().to_path_buf();
+    let count = |dir: &str| {
+        std::fs::read_dir(data.join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    af.update("example", &fixture("apps/hello-v2"), EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    af.update("example", &fixture("apps/hello-v1"), EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(count("droplets"), 1, "only the current droplet is kept");
+    assert_eq!(
+        std::fs::read_dir(data.join("packages"))
+            .unwrap()
+            .next()
+            .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count()),
+        Some(1)
+    );
+    emu.inject(json!({"crash": {"app": "example"}})).unwrap();
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while af.crashes("example").await.unwrap()["crashes"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    af.wait_running("example", u64::MAX, EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        count("instances"),
+        2,
+        "the crashed instance is kept, beside its replacement"
+    );
+    af.delete_app("example").await.unwrap();
+    assert_eq!(count("instances"), 0);
+    assert_eq!(count("droplets"), 0);
+    assert_eq!(count("packages"), 0);
+}

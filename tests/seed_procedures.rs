@@ -81,9 +81,13 @@ async fn seed_001_blue_green_swap_shows_no_default_error_page() {
         let counters = emu.journal().host_counters(host);
         assert!(counters.requests > 0, "{host} got traffic");
         assert_eq!(counters.default_error_pages, 0, "{host}: {counters:?}");
+        assert_eq!(
+            counters.aborted, 0,
+            "no response was cut: {host}: {counters:?}"
+        );
         let tally = &tallies[host];
         assert!(tally.router_errors.is_empty(), "{host}: {tally:?}");
-        assert_eq!(tally.failures, 0, "{host}: {tally:?}");
+        assert_eq!((tally.failures, tally.cut), (0, 0), "{host}: {tally:?}");
     }
 
     // While both were mapped, each served about half of the requests (round-robin).

@@ -29,6 +29,8 @@ pub(crate) struct AppUpdate {
 }
 
 pub(crate) const MAX_INSTANCES: u64 = 100;
+/// A terabyte per instance: more than any account allows, small enough never to overflow.
+pub(crate) const MAX_MEMORY_MB: u64 = 1 << 20;
 
 impl AppUpdate {
     pub(crate) fn parse(body: &Value) -> Result<AppUpdate, ApiError> {
@@ -64,8 +66,10 @@ impl AppUpdate {
         if let Some(resources) = nested(doc, "resources")?
             && let Some(memory) = optional_number(resources, "memory")?
         {
-            if memory == 0 {
-                return Err(ApiError::InvalidApp("memory must be at least 1 MB".into()));
+            if !(1..=MAX_MEMORY_MB).contains(&memory) {
+                return Err(ApiError::InvalidApp(format!(
+                    "memory must be between 1 and {MAX_MEMORY_MB} MB, not {memory}"
+                )));
             }
             update.memory_mb = Some(memory);
         }

@@ -1271,8 +1271,10 @@ impl Platform {
             } else {
                 0
             };
-            let others = state.memory_in_use(user) - existing;
-            if others + memory * u64::from(instances) > config.limits.memory_mb {
+            let others = state.memory_in_use(user).saturating_sub(existing);
+            if others.saturating_add(memory.saturating_mul(u64::from(instances)))
+                > config.limits.memory_mb
+            {
                 return Err(ApiError::NotEnoughMemory(format!(
                     "{}M",
                     config.limits.memory_mb
@@ -1372,10 +1374,11 @@ impl Platform {
             app.name = name.clone();
             // The journal names the app that served: re-register under the new name.
             for instance in app.running.values_mut() {
-                if let Some(old) = &instance.backend {
+                if let Some(old) = instance.backend.take() {
                     let mut spec = old.spec().clone();
                     spec.app = Arc::from(name.as_str());
                     instance.backend = Some(Backend::new(spec));
+                    instance.retired.push(old);
                 }
             }
         }
@@ -1492,11 +1495,18 @@ impl Platform {
             () = tokio::time::sleep(staging_time) => {}
             () = self.inner.shutdown.cancelled() => return Err(ApiError::System("shutting down".into())),
         }
-        let mut state = self.state();
-        let app = state.apps.get_mut(&app_id).ok_or(ApiError::AppNotFound)?;
-        app.droplet = Some(droplet);
-        app.package_state = PackageState::Staged;
-        app.run_count = 0;
+        let old = {
+            let mut state = self.state();
+            let app = state.apps.get_mut(&app_id).ok_or(ApiError::AppNotFound)?;
+            let old = app.droplet.replace(droplet);
+            app.package_state = PackageState::Staged;
+            app.run_count = 0;
+            old
+        };
+        // The app is stopped while it stages, so no instance still copies from the old droplet.
+        if let Some(old) = old.filter(|old| old.dir != dir) {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(old.dir)).await;
+        }
         Ok(())
     }
 
@@ -1552,6 +1562,7 @@ impl Platform {
                     port: None,
                     pid: None,
                     backend: None,
+                    retired: Vec::new(),
                     control,
                 },
             );
@@ -1564,7 +1575,7 @@ impl Platform {
     /// Unregisters and stops instances (all of them, or the indices in `range`), and waits until
     /// they are gone: drained, killed, reaped.
     async fn stop_instances(&self, app_id: u64, range: Option<std::ops::Range<u32>>) {
-        let stopping: Vec<(mpsc::Sender<InstanceCommand>, Option<Arc<Backend>>)> = {
+        let stopping: Vec<(mpsc::Sender<InstanceCommand>, Vec<Arc<Backend>>)> = {
             let mut state = self.state();
             let Some(app) = state.apps.get_mut(&app_id) else {
                 return;
@@ -1578,15 +1589,19 @@ impl Platform {
             let stopping = indices
                 .into_iter()
                 .filter_map(|index| app.running.remove(&index))
-                .map(|instance| (instance.control, instance.backend))
+                .map(|instance| {
+                    let mut backends = instance.retired;
+                    backends.extend(instance.backend);
+                    (instance.control, backends)
+                })
                 .collect();
             self.publish(&state);
             stopping
         };
-        let waits = stopping.into_iter().map(|(control, backend)| async move {
+        let waits = stopping.into_iter().map(|(control, backends)| async move {
             let (reply, replied) = oneshot::channel();
             if control
-                .send(InstanceCommand::Stop { backend, reply })
+                .send(InstanceCommand::Stop { backends, reply })
                 .await
                 .is_ok()
             {
@@ -1653,7 +1668,8 @@ impl Platform {
             .join(app_id.to_string());
         let resources_for_hash = resources.clone();
         let stored = tokio::task::spawn_blocking(move || -> Result<(String, PathBuf), ApiError> {
-            staging::check_zip(zip.path(), max_unpacked)?;
+            let summary = staging::check_zip(zip.path(), max_unpacked)?;
+            staging::check_totals(summary, &resources_for_hash, max_unpacked)?;
             let zip_sha1 =
                 staging::sha1_file(zip.path()).map_err(|e| ApiError::System(e.to_string()))?;
             let mut listing = zip_sha1;
@@ -1678,11 +1694,15 @@ impl Platform {
         let _guard = self.lock_app(app_id).await;
         let mut state = self.state();
         let app = state.apps.get_mut(&app_id).ok_or(ApiError::AppNotFound)?;
-        app.package = Some(Package {
+        let replaced = app.package.replace(Package {
             hash,
-            zip: path,
+            zip: path.clone(),
             resources,
         });
+        // The staged droplet has what it needs; the earlier upload is not kept.
+        if let Some(old) = replaced.filter(|old| old.zip != path) {
+            let _ = std::fs::remove_file(old.zip);
+        }
         if app.needs_staging() {
             app.package_state = PackageState::Pending;
         }
@@ -1982,6 +2002,13 @@ fn stage_droplet(
 
 fn remove_app_files(data: &Path, app: &App) {
     let _ = std::fs::remove_dir_all(data.join("packages").join(app.id.to_string()));
+    // Crashed instances keep their directories for /crashes and crashlogs; the app is gone now.
+    for crash in &app.crashes {
+        let _ = std::fs::remove_dir_all(&crash.dir);
+    }
+    for instance in app.running.values() {
+        let _ = std::fs::remove_dir_all(&instance.dir);
+    }
     if let Ok(entries) = std::fs::read_dir(data.join("droplets")) {
         let prefix = format!("{}-", app.id);
         for entry in entries.flatten() {

@@ -34,7 +34,7 @@ pub(crate) enum InstanceCommand {
     /// Stop: the instance is already unregistered; drain the requests still using `backend`,
     /// kill, remove the instance directory, then reply.
     Stop {
-        backend: Option<Arc<afemu_router::Backend>>,
+        backends: Vec<Arc<afemu_router::Backend>>,
         reply: oneshot::Sender<()>,
     },
     /// Fault: die now, as if the app crashed (its process group gets SIGKILL).
@@ -260,9 +260,12 @@ impl Running {
                 }
             }
             Running::Process(mut process) => {
-                if !grace.is_zero() {
+                if !grace.is_zero()
+                    && let Some(group) = process.group
+                {
+                    // SIGTERM to everything the app started, and the grace for all of it to end.
                     process.signal_group(nix::sys::signal::Signal::SIGTERM);
-                    let _ = tokio::time::timeout(grace, process.child.wait()).await;
+                    wait_until_group_gone(group, grace).await;
                 }
                 // The whole process group: a shell and whatever it started (v1: kill -9).
                 process.kill_group();
@@ -374,15 +377,18 @@ pub(crate) async fn supervise(
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(InstanceCommand::Stop { backend, reply }) => {
+                Some(InstanceCommand::Stop { backends, reply }) => {
                     // Unregistered already: let the requests in flight finish, then kill
                     // (unless the stop-hard fault cuts them, as v1 did).
-                    if let Some(backend) = backend
-                        && !platform.stop_hard()
-                    {
-                        let left = backend.drain(timing.drain).await;
-                        if left > 0 {
-                            tracing::debug!(%instance_id, left, "stop: requests still in flight after the drain");
+                    if !platform.stop_hard() {
+                        let deadline = tokio::time::Instant::now() + timing.drain;
+                        for backend in backends {
+                            let left = backend
+                                .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                                .await;
+                            if left > 0 {
+                                tracing::debug!(%instance_id, left, "stop: requests still in flight after the drain");
+                            }
                         }
                     }
                     running.kill(timing.stop_grace).await;

@@ -115,9 +115,10 @@ impl ResourcePool {
             let sha1 = sha1_file(entry.path())?;
             let target = self.path(&sha1);
             if !target.exists() {
-                let partial = self.dir.join(format!(".{sha1}.{}", std::process::id()));
-                fs::copy(entry.path(), &partial)?;
-                fs::rename(&partial, &target)?;
+                // A file of its own for each copy, so concurrent stagings never share one.
+                let mut partial = tempfile::NamedTempFile::new_in(&self.dir)?;
+                io::copy(&mut fs::File::open(entry.path())?, partial.as_file_mut())?;
+                partial.persist(&target).map_err(|e| e.error)?;
             }
         }
         Ok(())
@@ -140,7 +141,7 @@ pub(crate) fn sha1_file(path: &Path) -> io::Result<String> {
 
 /// Checks an uploaded zip without unpacking it: readable, every entry inside the app directory,
 /// not too big. Refusing here means a bad upload changes nothing.
-pub(crate) fn check_zip(zip_path: &Path, max_unpacked: u64) -> Result<(), ApiError> {
+pub(crate) fn check_zip(zip_path: &Path, max_unpacked: u64) -> Result<ZipSummary, ApiError> {
     let file = fs::File::open(zip_path).map_err(|e| ApiError::System(e.to_string()))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| {
         ApiError::PackagingFailed(format!("the application is not a valid zip file: {e}"))
@@ -188,6 +189,40 @@ pub(crate) fn check_zip(zip_path: &Path, max_unpacked: u64) -> Result<(), ApiErr
                 )));
             }
         }
+    }
+    Ok(ZipSummary {
+        entries: archive.len(),
+        unpacked: total,
+    })
+}
+
+/// What a checked zip holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ZipSummary {
+    pub(crate) entries: usize,
+    /// The sizes its entries declare, summed.
+    pub(crate) unpacked: u64,
+}
+
+/// Refuses an upload whose zip and resources together are too many files or too many bytes:
+/// a resource list naming one big pooled file ten thousand times is a bomb too.
+pub(crate) fn check_totals(
+    zip: ZipSummary,
+    resources: &[Resource],
+    max_unpacked: u64,
+) -> Result<(), ApiError> {
+    if zip.entries + resources.len() > MAX_ENTRIES {
+        return Err(ApiError::PackagingFailed(format!(
+            "the application has more than {MAX_ENTRIES} files"
+        )));
+    }
+    let total = resources
+        .iter()
+        .fold(zip.unpacked, |sum, r| sum.saturating_add(r.size));
+    if total > max_unpacked {
+        return Err(ApiError::PackagingFailed(format!(
+            "the application unpacks to more than the limit of {max_unpacked} bytes"
+        )));
     }
     Ok(())
 }
@@ -290,6 +325,12 @@ pub(crate) fn unpack(
         }
     }
     for resource in resources {
+        if resource.size > budget {
+            return Err(format!(
+                "the application unpacks to more than {max_unpacked} bytes"
+            ));
+        }
+        budget -= resource.size;
         let path = dest.join(&resource.path);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", resource.path.display()))?;
@@ -300,29 +341,69 @@ pub(crate) fn unpack(
     let root = dest
         .canonicalize()
         .map_err(|e| format!("{}: {e}", dest.display()))?;
-    for (relative, target) in links {
-        if !link_stays_inside(&relative, &target) {
+    // Links last, never written through: each goes into a real directory of the app (no link
+    // on the way), and once all exist each must resolve inside the app.
+    for (relative, target) in &links {
+        if !link_stays_inside(relative, target) {
             return Err(format!(
                 "{} links outside the app directory",
                 relative.display()
             ));
         }
-        let path = dest.join(&relative);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", relative.display()))?;
-        }
-        let _ = fs::remove_file(&path);
-        std::os::unix::fs::symlink(&target, &path)
+        real_directory(&root, relative.parent().unwrap_or(Path::new("")))
             .map_err(|e| format!("link {}: {e}", relative.display()))?;
-        // Judged on the disk too: a chain of links can lead where the names alone do not.
-        if let Ok(resolved) = path.canonicalize()
-            && !resolved.starts_with(&root)
-        {
-            let _ = fs::remove_file(&path);
-            return Err(format!(
-                "{} links outside the app directory",
-                relative.display()
-            ));
+        let path = root.join(relative);
+        match fs::symlink_metadata(&path) {
+            Err(_) => {}
+            Ok(meta) if meta.is_file() => {
+                fs::remove_file(&path).map_err(|e| format!("{}: {e}", relative.display()))?;
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "{} is both a link and a directory",
+                    relative.display()
+                ));
+            }
+        }
+        std::os::unix::fs::symlink(target, &path)
+            .map_err(|e| format!("link {}: {e}", relative.display()))?;
+    }
+    for (relative, _) in &links {
+        match root.join(relative).canonicalize() {
+            Ok(resolved) if resolved.starts_with(&root) => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} links outside the app directory",
+                    relative.display()
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{} is a broken or looping link",
+                    relative.display()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure `relative` (under `root`) is a real directory, creating what is missing, without
+/// ever passing through a link.
+fn real_directory(root: &Path, relative: &Path) -> Result<(), String> {
+    let mut path = root.to_path_buf();
+    for component in relative.components() {
+        path.push(component);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a link: nothing goes through it",
+                    path.display()
+                ));
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(format!("{} is not a directory", path.display())),
+            Err(_) => fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?,
         }
     }
     Ok(())
@@ -617,6 +698,90 @@ mod tests {
         let (dir, pool) = pool();
         let error = unpack(zip.path(), &[], &pool, &dir.path().join("app"), 1 << 20);
         assert!(error.is_err(), "{error:?}");
+    }
+
+    #[test]
+    fn links_through_links_never_write_outside() {
+        // Found in review: in this order the chain was created through itself, a victim file
+        // outside the app was replaced, and the static server served the host's files.
+        let (dir, pool) = pool();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let zip = zip_with(&[
+            ("index.html", b"ok", None),
+            ("d/up3", b"up2/..", Some(0o120777)),
+            ("d/up2", b"up/..", Some(0o120777)),
+            ("d/up", b"..", Some(0o120777)),
+            ("d/up3/victim", b"x", Some(0o120777)),
+        ]);
+        let dest = dir.path().join("droplet").join("app");
+        let result = unpack(zip.path(), &[], &pool, &dest, 1 << 20);
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"precious",
+            "nothing outside was touched"
+        );
+        assert!(
+            !fs::symlink_metadata(&victim)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // A dangling link is refused too: it could be made to point anywhere later.
+        let zip = zip_with(&[
+            ("index.html", b"ok", None),
+            ("gone", b"nothing/here", Some(0o120777)),
+        ]);
+        let result = unpack(zip.path(), &[], &pool, &dir.path().join("other"), 1 << 20);
+        assert!(result.unwrap_err().contains("broken or looping"));
+    }
+
+    #[test]
+    fn resources_count_against_the_limits() {
+        let zip = ZipSummary {
+            entries: 1,
+            unpacked: 10,
+        };
+        let big = Resource {
+            size: 600,
+            sha1: "a".repeat(40),
+            path: "x".into(),
+        };
+        assert!(check_totals(zip, std::slice::from_ref(&big), 1000).is_ok());
+        let error = check_totals(zip, &[big.clone(), big.clone()], 1000).unwrap_err();
+        assert_eq!(error.code(), 402);
+        let many = vec![
+            Resource {
+                size: 0,
+                ..big.clone()
+            };
+            MAX_ENTRIES
+        ];
+        assert!(check_totals(zip, &many, u64::MAX).is_err());
+        // And staging charges them too.
+        let (dir, pool) = pool();
+        let source = dir.path().join("src");
+        fs::create_dir_all(&source).unwrap();
+        fs::write(source.join("big"), vec![1u8; 600]).unwrap();
+        pool.add_tree(&source).unwrap();
+        let sha1 = sha1_file(&source.join("big")).unwrap();
+        let resources: Vec<_> = (0..3)
+            .map(|n| Resource {
+                size: 600,
+                sha1: sha1.clone(),
+                path: format!("copy{n}").into(),
+            })
+            .collect();
+        let empty = zip_with(&[("index.html", b"ok", None)]);
+        let result = unpack(
+            empty.path(),
+            &resources,
+            &pool,
+            &dir.path().join("app"),
+            1000,
+        );
+        assert!(result.unwrap_err().contains("more than 1000 bytes"));
     }
 
     #[test]

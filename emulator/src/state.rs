@@ -98,6 +98,9 @@ pub(crate) struct Instance {
     pub(crate) pid: Option<u32>,
     /// Set while the instance is RUNNING: what the route table holds.
     pub(crate) backend: Option<Arc<Backend>>,
+    /// Backends it had under an earlier name (a rename re-registers it): requests may still hold
+    /// them, so a stop drains them too.
+    pub(crate) retired: Vec<Arc<Backend>>,
     pub(crate) control: mpsc::Sender<InstanceCommand>,
 }
 
@@ -297,8 +300,8 @@ impl State {
     pub(crate) fn memory_in_use(&self, owner: &str) -> u64 {
         self.apps_of(owner)
             .filter(|app| app.state == AppState::Started)
-            .map(|app| app.memory_mb * u64::from(app.instances))
-            .sum()
+            .map(|app| app.memory_mb.saturating_mul(u64::from(app.instances)))
+            .fold(0, u64::saturating_add)
     }
 }
 

@@ -23,6 +23,8 @@ pub struct HostTally {
     pub router_errors: BTreeMap<String, u64>,
     /// Requests that got no response at all (connection errors).
     pub failures: u64,
+    /// Responses cut before their body ended.
+    pub cut: u64,
     /// How often each distinct response body was seen (bodies are cut at 200 bytes).
     pub bodies: BTreeMap<String, u64>,
 }
@@ -104,10 +106,14 @@ async fn run(
                 {
                     *tally.router_errors.entry(error.to_owned()).or_default() += 1;
                 }
-                if let Ok(body) = response.into_body().collect().await {
-                    let body = body.to_bytes();
-                    let key = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                    *tally.bodies.entry(key).or_default() += 1;
+                match response.into_body().collect().await {
+                    Ok(body) => {
+                        let body = body.to_bytes();
+                        let key =
+                            String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                        *tally.bodies.entry(key).or_default() += 1;
+                    }
+                    Err(_) => tally.cut += 1,
                 }
             }
             Err(_) => tally.failures += 1,

@@ -267,7 +267,8 @@ impl Journal {
     pub fn since(&self, seq: u64) -> Vec<Arc<JournalEntry>> {
         let last = self.last_seq();
         let capacity = self.inner.slots.len() as u64;
-        let first = (seq + 1)
+        let first = seq
+            .saturating_add(1)
             .max(last.saturating_sub(capacity - 1))
             .max(self.inner.cleared_through.load(Ordering::Acquire) + 1);
         let mut out = Vec::with_capacity(last.saturating_sub(first) as usize + 1);
