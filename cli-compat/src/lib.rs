@@ -3,9 +3,22 @@
 //! # Layout
 //!
 //! - [`run`] and [`Context`]: `af` as a library call. `run(&args, &mut ctx)` does what
-//!   `af ARGS…` does and returns its exit status; the context says where the dot-files live,
-//!   where output goes, where prompt answers come from, whether stdout is a terminal and how
-//!   fast a start is polled. The `af` binary is `run` with [`Context::from_process`].
+//!   `af ARGS…` does and returns its exit status ([`run_line`] takes the line as typed); the
+//!   context says where the dot-files live, where output goes, where prompt answers come from,
+//!   whether stdout is a terminal and how fast a start is polled. The `af` binary is `run`
+//!   with [`Context::from_process`].
+//!
+//! ```no_run
+//! # async fn example() {
+//! use std::time::Duration;
+//! let home = std::path::Path::new("/tmp/af-home");
+//! let (mut ctx, printed) = afemu_cli::Context::new(home)
+//!     .with_poll_interval(Duration::from_millis(20))
+//!     .captured();
+//! let status = afemu_cli::run_line("af map example2 example.com", &mut ctx).await;
+//! assert_eq!((status, printed.text().as_str()), (0, "Successfully mapped url\n\n"));
+//! # }
+//! ```
 //! - `runner`: af's command line: which command, how many arguments, how failures print.
 //! - `options`: af's `OptionParser` setup (abbreviations, `-N` deltas, optional arguments).
 //! - `session` and `commands/`: the commands, one group a file, as af groups them.
@@ -49,4 +62,4 @@ mod yaml_out;
 
 pub use client::{ClientError, V1Client};
 pub use context::{Captured, Context};
-pub use runner::{BASIC_USAGE, COMMAND_USAGE, run};
+pub use runner::{BASIC_USAGE, COMMAND_USAGE, run, run_line, split_words};

@@ -497,6 +497,72 @@ fn route(args: &mut Vec<String>, options: &Options, help_only: bool) -> Routed {
     Routed::Route(r)
 }
 
+/// Runs a command line as a person types it (`af map example2 example.com`, the leading `af`
+/// optional; words split as a shell splits them, with `'…'`, `"…"` and `\` quoting); returns
+/// the exit status. What runbook steps go through.
+pub async fn run_line(line: &str, ctx: &mut Context) -> i32 {
+    let mut words = split_words(line);
+    if words.first().map(String::as_str) == Some("af") {
+        words.remove(0);
+    }
+    run(&words, ctx).await
+}
+
+/// Splits a command line into words as a POSIX shell would (no expansion).
+pub fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    current.push(q);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(q) = chars.next() {
+                    match q {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(next) = chars.next() {
+                                current.push(next);
+                            }
+                        }
+                        q => current.push(q),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut current));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                current.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(current);
+    }
+    words
+}
+
 /// Runs one `af` command line (without the program name) in `ctx`; returns the exit status.
 ///
 /// This is the whole of `af`: the binary only builds a [`Context`] for the process and calls
@@ -648,5 +714,30 @@ impl Session<'_> {
         log.push_str("Client: v0.3.22 (afemu)\n");
         log.push_str(&format!("Message: {message}\n"));
         let _ = self.config.store_crash(&log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_split_like_a_shell() {
+        assert_eq!(
+            split_words("af map example2 'www.example.com' \"a b\" c\\ d ''"),
+            ["af", "map", "example2", "www.example.com", "a b", "c d", ""]
+        );
+        assert!(split_words("   ").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_typed_line_runs_like_the_words() {
+        let home = tempfile::tempdir().unwrap();
+        let (mut ctx, out) = Context::new(home.path()).captured();
+        assert_eq!(run_line("af help map", &mut ctx).await, 0);
+        assert_eq!(out.text(), "Usage: af map <appname> <url>\n\n");
+        let (mut ctx, out) = Context::new(home.path()).captured();
+        assert_eq!(run_line("frobnicate", &mut ctx).await, 1);
+        assert!(out.text().starts_with("af: Unknown command [frobnicate]\n"));
     }
 }

@@ -442,36 +442,10 @@ impl Session {
     }
 }
 
-/// Words of a command line: blanks separate, single or double quotes group.
+/// Words of a command line, split as a shell splits them (the library's own splitter, the one
+/// runbook steps go through).
 pub fn split_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    for c in line.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => current.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut current));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                current.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(current);
-    }
-    words
+    afemu::cli::split_words(line)
 }
 
 /// `Staging Application 'x': ..` → `Staging Application 'x': {TICKS}` (af's ticker prints a dot
