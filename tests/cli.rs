@@ -16,7 +16,7 @@ use common::transcript::{self, Af, Session, Transcript};
 async fn replay(name: &str, path: &std::path::Path, af: &Af) {
     let text = std::fs::read_to_string(path).expect("a transcript");
     let expected = Transcript::parse(&text);
-    let mut session = Session::start().await;
+    let mut session = Session::start_with_admins(&expected.admins).await;
     let actual = session.replay(af, &expected).await;
     transcript::assert_same(name, &expected, &actual);
 }
@@ -55,7 +55,7 @@ async fn record_transcripts_with_the_real_af() {
         }
         let text = std::fs::read_to_string(&path).expect("a transcript");
         let template = Transcript::parse(&text);
-        let mut session = Session::start().await;
+        let mut session = Session::start_with_admins(&template.admins).await;
         let recorded = session.replay(&Af::Program(real.clone()), &template).await;
         std::fs::write(&path, recorded.render()).expect("the transcript is written");
         eprintln!("recorded {name}");

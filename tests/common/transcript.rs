@@ -55,12 +55,15 @@ pub enum Step {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Transcript {
     pub comments: Vec<String>,
+    /// `@admin EMAIL` lines: the session's emulator makes these users admins.
+    pub admins: Vec<String>,
     pub steps: Vec<Step>,
 }
 
 impl Transcript {
     pub fn parse(text: &str) -> Transcript {
         let mut comments = Vec::new();
+        let mut admins = Vec::new();
         let mut steps = Vec::new();
         let mut lines = text.split_inclusive('\n').peekable();
         let mut loose = false;
@@ -68,7 +71,9 @@ impl Transcript {
         let mut lines_only = None;
         while let Some(raw) = lines.next() {
             let line = raw.trim_end_matches('\n');
-            if let Some(dir) = line.strip_prefix("@cd ") {
+            if let Some(email) = line.strip_prefix("@admin ") {
+                admins.push(email.to_owned());
+            } else if let Some(dir) = line.strip_prefix("@cd ") {
                 steps.push(Step::Cd(dir.to_owned()));
             } else if let Some(rest) = line.strip_prefix("@fill ") {
                 let (file, size) = rest.rsplit_once(' ').expect("@fill FILE SIZE");
@@ -130,7 +135,11 @@ impl Transcript {
                 panic!("unexpected transcript line: {line:?}");
             }
         }
-        Transcript { comments, steps }
+        Transcript {
+            comments,
+            admins,
+            steps,
+        }
     }
 
     pub fn render(&self) -> String {
@@ -138,6 +147,9 @@ impl Transcript {
         for comment in &self.comments {
             text.push_str(comment);
             text.push('\n');
+        }
+        for admin in &self.admins {
+            text.push_str(&format!("@admin {admin}\n"));
         }
         for step in &self.steps {
             match step {
@@ -202,8 +214,15 @@ pub struct Session {
 
 impl Session {
     pub async fn start() -> Session {
+        Session::start_with_admins(&[]).await
+    }
+
+    /// A session whose emulator makes `admins` admins.
+    pub async fn start_with_admins(admins: &[String]) -> Session {
+        let admins = admins.to_vec();
         let emu = Emulator::builder()
             .profile(afemu::Profile::Instant)
+            .configure(move |config| config.admins = admins)
             .start()
             .await
             .expect("the emulator starts");
@@ -371,6 +390,7 @@ impl Session {
         }
         Transcript {
             comments: transcript.comments.clone(),
+            admins: transcript.admins.clone(),
             steps,
         }
     }
