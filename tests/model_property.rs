@@ -133,8 +133,8 @@ fn the_published_route_table_always_equals_the_model() {
 fn a_router_that_skips_one_unregister_is_caught() {
     match run(256, true) {
         Err(TestError::Fail(reason, steps)) => {
-            // Shrunk to a minimal counter-example: something mapped, then a change that removes.
-            assert!(!steps.is_empty() && steps.len() <= 3, "{steps:?}: {reason}");
+            // Shrunk to a small counter-example: something mapped, then a change that removes.
+            assert!(!steps.is_empty() && steps.len() <= 5, "{steps:?}: {reason}");
             assert!(reason.message().contains("after step"), "{reason}");
         }
         other => panic!("the broken router went unnoticed: {other:?}"),

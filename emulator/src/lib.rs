@@ -26,6 +26,7 @@
 //! - [`runbook`]: the runbook format: af command lines and directives.
 //! - [`check`]: `afemu check`: every schedule of a runbook on the model, the shortest failing one.
 //! - [`snapshot`]: state snapshots (`/_afemu/state`, `--state FILE`) and atomic saving.
+//! - [`rehearse`]: `afemu rehearse`: a runbook run with real traffic, and its reports.
 //! - [`harness`]: [`Emulator`], the in-process emulator for tests.
 //! - [`traffic`]: steady traffic through the router, for rehearsals and tests.
 
@@ -35,6 +36,7 @@ pub mod error;
 pub mod harness;
 pub mod model;
 pub mod platform;
+pub mod rehearse;
 pub mod runbook;
 pub mod server;
 pub mod snapshot;

@@ -711,7 +711,7 @@ impl Platform {
                         created: epoch_seconds(),
                     },
                 );
-                tracing::info!(%email, "registered a user at first login");
+                tracing::debug!(%email, "registered a user at first login");
             }
         }
         let token = random_hex(32);

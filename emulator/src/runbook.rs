@@ -80,7 +80,18 @@ impl Runbook {
             line: 0,
             message: format!("cannot read the runbook: {e}"),
         })?;
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Absolute, so that the steps' relative paths mean the same from any working directory.
+        let dir = path
+            .parent()
+            .map(|parent| {
+                if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                }
+            })
+            .and_then(|parent| parent.canonicalize().ok())
+            .unwrap_or_default();
         Runbook::parse(&text, &path.display().to_string(), dir)
     }
 

@@ -25,6 +25,8 @@ pub struct HostTally {
     pub failures: u64,
     /// Responses cut before their body ended.
     pub cut: u64,
+    /// Ticks at which no request was sent because too many were in flight.
+    pub skipped: u64,
     /// How often each distinct response body was seen (bodies are cut at 200 bytes).
     pub bodies: BTreeMap<String, u64>,
 }
@@ -32,29 +34,49 @@ pub struct HostTally {
 /// Traffic in progress; stop it to get the tallies.
 #[derive(Debug)]
 pub struct Traffic {
-    stop: CancellationToken,
+    stops: Vec<CancellationToken>,
     tasks: Vec<(String, JoinHandle<HostTally>)>,
 }
 
+/// How many requests of one host may be in flight at once at a set rate; past that, a tick is
+/// skipped (and counted) rather than piling up.
+const IN_FLIGHT: usize = 256;
+
 impl Traffic {
     /// Starts traffic to each host through the router at `router`; `rate` is requests per second
-    /// per host, or `None` for back-to-back requests.
+    /// per host, sent on schedule whatever the answers take (keep-alive connections, up to 256
+    /// in flight per host), or `None` for back-to-back requests, one at a time.
     pub fn start(router: SocketAddr, hosts: &[&str], rate: Option<u32>) -> Traffic {
         let stop = CancellationToken::new();
         let tasks = hosts
             .iter()
             .map(|host| {
                 let host = host.to_string();
-                let task = tokio::spawn(run(router, host.clone(), rate, stop.clone()));
+                let task = match rate {
+                    Some(rate) => tokio::spawn(at_rate(router, host.clone(), rate, stop.clone())),
+                    None => tokio::spawn(run(router, host.clone(), stop.clone())),
+                };
                 (host, task)
             })
             .collect();
-        Traffic { stop, tasks }
+        Traffic {
+            stops: vec![stop],
+            tasks,
+        }
+    }
+
+    /// One traffic out of two, to stop together.
+    pub fn merge(mut self, other: Traffic) -> Traffic {
+        self.stops.extend(other.stops);
+        self.tasks.extend(other.tasks);
+        self
     }
 
     /// Stops sending (requests in flight finish) and returns each host's tally.
     pub async fn stop(self) -> BTreeMap<String, HostTally> {
-        self.stop.cancel();
+        for stop in &self.stops {
+            stop.cancel();
+        }
         let mut tallies = BTreeMap::new();
         for (host, task) in self.tasks {
             tallies.insert(host, task.await.unwrap_or_default());
@@ -63,61 +85,106 @@ impl Traffic {
     }
 }
 
-async fn run(
-    router: SocketAddr,
-    host: String,
-    rate: Option<u32>,
-    stop: CancellationToken,
-) -> HostTally {
+/// Closed-loop traffic: the next request as soon as the last one is answered.
+async fn run(router: SocketAddr, host: String, stop: CancellationToken) -> HostTally {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let uri: http::Uri = format!("http://{router}/")
         .parse()
         .expect("a socket address makes a URI");
-    let mut ticker = rate.map(|per_second| {
-        let mut ticker =
-            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(per_second.max(1))));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker
-    });
     let mut tally = HostTally::default();
-    loop {
-        if let Some(ticker) = &mut ticker {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                () = stop.cancelled() => break,
-            }
-        } else if stop.is_cancelled() {
-            break;
-        } else {
-            // Let the rest of the runtime run between back-to-back requests.
-            tokio::task::yield_now().await;
-        }
-        let request = http::Request::get(uri.clone())
-            .header(http::header::HOST, &host)
-            .body(Empty::new())
-            .expect("a valid request");
-        tally.requests += 1;
-        match client.request(request).await {
-            Ok(response) => {
-                if let Some(error) = response
-                    .headers()
-                    .get(ROUTER_ERROR_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    *tally.router_errors.entry(error.to_owned()).or_default() += 1;
-                }
-                match response.into_body().collect().await {
-                    Ok(body) => {
-                        let body = body.to_bytes();
-                        let key =
-                            String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                        *tally.bodies.entry(key).or_default() += 1;
-                    }
-                    Err(_) => tally.cut += 1,
-                }
-            }
-            Err(_) => tally.failures += 1,
-        }
+    while !stop.is_cancelled() {
+        send(&client, uri.clone(), &host).await.add_to(&mut tally);
+        // Let the rest of the runtime run between back-to-back requests.
+        tokio::task::yield_now().await;
     }
     tally
+}
+
+/// Open-loop traffic: a request every `1/rate` seconds, each on its own task.
+async fn at_rate(
+    router: SocketAddr,
+    host: String,
+    rate: u32,
+    stop: CancellationToken,
+) -> HostTally {
+    use std::sync::{Arc, Mutex};
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: http::Uri = format!("http://{router}/")
+        .parse()
+        .expect("a socket address makes a URI");
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let tally = Arc::new(Mutex::new(HostTally::default()));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tally.lock().unwrap_or_else(|e| e.into_inner()).skipped += 1;
+            continue;
+        };
+        let (client, uri, host, tally) = (client.clone(), uri.clone(), host.clone(), tally.clone());
+        tokio::spawn(async move {
+            let outcome = send(&client, uri, &host).await;
+            outcome.add_to(&mut tally.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(permit);
+        });
+    }
+    // Wait for the requests in flight.
+    let _ = permits.acquire_many(IN_FLIGHT as u32).await;
+    tally.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// What one request got.
+enum Outcome {
+    Answer {
+        router_error: Option<String>,
+        /// `None` when the body was cut.
+        body: Option<String>,
+    },
+    NoAnswer,
+}
+
+impl Outcome {
+    fn add_to(self, tally: &mut HostTally) {
+        tally.requests += 1;
+        match self {
+            Outcome::Answer { router_error, body } => {
+                if let Some(error) = router_error {
+                    *tally.router_errors.entry(error).or_default() += 1;
+                }
+                match body {
+                    Some(body) => *tally.bodies.entry(body).or_default() += 1,
+                    None => tally.cut += 1,
+                }
+            }
+            Outcome::NoAnswer => tally.failures += 1,
+        }
+    }
+}
+
+type TrafficClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
+
+async fn send(client: &TrafficClient, uri: http::Uri, host: &str) -> Outcome {
+    let request = http::Request::get(uri)
+        .header(http::header::HOST, host)
+        .body(Empty::new())
+        .expect("a valid request");
+    match client.request(request).await {
+        Ok(response) => {
+            let router_error = response
+                .headers()
+                .get(ROUTER_ERROR_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response.into_body().collect().await.ok().map(|body| {
+                let body = body.to_bytes();
+                String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+            });
+            Outcome::Answer { router_error, body }
+        }
+        Err(_) => Outcome::NoAnswer,
+    }
 }

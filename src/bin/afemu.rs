@@ -22,11 +22,43 @@ struct Cli {
 enum Command {
     /// Run the control plane (the v1 API af talks to) and the router, until SIGINT or SIGTERM.
     Serve(Box<ServeArgs>),
+    /// Rehearse a runbook for real: an emulator, the af steps, traffic on the runbook's hosts, and
+    /// a report of what every visitor saw. Exit 0 when every expectation holds, 1 when one
+    /// fails, 2 for a runbook or usage error.
+    Rehearse(RehearseArgs),
     /// Prove or refute a runbook on the model, without wall-clock luck: every moment a request
     /// can arrive, and (with --route-delay) every order route changes can reach the router in.
     /// Exit 0 when no request on a traffic host can see the default error page, 1 with the
     /// shortest schedule that shows one, 2 for a runbook error.
     Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RehearseArgs {
+    /// The runbook: af command lines and @ directives (paths in it are relative to its folder).
+    runbook: std::path::PathBuf,
+    /// How long staging, boot and the rest take in the emulator started for the rehearsal.
+    #[arg(long, env = "AFEMU_PROFILE", value_enum, default_value = "fast")]
+    profile: afemu_emulator::Profile,
+    /// Rehearse against a running emulator's API (e.g. http://localhost:9022) instead of
+    /// starting one; needs --router too.
+    #[arg(long, requires = "router")]
+    target: Option<String>,
+    /// The running emulator's router (e.g. http://127.0.0.1:9080).
+    #[arg(long, requires = "target")]
+    router: Option<String>,
+    /// Write the whole report as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Write a JUnit report here (a test case per expectation), for CI.
+    #[arg(long)]
+    junit: Option<std::path::PathBuf>,
+    /// Write a self-contained HTML page with the timeline here.
+    #[arg(long)]
+    html: Option<std::path::PathBuf>,
+    /// The seed of every random choice.
+    #[arg(long, env = "AFEMU_SEED", default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -44,10 +76,15 @@ fn main() -> ExitCode {
     if let Command::Check(args) = &cli.command {
         return check(args);
     }
+    // A server says what it does; a report command only what goes wrong.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "warn,afemu=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,afemu=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -61,15 +98,65 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
+            Command::Rehearse(args) => return Ok(rehearse(args).await),
             Command::Check(_) => unreachable!("checked above"),
         }
+        .map(|()| ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("afemu: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `afemu rehearse`: runs it, prints the report, writes the files asked for.
+async fn rehearse(args: RehearseArgs) -> ExitCode {
+    use afemu_emulator::rehearse::{self, Options, RehearseError, render};
+    use std::io::IsTerminal;
+    let options = Options {
+        runbook: args.runbook.clone(),
+        profile: args.profile,
+        target: args.target.clone().zip(args.router.clone()),
+        seed: args.seed,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = match rehearse::rehearse(&options).await {
+        Ok(report) => report,
+        Err(RehearseError::Runbook(error)) => {
+            eprintln!("afemu rehearse: {error}");
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            eprintln!("afemu rehearse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    print!(
+        "{}",
+        render::terminal(&report, std::io::stdout().is_terminal())
+    );
+    let outputs: [(&Option<std::path::PathBuf>, &dyn Fn() -> String); 3] = [
+        (&args.json, &|| {
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        }),
+        (&args.junit, &|| render::junit(&report)),
+        (&args.html, &|| render::html(&report)),
+    ];
+    for (path, content) in outputs {
+        if let Some(path) = path
+            && let Err(error) = std::fs::write(path, content())
+        {
+            eprintln!("afemu rehearse: cannot write {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -1,0 +1,440 @@
+//! The rehearsal report, drawn: the live progress line, the terminal table and verdict, the JUnit
+//! file for CI, and one self-contained HTML page with the timeline.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use comfy_table::{Cell, ContentArrangement, Table, presets};
+
+use super::report::{Expectation, Report, TrafficStats};
+
+/// The progress line on a terminal (nothing otherwise).
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    requests: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub fn new(shown: bool, items: usize) -> Progress {
+        let bar = shown.then(|| {
+            let bar = indicatif::ProgressBar::new(items as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}")
+                    .expect("a valid template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Progress {
+            bar,
+            requests: Arc::default(),
+            errors: Arc::default(),
+        }
+    }
+
+    pub fn step(&self, line: usize, text: &str) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(format!("line {line}: {text}{}", self.counts()));
+        }
+    }
+
+    pub fn count(&self, requests: usize, errors: usize) {
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        self.errors.fetch_add(errors as u64, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> String {
+        format!(
+            "  ·  {} requests, {} default error pages",
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed)
+        )
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The one-line verdict.
+pub fn verdict(passed: bool, expectations: &[Expectation], requests: usize) -> String {
+    if passed {
+        format!(
+            "PASSED: every expectation held ({} checked, {requests} requests)",
+            expectations.len()
+        )
+    } else {
+        let failed: Vec<&str> = expectations
+            .iter()
+            .filter(|e| !e.passed)
+            .map(|e| e.detail.as_str())
+            .collect();
+        format!("FAILED: {}", failed.join("; "))
+    }
+}
+
+fn served_share(stats: &TrafficStats) -> String {
+    let served: u64 = stats.served_by.values().sum();
+    stats
+        .served_by
+        .iter()
+        .map(|(app, count)| format!("{app} {:.0}%", 100.0 * *count as f64 / served.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn requests(count: u64) -> String {
+    if count == 1 {
+        "1 request".into()
+    } else {
+        format!("{count} requests")
+    }
+}
+
+fn errors_cell(stats: &TrafficStats) -> String {
+    match stats.first_error_ms {
+        Some(first) => format!("{} (first at {first:.0} ms)", stats.default_error_pages),
+        None => "0".into(),
+    }
+}
+
+fn latency(stats: &TrafficStats) -> String {
+    match (stats.p50_ms, stats.p99_ms) {
+        (Some(p50), Some(p99)) => format!("{p50:.1} / {p99:.1} ms"),
+        _ => "-".into(),
+    }
+}
+
+/// The terminal report: a row per step and host, then the expectations and the verdict.
+pub fn terminal(report: &Report, colour: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "afemu rehearse {} (profile {})",
+        report.runbook, report.profile
+    );
+    let mut table = Table::new();
+    table
+        .load_style(if colour {
+            presets::UTF8_FULL_CONDENSED
+        } else {
+            presets::ASCII_FULL_CONDENSED
+        })
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(160)
+        .set_header(vec![
+            "line",
+            "step",
+            "took",
+            "result",
+            "host",
+            "requests",
+            "served by",
+            "default error pages",
+            "p50 / p99",
+        ]);
+    for step in &report.steps {
+        let took = format!("{:.0} ms", step.took_ms);
+        let mut result = step.result.clone();
+        if step.result.starts_with("failed") && !step.output.trim().is_empty() {
+            result = format!("{}\n{}", step.result, step.output.trim());
+        }
+        let first = [step.line.to_string(), step.text.clone(), took, result];
+        if step.traffic.is_empty() {
+            let mut row: Vec<Cell> = first.iter().map(Cell::new).collect();
+            row.extend((0..5).map(|_| Cell::new("")));
+            table.add_row(row);
+        }
+        for (number, (host, stats)) in step.traffic.iter().enumerate() {
+            let mut row: Vec<Cell> = if number == 0 {
+                first.iter().map(Cell::new).collect()
+            } else {
+                (0..4).map(|_| Cell::new("")).collect()
+            };
+            row.extend([
+                Cell::new(host),
+                Cell::new(stats.requests),
+                Cell::new(served_share(stats)),
+                Cell::new(errors_cell(stats)),
+                Cell::new(latency(stats)),
+            ]);
+            table.add_row(row);
+        }
+    }
+    let _ = writeln!(out, "{table}");
+    for expectation in &report.expectations {
+        let mark = if expectation.passed { "ok  " } else { "FAIL" };
+        let _ = writeln!(out, "{mark} {}: {}", expectation.name, expectation.detail);
+        for offending in &expectation.offending {
+            let _ = writeln!(
+                out,
+                "       {:.0} ms  {} {} -> {} {}  (line {}: {})",
+                offending.at_ms,
+                offending.host,
+                offending.path,
+                offending.status,
+                offending.router_error.as_deref().unwrap_or(""),
+                offending.step_line,
+                offending.step
+            );
+        }
+    }
+    let _ = writeln!(out, "\n{}", report.verdict);
+    out
+}
+
+/// JUnit XML: a test suite with a test case per expectation (failing steps among them).
+pub fn junit(report: &Report) -> String {
+    use quick_junit::{NonSuccessKind, Report as JunitReport, TestCase, TestCaseStatus, TestSuite};
+    let mut suite = TestSuite::new(format!("afemu rehearse {}", report.runbook));
+    suite.set_time(std::time::Duration::from_secs_f64(
+        report.duration_ms / 1000.0,
+    ));
+    for expectation in &report.expectations {
+        let status = if expectation.passed {
+            TestCaseStatus::success()
+        } else {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status.set_message(expectation.detail.clone());
+            let mut description = String::new();
+            for offending in &expectation.offending {
+                let _ = writeln!(
+                    description,
+                    "{:.0} ms: {} {} -> {} {} during line {}: {}",
+                    offending.at_ms,
+                    offending.host,
+                    offending.path,
+                    offending.status,
+                    offending.router_error.as_deref().unwrap_or(""),
+                    offending.step_line,
+                    offending.step
+                );
+            }
+            if !description.is_empty() {
+                status.set_description(description);
+            }
+            status
+        };
+        let mut case = TestCase::new(expectation.name.clone(), status);
+        case.set_classname(report.runbook.clone());
+        suite.add_test_case(case);
+    }
+    let mut junit = JunitReport::new("afemu");
+    junit.add_test_suite(suite);
+    junit.to_string().unwrap_or_default()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A colour per app, stable across runs of the same runbook.
+fn colour(app: &str, apps: &[String]) -> &'static str {
+    const PALETTE: [&str; 8] = [
+        "#2a8bd0", "#3bb273", "#e1bc29", "#7768ae", "#4d9de0", "#15b097", "#f39237", "#8c564b",
+    ];
+    let index = apps.iter().position(|a| a == app).unwrap_or(0);
+    PALETTE[index % PALETTE.len()]
+}
+
+/// One self-contained HTML page: the timeline as inline SVG, then the tables.
+pub fn html(report: &Report) -> String {
+    let mut apps: Vec<String> = report
+        .requests
+        .iter()
+        .filter_map(|r| r.app.clone())
+        .collect();
+    apps.sort();
+    apps.dedup();
+    let (left, width, band, gap) = (160.0, 1000.0, 36.0, 14.0);
+    let top = 20.0;
+    // The timeline starts with the traffic; the setup before it is in the table.
+    let origin = report
+        .steps
+        .iter()
+        .find(|s| s.text.starts_with("@traffic"))
+        .map_or(0.0, |s| s.started_ms);
+    let duration = (report.duration_ms - origin).max(1.0);
+    let x = |ms: f64| left + width * ((ms - origin).max(0.0) / duration);
+    let height = top + report.hosts.len() as f64 * (band + gap) + 60.0;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" viewBox="0 0 {} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#,
+        left + width + 20.0,
+        left + width + 20.0
+    );
+    for (index, host) in report.hosts.iter().enumerate() {
+        let y = top + index as f64 * (band + gap);
+        let _ = write!(
+            svg,
+            r##"<g class="host" data-host="{host}"><text x="{}" y="{}" text-anchor="end">{host}</text><rect class="band" x="{left}" y="{y}" width="{width}" height="{band}" fill="#f2f4f7" stroke="#d5dae1"/>"##,
+            left - 8.0,
+            y + band / 2.0 + 4.0,
+            host = escape(host)
+        );
+        for point in report.requests.iter().filter(|p| p.host == index) {
+            if point.error {
+                let _ = write!(
+                    svg,
+                    r##"<rect class="error-mark" x="{:.1}" y="{:.1}" width="2" height="{}" fill="#d62728"><title>{:.0} ms: {} default error page</title></rect>"##,
+                    x(point.at_ms) - 1.0,
+                    y - 4.0,
+                    band + 8.0,
+                    point.at_ms,
+                    point.status
+                );
+            } else if let Some(app) = &point.app {
+                let _ = write!(
+                    svg,
+                    r#"<rect class="served" data-app="{}" x="{:.1}" y="{:.1}" width="1.5" height="{}" fill="{}" fill-opacity="0.8"/>"#,
+                    escape(app),
+                    x(point.at_ms),
+                    y + 4.0,
+                    band - 8.0,
+                    colour(app, &apps)
+                );
+            }
+        }
+        svg.push_str("</g>");
+    }
+    let bottom = top + report.hosts.len() as f64 * (band + gap);
+    for step in report.steps.iter().filter(|s| s.started_ms >= origin) {
+        let at = x(step.started_ms);
+        let _ = write!(
+            svg,
+            r##"<g class="step-marker"><line x1="{at:.1}" y1="{}" x2="{at:.1}" y2="{bottom}" stroke="#555" stroke-dasharray="3,3"/><title>line {}: {} ({:.0} ms)</title></g>"##,
+            top - 6.0,
+            step.line,
+            escape(&step.text),
+            step.started_ms
+        );
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{left}" y="{}" fill="#555">{origin:.0} ms</text><text x="{}" y="{}" text-anchor="end" fill="#555">{:.0} ms</text>"##,
+        bottom + 16.0,
+        left + width,
+        bottom + 16.0,
+        report.duration_ms
+    );
+    for (number, app) in apps.iter().enumerate() {
+        let lx = left + number as f64 * 150.0;
+        let _ = write!(
+            svg,
+            r##"<g class="legend"><rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text></g>"##,
+            bottom + 26.0,
+            colour(app, &apps),
+            lx + 16.0,
+            bottom + 36.0,
+            escape(app)
+        );
+    }
+    let _ = write!(
+        svg,
+        r##"<g class="legend"><rect x="{}" y="{}" width="12" height="12" fill="#d62728"/><text x="{}" y="{}">default error page</text></g>"##,
+        left + apps.len() as f64 * 150.0,
+        bottom + 26.0,
+        left + apps.len() as f64 * 150.0 + 16.0,
+        bottom + 36.0
+    );
+    svg.push_str("</svg>");
+
+    let mut steps = String::new();
+    for step in &report.steps {
+        let traffic: String = step
+            .traffic
+            .iter()
+            .map(|(host, stats)| {
+                let mut parts = vec![format!("{}: {}", escape(host), requests(stats.requests))];
+                let share = served_share(stats);
+                if !share.is_empty() {
+                    parts.push(escape(&share));
+                }
+                parts.push(format!(
+                    "default error pages {}",
+                    escape(&errors_cell(stats))
+                ));
+                parts.push(format!("p50/p99 {}", latency(stats)));
+                parts.join("; ")
+            })
+            .collect::<Vec<_>>()
+            .join("<br>");
+        let _ = write!(
+            steps,
+            "<tr class=\"{}\"><td>{}</td><td><code>{}</code></td><td>{:.0} ms</td><td>{}</td><td>{traffic}</td></tr>",
+            if step.result == "ok" || step.result == "skipped" {
+                "ok"
+            } else {
+                "failed"
+            },
+            step.line,
+            escape(&step.text),
+            step.took_ms,
+            escape(&step.result)
+        );
+    }
+    let mut expectations = String::new();
+    for expectation in &report.expectations {
+        let _ = write!(
+            expectations,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if expectation.passed { "ok" } else { "failed" },
+            if expectation.passed { "ok" } else { "FAILED" },
+            escape(&expectation.name),
+            escape(&expectation.detail)
+        );
+    }
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>afemu rehearse {title}</title>
+<style>
+body {{ font-family: Helvetica, Arial, sans-serif; margin: 2em; color: #222; }}
+h1 {{ font-size: 1.4em; }} .verdict {{ font-weight: bold; padding: .5em; }}
+.passed {{ background: #e6f4ea; }} .failedv {{ background: #fce8e6; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccd; padding: 4px 8px; text-align: left; vertical-align: top; }}
+tr.failed td {{ background: #fce8e6; }}
+</style></head>
+<body data-hosts="{hosts}">
+<h1>afemu rehearse {title}</h1>
+<p>Profile {profile}; {duration:.0} ms; traffic on {host_list}.</p>
+<p class="verdict {verdict_class}">{verdict}</p>
+<h2>Timeline</h2>
+{svg}
+<h2>Steps</h2>
+<table><tr><th>line</th><th>step</th><th>took</th><th>result</th><th>traffic during and after it</th></tr>{steps}</table>
+<h2>Expectations</h2>
+<table><tr><th></th><th>expectation</th><th>detail</th></tr>{expectations}</table>
+<script>
+// What the browser actually drew, for tests and the curious: bands and marks with a size.
+window.addEventListener('load', function () {{
+  var drawn = function (selector) {{
+    return Array.prototype.filter.call(document.querySelectorAll(selector), function (e) {{
+      var box = e.getBBox(); return box.width > 0 || box.height > 0;
+    }}).length;
+  }};
+  document.body.setAttribute('data-rendered-bands', drawn('#timeline .band'));
+  document.body.setAttribute('data-rendered-error-marks', drawn('#timeline .error-mark'));
+  document.body.setAttribute('data-rendered-steps', drawn('#timeline .step-marker line'));
+}});
+</script>
+</body></html>
+"#,
+        title = escape(&report.runbook),
+        hosts = report.hosts.len(),
+        profile = report.profile,
+        duration = report.duration_ms,
+        host_list = escape(&report.hosts.join(", ")),
+        verdict_class = if report.passed { "passed" } else { "failedv" },
+        verdict = escape(&report.verdict),
+    )
+}
