@@ -696,3 +696,69 @@ async fn old_bits_and_crashed_instances_do_not_pile_up_on_disk() {
     assert_eq!(count("droplets"), 0);
     assert_eq!(count("packages"), 0);
 }
+
+#[tokio::test]
+async fn history_diff_and_runtimes_as_appfogs_af_reads_them() {
+    let emu = Emulator::start().await;
+    let af = emu.client();
+    af.create_app(
+        &json!({"name": "web", "staging": {"framework": "standalone"}, "uris": ["web.com"]}),
+    )
+    .await
+    .unwrap();
+    let upload = |label: &'static str, hash: &'static str| {
+        let zip = afemu::cli::package::zip_dir(&fixture("apps/hello-v1")).unwrap();
+        let form = reqwest::multipart::Form::new()
+            .text("_method", "put")
+            .part(
+                "application",
+                reqwest::multipart::Part::bytes(zip).file_name("web.zip"),
+            )
+            .text("resources", "[]");
+        reqwest::Client::new()
+            .post(format!("{}/apps/web/application", emu.api_url()))
+            .header("AUTHORIZATION", af.token().unwrap())
+            .header("Label", label)
+            .header("Hash", hash)
+            .multipart(form)
+            .send()
+    };
+    assert_eq!(upload("first", "aaaa").await.unwrap().status(), 200);
+    assert_eq!(upload("second", "aaaa").await.unwrap().status(), 200);
+    assert_eq!(upload("", "bbbb").await.unwrap().status(), 200);
+    let raw = Raw::new(&emu);
+    let token = af.token().unwrap().to_owned();
+    let history = raw
+        .send("GET", "/apps/web/history", Some(&token), "")
+        .await
+        .body;
+    let rows: Vec<(String, u64, bool)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["label"].as_str().unwrap().to_owned(),
+                r["release"].as_u64().unwrap(),
+                r["is_changed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("".into(), 3, true),
+            ("second".into(), 2, false),
+            ("first".into(), 1, true)
+        ]
+    );
+    assert_eq!(history[0]["updated_by"], afemu::harness::TEST_USER);
+    let diff = raw
+        .send("GET", "/apps/web/diff", Some(&token), "")
+        .await
+        .body;
+    assert_eq!(diff, json!([{"update_hash": "bbbb"}]));
+    let runtimes = raw.send("GET", "/info/runtimes", None, "").await.body;
+    assert!(runtimes["node"]["version"].is_string(), "{runtimes}");
+    assert_eq!(runtimes["node"]["debug_modes"], json!([]));
+}

@@ -114,6 +114,26 @@ fn frameworks(
     Value::Object(frameworks)
 }
 
+/// `GET /info/runtimes` (af's `start --debug` reads it): every runtime offered, once.
+pub(crate) fn runtimes(frameworks: &Value) -> Value {
+    let mut runtimes = serde_json::Map::new();
+    for framework in frameworks.as_object().into_iter().flat_map(|f| f.values()) {
+        for runtime in framework["runtimes"].as_array().into_iter().flatten() {
+            if let Some(name) = runtime["name"].as_str() {
+                runtimes.entry(name.to_owned()).or_insert_with(|| {
+                    json!({
+                        "version": runtime["version"],
+                        "description": runtime["description"],
+                        // No debugging on this platform (allow_debug is false).
+                        "debug_modes": [],
+                    })
+                });
+            }
+        }
+    }
+    Value::Object(runtimes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +156,9 @@ mod tests {
         assert_eq!(names, ["node", "node06", "node08"]);
         assert!(offered.get("sinatra").is_none());
         assert_eq!(offered["standalone"]["name"], "standalone");
+        let runtimes = runtimes(&offered);
+        assert_eq!(runtimes["node08"]["version"], "20.20.2");
+        assert_eq!(runtimes["node"]["debug_modes"], json!([]));
         let nothing = frameworks(None, None, None, None);
         assert_eq!(nothing.as_object().unwrap().len(), 1);
     }

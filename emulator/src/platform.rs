@@ -656,6 +656,7 @@ impl Platform {
                         run_count: 0,
                         running: Default::default(),
                         crashes: Vec::new(),
+                        releases: Vec::new(),
                     },
                 );
             }
@@ -1058,6 +1059,56 @@ impl Platform {
         Ok(json!({"crashes": crashes}))
     }
 
+    /// `GET /apps/:name/history` (AppFog): every upload, newest first.
+    pub fn history(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.state();
+        let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
+        let mut previous: Option<&str> = None;
+        let mut releases: Vec<Value> = app
+            .releases
+            .iter()
+            .map(|r| {
+                let changed = previous != Some(r.update_hash.as_str());
+                previous = Some(&r.update_hash);
+                json!({
+                    "label": r.label,
+                    "release": r.release,
+                    "updated_by": r.updated_by,
+                    "updated_at": crate::runtime::time_of_day_utc(r.updated_at),
+                    "update_hash": r.update_hash,
+                    "is_changed": changed,
+                })
+            })
+            .collect();
+        releases.reverse();
+        Ok(Value::Array(releases))
+    }
+
+    /// `GET /apps/:name/diff` (AppFog): the hash of the deployed bits, for `af diff` to compare
+    /// with the directory's.
+    pub fn diff(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        let state = self.state();
+        let app = state.find_app(user, name).ok_or(ApiError::AppNotFound)?;
+        Ok(match app.releases.last() {
+            Some(release) => json!([{"update_hash": release.update_hash}]),
+            None => json!([]),
+        })
+    }
+
+    /// `GET /info/runtimes`: the runtimes on offer (af reads it for `start --debug`).
+    pub async fn runtimes(&self) -> Value {
+        let frameworks = self
+            .inner
+            .frameworks
+            .get_or_init(|| async {
+                tokio::task::spawn_blocking(crate::frameworks::detect)
+                    .await
+                    .unwrap_or_else(|_| json!({}))
+            })
+            .await;
+        crate::frameworks::runtimes(frameworks)
+    }
+
     /// `GET /apps/:name/application`: the last upload, as sent.
     pub fn package_path(&self, user: &str, name: &str) -> Result<PathBuf, ApiError> {
         let state = self.state();
@@ -1201,6 +1252,7 @@ impl Platform {
                 run_count: 0,
                 running: Default::default(),
                 crashes: Vec::new(),
+                releases: Vec::new(),
             };
             state.apps.insert(id, app);
             id
@@ -1651,6 +1703,7 @@ impl Platform {
         name: &str,
         zip: tempfile::NamedTempFile,
         resources: Vec<Resource>,
+        release: (String, Option<String>),
     ) -> Result<(), ApiError> {
         let app_id = self.state().app_id(user, name)?;
         if let Some(missing) = resources
@@ -1703,6 +1756,21 @@ impl Platform {
         if let Some(old) = replaced.filter(|old| old.zip != path) {
             let _ = std::fs::remove_file(old.zip);
         }
+        let (label, client_hash) = release;
+        let number = app.releases.len() as u32 + 1;
+        let update_hash = client_hash.unwrap_or_else(|| {
+            app.package
+                .as_ref()
+                .map(|p| p.hash.clone())
+                .unwrap_or_default()
+        });
+        app.releases.push(crate::state::Release {
+            label,
+            release: number,
+            updated_by: user.to_owned(),
+            updated_at: epoch_seconds(),
+            update_hash,
+        });
         if app.needs_staging() {
             app.package_state = PackageState::Pending;
         }

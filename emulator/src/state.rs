@@ -116,6 +116,17 @@ pub(crate) struct Crash {
     pub(crate) dir: PathBuf,
 }
 
+/// One upload, as AppFog's `af history` lists them.
+#[derive(Clone, Debug)]
+pub(crate) struct Release {
+    pub(crate) label: String,
+    pub(crate) release: u32,
+    pub(crate) updated_by: String,
+    pub(crate) updated_at: u64,
+    /// af's `Hash` header (an MD5 of the bits), or the package's own hash.
+    pub(crate) update_hash: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct App {
     pub(crate) id: u64,
@@ -146,6 +157,8 @@ pub(crate) struct App {
     pub(crate) run_count: u64,
     pub(crate) running: BTreeMap<u32, Instance>,
     pub(crate) crashes: Vec<Crash>,
+    /// Every upload, oldest first.
+    pub(crate) releases: Vec<Release>,
 }
 
 impl App {

@@ -30,6 +30,8 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
         .route("/apps/{name}/instances", get(instances))
         .route("/apps/{name}/stats", get(stats))
         .route("/apps/{name}/crashes", get(crashes))
+        .route("/apps/{name}/history", get(history))
+        .route("/apps/{name}/diff", get(diff))
         .route("/resources", post(resources))
 }
 
@@ -91,8 +93,20 @@ async fn upload(
     State(platform): State<Platform>,
     AuthUser(user): AuthUser,
     Path(name): Path<String>,
+    headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<StatusCode, ApiError> {
+    // AppFog's af (2014) labels each upload and sends a hash of the bits, for `af history`.
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let release = (
+        header("label").unwrap_or_default(),
+        header("hash").filter(|h| !h.is_empty()),
+    );
     let mut multipart = multipart.map_err(|e| {
         ApiError::BadRequest(format!(
             "the upload must be multipart/form-data: {}",
@@ -125,7 +139,9 @@ async fn upload(
     }
     let zip =
         zip.ok_or_else(|| ApiError::BadRequest("the upload has no 'application' part".into()))?;
-    platform.upload(&user, &name, zip, resources).await?;
+    platform
+        .upload(&user, &name, zip, resources, release)
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -174,6 +190,22 @@ async fn crashes(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     platform.crashes(&user, &name).map(Json)
+}
+
+async fn history(
+    State(platform): State<Platform>,
+    AuthUser(user): AuthUser,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    platform.history(&user, &name).map(Json)
+}
+
+async fn diff(
+    State(platform): State<Platform>,
+    AuthUser(user): AuthUser,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    platform.diff(&user, &name).map(Json)
 }
 
 /// `POST /resources`: the subset of `[{size, sha1, fn}]` the server already has.

@@ -13,6 +13,7 @@ pub(super) fn routes() -> Router<Platform> {
     Router::new()
         .route("/info", get(info))
         .route("/info/infras", get(infras))
+        .route("/info/runtimes", get(runtimes))
 }
 
 async fn info(State(platform): State<Platform>, request: Request) -> Json<Value> {
@@ -25,6 +26,10 @@ async fn info(State(platform): State<Platform>, request: Request) -> Json<Value>
         platform.authenticate(token, proxy).ok()
     });
     Json(platform.info(user.as_deref()).await)
+}
+
+async fn runtimes(State(platform): State<Platform>) -> Json<Value> {
+    Json(platform.runtimes().await)
 }
 
 async fn infras(State(platform): State<Platform>) -> Json<Value> {
