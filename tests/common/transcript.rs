@@ -498,20 +498,23 @@ pub fn replace_ticks(text: &str) -> String {
     out
 }
 
-/// `11/22/2026 03:26AM` → `{TIME}`.
+/// `11/22/2026 03:26AM` (instance and crash times) and `2026-11-22 06:30:30 +0000` (release
+/// dates in `af history`) → `{TIME}`.
 pub fn replace_times(text: &str) -> String {
     let bytes = text.as_bytes();
-    let pattern = b"dd/dd/dddd dd:ddAM";
+    let patterns: [&[u8]; 2] = [b"dd/dd/dddd dd:ddAM", b"dddd-dd-dd dd:dd:dd +dddd"];
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < bytes.len() {
-        if i + pattern.len() <= bytes.len()
-            && pattern.iter().zip(&bytes[i..]).all(|(p, b)| match p {
-                b'd' => b.is_ascii_digit(),
-                b'A' => *b == b'A' || *b == b'P',
-                other => other == b,
-            })
-        {
+        let matched = patterns.iter().find(|pattern| {
+            i + pattern.len() <= bytes.len()
+                && pattern.iter().zip(&bytes[i..]).all(|(p, b)| match p {
+                    b'd' => b.is_ascii_digit(),
+                    b'A' => *b == b'A' || *b == b'P',
+                    other => other == b,
+                })
+        });
+        if let Some(pattern) = matched {
             out.push_str("{TIME}");
             i += pattern.len();
         } else {
