@@ -2,15 +2,18 @@
 //! with a typed v1 client, send requests through its router, ask its journal what they saw.
 //! Dropping the handle shuts it down.
 //!
-//! ```no_run
-//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! let emu = afemu_emulator::Emulator::start().await;
-//! let client = emu.client();
-//! client.push("blue", "fixtures/apps/hello-v1".as_ref(), &["example.com"], Duration::from_secs(30)).await?;
-//! let answer = emu.get("example.com", "/").await;
+//! # let app = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/apps/hello-v1");
+//! let emu = afemu_emulator::Emulator::start().await;   // free ports, ready when it returns
+//! let client = emu.client();                             // a logged-in v1 client
+//! client.push("blue", &app, &["example.com"], Duration::from_secs(30)).await?;
+//! let answer = emu.get("example.com", "/").await;        // through the router
 //! assert_eq!(answer.status, 200);
 //! assert!(emu.journal().default_error_pages("example.com").is_empty());
+//! emu.shutdown().await;                                  // or just drop it
 //! # Ok(()) }
 //! ```
 

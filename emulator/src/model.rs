@@ -399,6 +399,57 @@ pub mod strategy {
     pub fn procedure(apps: &[&str], hosts: &[&str], max_len: usize) -> BoxedStrategy<Vec<Step>> {
         proptest::collection::vec(step(apps, hosts), 0..=max_len).boxed()
     }
+
+    /// The property "for every interleaving of requests with these steps (and, when `delayed`,
+    /// every order route changes can land in), no request on these hosts sees the default error
+    /// page", for use in a proptest: fails with the shortest schedule that shows the page, and
+    /// proptest shrinks the steps from there. Steps the platform would refuse are skipped, so
+    /// generated procedures need not be valid.
+    ///
+    /// ```
+    /// use afemu_emulator::model::Step;
+    /// use afemu_emulator::model::strategy::{no_default_error_page, procedure, proptest};
+    /// use proptest::test_runner::{Config, TestRunner};
+    ///
+    /// let setup = [Step::Push { app: "blue".into(), uris: vec!["www.a.com".into()], instances: 1 }];
+    /// let mut runner = TestRunner::new(Config { cases: 64, ..Config::default() });
+    /// // Random procedures over two apps do break the host: proptest finds and shrinks one.
+    /// let found = runner.run(&procedure(&["blue", "green"], &["www.a.com"], 6), |steps| {
+    ///     no_default_error_page(&setup, &steps, &["www.a.com"], false)
+    /// });
+    /// let error = found.unwrap_err().to_string();
+    /// assert!(error.contains("www.a.com"), "{error}");
+    /// ```
+    pub fn no_default_error_page(
+        setup: &[Step],
+        steps: &[Step],
+        hosts: &[&str],
+        delayed: bool,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::test_runner::TestCaseError;
+        // Keep only the steps the platform would accept, in order.
+        let mut model = super::Model::new();
+        for step in setup {
+            model
+                .apply(step)
+                .map_err(|e| TestCaseError::reject(format!("the setup fails: {e}")))?;
+        }
+        let valid: Vec<Step> = steps
+            .iter()
+            .filter(|step| model.apply(step).is_ok())
+            .cloned()
+            .collect();
+        let report = crate::check::check_steps(setup, &valid, hosts, delayed)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        match report.counter_example {
+            None => Ok(()),
+            Some(found) => Err(TestCaseError::fail(format!(
+                "a request to {} can get the default error page:\n  {}",
+                found.host,
+                found.moves.join("\n  ")
+            ))),
+        }
+    }
 }
 
 /// A table built from each app's current registrations.
