@@ -76,7 +76,9 @@ async fn serve_prints_one_ready_line_answers_health_and_stops_on_sigterm() {
         .split("data ")
         .nth(1)
         .unwrap()
-        .trim_end_matches([')', '\n'])
+        .split(", admin token ")
+        .next()
+        .unwrap()
         .to_owned();
     assert!(std::path::Path::new(&data_dir).is_dir());
 
@@ -95,6 +97,38 @@ async fn serve_prints_one_ready_line_answers_health_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!(no_route.status(), 404);
     assert_eq!(no_route.headers()["x-afemu-router-error"], "no-route");
+
+    // The state-changing admin endpoints: open to a direct loopback client, closed to the same
+    // request relayed by the router (as from elsewhere) unless it has the printed token.
+    let admin_token = served
+        .line
+        .trim()
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let direct = reqwest::Client::new()
+        .post(format!("{}/_afemu/reset", served.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 200);
+    let relayed = reqwest::Client::new()
+        .post(format!("{}/_afemu/reset", served.router))
+        .header("host", "api.aws.af.cm")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(relayed.status(), 403);
+    let with_token = reqwest::Client::new()
+        .post(format!("{}/_afemu/reset", served.router))
+        .header("host", "api.aws.af.cm")
+        .header("authorization", &admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 200);
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(served.child.id().unwrap() as i32),

@@ -133,6 +133,10 @@ pub struct Config {
     /// A state snapshot loaded at start (when it exists) and saved after each change and at
     /// shutdown, atomically.
     pub state_file: Option<PathBuf>,
+    /// What the `/_afemu/` endpoints that change or reveal state (faults, reset, state) want in
+    /// `Authorization` — unless the request comes straight from loopback (not through the
+    /// router). Random unless set.
+    pub admin_token: String,
     /// A deliberate defect, for tests only: the next route change that removes registrations
     /// is never delivered to the router. It exists to prove that the model-vs-emulator property
     /// test can fail.
@@ -201,6 +205,7 @@ impl Config {
             service_credentials: ServiceCredentials::default(),
             faults: Faults::default(),
             state_file: None,
+            admin_token: crate::state::random_hex(16),
             defect_skip_one_unregister: false,
         }
     }
@@ -297,6 +302,10 @@ pub struct ServeArgs {
     /// A JSON file of credentials for new services, by vendor: {"mysql": {"password": "…"}}.
     #[arg(long, env = "AFEMU_SERVICE_CREDENTIALS")]
     pub service_credentials: Option<ServiceCredentials>,
+    /// The token the state-changing /_afemu/ endpoints want from anyone but a direct loopback
+    /// client [default: random, printed when ready].
+    #[arg(long, env = "AFEMU_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
     /// Users that may act for others with the PROXY-USER header (repeatable).
     #[arg(long = "admin", env = "AFEMU_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
@@ -308,6 +317,9 @@ impl ServeArgs {
         config.domain = self.domain.trim().to_ascii_lowercase();
         config.data_dir = self.data_dir.clone();
         config.state_file = self.state.clone();
+        if let Some(token) = self.admin_token.clone().filter(|t| !t.is_empty()) {
+            config.admin_token = token;
+        }
         config.router.error_pages = self.error_pages.clone();
         config.router.balance = match self.balance {
             Balance::Random { .. } => Balance::Random { seed: self.seed },

@@ -43,7 +43,11 @@ pub async fn run(
     let router_task = tokio::spawn(platform.router().clone().serve(router, shutdown.clone()));
     tokio::spawn(reap_crashes(platform.clone(), shutdown.clone()));
     let app = crate::api::api(platform.clone());
-    let serve = axum::serve(api, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let serve = axum::serve(
+        api,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let api_result = tokio::select! {
         result = serve.into_future() => result,
         // The graceful wait starts at cancellation; bound it.

@@ -214,12 +214,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (temp.path().to_path_buf(), Some(temp))
         }
     };
+    for (what, addr) in [("API", api.local_addr()?), ("router", router.local_addr()?)] {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the {what} listens beyond this machine: anyone who can reach it can use it");
+            eprintln!(
+                "afemu: WARNING: the {what} listens on {addr}, reachable from other machines; \
+                 afemu is a test tool with no real security (the /_afemu/ admin endpoints want the \
+                 admin token from them)"
+            );
+        }
+    }
+    let admin_token = config.admin_token.clone();
     let platform = Platform::new(config, &data_dir)
         .with_context(|| format!("cannot use the data directory {}", data_dir.display()))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     println!(
-        "afemu ready: api http://{} router http://{} (profile {}, data {})",
+        "afemu ready: api http://{} router http://{} (profile {}, data {}, admin token {admin_token})",
         api.local_addr()?,
         router.local_addr()?,
         args.profile.name(),

@@ -17,12 +17,10 @@ use crate::platform::Platform;
 pub(super) fn routes(platform: &Platform) -> Router<Platform> {
     // A snapshot carries every app's bits.
     let state_limit = platform.config().max_upload.saturating_mul(4).max(64 << 20);
-    Router::new()
-        .route("/health", get(health))
-        .route("/journal", get(journal))
-        .route("/routes", get(routes_table))
-        .route("/counters", get(counters))
-        .route("/faults", get(faults).put(set_faults))
+    // What changes the platform, or shows its secrets (passwords and tokens are in a
+    // snapshot), is for the administrator.
+    let guarded = Router::new()
+        .route("/faults", axum::routing::put(set_faults))
         .route("/reset", axum::routing::post(reset))
         .route(
             "/state",
@@ -30,6 +28,48 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
                 .put(import_state)
                 .layer(axum::extract::DefaultBodyLimit::max(state_limit)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            platform.clone(),
+            admin_only,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/journal", get(journal))
+        .route("/routes", get(routes_table))
+        .route("/counters", get(counters))
+        .route("/faults", get(faults))
+        .merge(guarded)
+}
+
+/// Lets a request through when it comes straight from this machine (a loopback peer, and not
+/// relayed by the router, which adds `X-Forwarded-For`), or carries the admin token.
+async fn admin_only(
+    State(platform): State<Platform>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let direct_local = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|info| info.0.ip().is_loopback())
+        && !request.headers().contains_key("x-forwarded-for");
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_start_matches("Bearer ").trim());
+    if direct_local || token == Some(platform.config().admin_token.as_str()) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "code": 200,
+                "description": "Operation not permitted: this /_afemu/ endpoint needs the admin token afemu serve printed (AUTHORIZATION), or a direct loopback client",
+            })),
+        )
+            .into_response()
+    }
 }
 
 /// `POST /_afemu/reset`: a clean slate (no apps, users, services; an empty journal).
