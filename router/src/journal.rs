@@ -2,7 +2,6 @@
 //! got. It is the oracle for "did any request see the default error page": the ring keeps the most
 //! recent entries for queries, the counters never drop anything, and subscribers get a live stream.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,17 +58,19 @@ fn method_as_str<S: Serializer>(method: &Method, serializer: S) -> Result<S::Ok,
     serializer.serialize_str(method.as_str())
 }
 
-/// What the proxy knows of a request before the journal numbers it.
+/// What the proxy knows of a request before the journal numbers it. Borrowed: the journal copies
+/// what it keeps into a slot it reuses, so recording a request allocates nothing once the ring
+/// has gone round.
 #[derive(Debug)]
-pub struct NewEntry {
+pub struct NewEntry<'a> {
     pub start: SystemTime,
     pub end: SystemTime,
-    pub host: Arc<str>,
-    pub method: Method,
-    pub path: String,
+    pub host: &'a Arc<str>,
+    pub method: &'a Method,
+    pub path: &'a str,
     pub status: u16,
     pub route_table_version: u64,
-    pub app: Option<Arc<str>>,
+    pub app: Option<&'a Arc<str>>,
     pub instance: Option<u32>,
     pub router_error: Option<RouterError>,
     pub aborted: bool,
@@ -85,7 +86,8 @@ struct HostCounters {
     timeout: AtomicU64,
     bad_request: AtomicU64,
     aborted: AtomicU64,
-    served_by: Mutex<HashMap<Arc<str>, u64>>,
+    /// Requests served per app: a host has one to three apps, so a short list beats a map.
+    served_by: Mutex<Vec<(Arc<str>, u64)>>,
 }
 
 /// A copy of one host's counters.
@@ -106,8 +108,10 @@ struct Inner {
     /// The last sequence number handed out.
     last_seq: AtomicU64,
     /// Entry `seq` lives in slot `seq % len`; one small lock per slot, so writers rarely meet.
-    slots: Box<[Mutex<Option<Arc<JournalEntry>>>]>,
-    hosts: DashMap<Arc<str>, HostCounters>,
+    /// A slot's entry is allocated the first time it is written and overwritten in place after
+    /// that (its path keeps its buffer), so the ring costs memory only as it fills.
+    slots: Box<[Mutex<Option<Box<JournalEntry>>>]>,
+    hosts: DashMap<Arc<str>, HostCounters, foldhash::fast::RandomState>,
     live: broadcast::Sender<Arc<JournalEntry>>,
 }
 
@@ -141,7 +145,7 @@ impl Journal {
             inner: Arc::new(Inner {
                 last_seq: AtomicU64::new(0),
                 slots,
-                hosts: DashMap::new(),
+                hosts: DashMap::default(),
                 live,
             }),
         }
@@ -156,39 +160,47 @@ impl Journal {
         self.inner.last_seq.load(Ordering::Acquire)
     }
 
-    /// Numbers and stores an entry, counts it, and sends it to live subscribers.
-    pub fn record(&self, new: NewEntry) -> Arc<JournalEntry> {
+    /// Numbers and stores an entry, counts it, and sends it to live subscribers; returns its
+    /// sequence number.
+    pub fn record(&self, new: NewEntry<'_>) -> u64 {
         self.count(&new);
         let seq = self.inner.last_seq.fetch_add(1, Ordering::AcqRel) + 1;
-        let entry = Arc::new(JournalEntry {
-            seq,
-            start_us: micros(new.start),
-            end_us: micros(new.end),
-            host: new.host,
-            method: new.method,
-            path: new.path,
-            status: new.status,
-            route_table_version: new.route_table_version,
-            app: new.app,
-            instance: new.instance,
-            router_error: new.router_error,
-            aborted: new.aborted,
-        });
         let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.clone());
-        if self.inner.live.receiver_count() > 0 {
-            // Nobody listening is not an error; a lagging listener re-reads the ring.
-            let _ = self.inner.live.send(entry.clone());
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *slot {
+            Some(entry) => overwrite(entry, seq, &new),
+            empty => {
+                *empty = Some(Box::new(JournalEntry {
+                    seq,
+                    start_us: micros(new.start),
+                    end_us: micros(new.end),
+                    host: new.host.clone(),
+                    method: new.method.clone(),
+                    path: new.path.to_owned(),
+                    status: new.status,
+                    route_table_version: new.route_table_version,
+                    app: new.app.cloned(),
+                    instance: new.instance,
+                    router_error: new.router_error,
+                    aborted: new.aborted,
+                }));
+            }
         }
-        entry
+        if self.inner.live.receiver_count() > 0
+            && let Some(entry) = &*slot
+        {
+            // Nobody listening is not an error; a lagging listener re-reads the ring.
+            let _ = self.inner.live.send(Arc::new(JournalEntry::clone(entry)));
+        }
+        seq
     }
 
-    fn count(&self, new: &NewEntry) {
-        let counters = match self.inner.hosts.get(&new.host) {
+    fn count(&self, new: &NewEntry<'_>) {
+        let counters = match self.inner.hosts.get(&**new.host) {
             Some(counters) => counters,
             None => {
                 self.inner.hosts.entry(new.host.clone()).or_default();
-                self.inner.hosts.get(&new.host).expect("just inserted")
+                self.inner.hosts.get(&**new.host).expect("just inserted")
             }
         };
         counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -209,13 +221,14 @@ impl Journal {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                if let Some(app) = &new.app {
+                if let Some(app) = new.app {
                     let mut served = counters.served_by.lock().unwrap_or_else(|e| e.into_inner());
-                    match served.get_mut(app) {
-                        Some(count) => *count += 1,
-                        None => {
-                            served.insert(app.clone(), 1);
-                        }
+                    let known = served
+                        .iter_mut()
+                        .find(|(name, _)| Arc::ptr_eq(name, app) || **name == **app);
+                    match known {
+                        Some((_, count)) => *count += 1,
+                        None => served.push((app.clone(), 1)),
                     }
                 }
             }
@@ -232,9 +245,11 @@ impl Journal {
         let mut out = Vec::with_capacity(last.saturating_sub(first) as usize + 1);
         for wanted in first..=last {
             let slot = &self.inner.slots[(wanted % capacity) as usize];
-            let entry = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            match entry {
-                Some(entry) if entry.seq == wanted => out.push(entry),
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Some(entry) if entry.seq == wanted => {
+                    out.push(Arc::new(JournalEntry::clone(entry)))
+                }
                 // Overwritten by a later lap: gone, skip it.
                 Some(entry) if entry.seq > wanted => continue,
                 // Not stored yet: stop here, the caller will come back for it.
@@ -303,6 +318,31 @@ impl Journal {
     }
 }
 
+/// Reuses a slot's entry for a new request: the path keeps its buffer, and an `Arc` that is
+/// already the right one (same host, same app) is not touched.
+fn overwrite(entry: &mut JournalEntry, seq: u64, new: &NewEntry<'_>) {
+    entry.seq = seq;
+    entry.start_us = micros(new.start);
+    entry.end_us = micros(new.end);
+    if !Arc::ptr_eq(&entry.host, new.host) {
+        entry.host = new.host.clone();
+    }
+    if entry.method != *new.method {
+        entry.method = new.method.clone();
+    }
+    entry.path.clear();
+    entry.path.push_str(new.path);
+    entry.status = new.status;
+    entry.route_table_version = new.route_table_version;
+    match (&entry.app, new.app) {
+        (Some(old), Some(app)) if Arc::ptr_eq(old, app) => {}
+        (_, app) => entry.app = app.cloned(),
+    }
+    entry.instance = new.instance;
+    entry.router_error = new.router_error;
+    entry.aborted = new.aborted;
+}
+
 fn snapshot(counters: &HostCounters) -> HostCountersSnapshot {
     HostCountersSnapshot {
         requests: counters.requests.load(Ordering::Relaxed),
@@ -317,8 +357,10 @@ fn snapshot(counters: &HostCounters) -> HostCountersSnapshot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(app, count)| (app.to_string(), *count))
-            .collect(),
+            .fold(Default::default(), |mut by_app, (app, count)| {
+                *by_app.entry(app.to_string()).or_default() += count;
+                by_app
+            }),
     }
 }
 
@@ -331,30 +373,32 @@ fn micros(time: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
-    fn entry(host: &str, app: Option<&str>, error: Option<RouterError>) -> NewEntry {
+    fn entry(journal: &Journal, host: &str, app: Option<&str>, error: Option<RouterError>) -> u64 {
         let now = SystemTime::now();
-        NewEntry {
+        let host: Arc<str> = host.into();
+        let app: Option<Arc<str>> = app.map(Into::into);
+        journal.record(NewEntry {
             start: now,
             end: now,
-            host: host.into(),
-            method: Method::GET,
-            path: "/".into(),
+            host: &host,
+            method: &Method::GET,
+            path: "/",
             status: error.map_or(200, RouterError::status),
             route_table_version: 1,
-            app: app.map(Into::into),
-            instance: app.map(|_| 0),
+            app: app.as_ref(),
+            instance: app.as_ref().map(|_| 0),
             router_error: error,
             aborted: false,
-        }
+        })
     }
 
     #[test]
     fn ring_keeps_the_newest_and_counters_keep_everything() {
         let journal = Journal::new(4);
         for _ in 0..10 {
-            journal.record(entry("a.com", Some("blue"), None));
+            entry(&journal, "a.com", Some("blue"), None);
         }
-        journal.record(entry("a.com", None, Some(RouterError::NoRoute)));
+        entry(&journal, "a.com", None, Some(RouterError::NoRoute));
         let kept = journal.since(0);
         assert_eq!(
             kept.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -370,10 +414,60 @@ mod tests {
         assert!(journal.since(11).is_empty());
     }
 
+    /// Slots are overwritten in place after a lap: nothing of the old entry may show through.
+    #[test]
+    fn reused_slots_hold_only_the_new_entry() {
+        let journal = Journal::new(2);
+        let now = SystemTime::now();
+        let record = |host: &str, path: &str, app: Option<&str>, method: Method| {
+            let host: Arc<str> = host.into();
+            let app: Option<Arc<str>> = app.map(Into::into);
+            journal.record(NewEntry {
+                start: now,
+                end: now,
+                host: &host,
+                method: &method,
+                path,
+                status: 200,
+                route_table_version: 7,
+                app: app.as_ref(),
+                instance: app.as_ref().map(|_| 1),
+                router_error: None,
+                aborted: false,
+            })
+        };
+        record("a.com", "/a/long/path/indeed", Some("blue"), Method::POST);
+        record("a.com", "/", Some("blue"), Method::GET);
+        record("b.com", "/b", None, Method::GET);
+        record("c.com", "/cc", Some("green"), Method::DELETE);
+        let kept = journal.since(0);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            (
+                &*kept[0].host,
+                kept[0].path.as_str(),
+                kept[0].app.as_deref()
+            ),
+            ("b.com", "/b", None)
+        );
+        assert_eq!(kept[0].method, Method::GET);
+        assert_eq!(kept[0].instance, None);
+        assert_eq!(
+            (
+                &*kept[1].host,
+                kept[1].path.as_str(),
+                kept[1].app.as_deref()
+            ),
+            ("c.com", "/cc", Some("green"))
+        );
+        assert_eq!(kept[1].method, Method::DELETE);
+        assert_eq!(kept[1].seq, 4);
+    }
+
     #[test]
     fn a_bad_request_is_not_a_default_error_page() {
         let journal = Journal::new(8);
-        journal.record(entry("", None, Some(RouterError::BadRequest)));
+        entry(&journal, "", None, Some(RouterError::BadRequest));
         assert_eq!(journal.host_counters("").default_error_pages, 0);
         assert_eq!(journal.host_counters("").bad_request, 1);
     }
@@ -381,7 +475,7 @@ mod tests {
     #[tokio::test]
     async fn wait_for_wakes_on_the_matching_entry() {
         let journal = Journal::new(8);
-        journal.record(entry("a.com", Some("blue"), None));
+        entry(&journal, "a.com", Some("blue"), None);
         let waiter = {
             let journal = journal.clone();
             tokio::spawn(async move {
@@ -391,8 +485,8 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        journal.record(entry("a.com", Some("blue"), None));
-        journal.record(entry("a.com", Some("green"), None));
+        entry(&journal, "a.com", Some("blue"), None);
+        entry(&journal, "a.com", Some("green"), None);
         let found = waiter.await.unwrap().expect("green served");
         assert_eq!(found.seq, 3);
     }

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use http::uri::Authority;
 use tokio::sync::Notify;
+
+use crate::pool::ConnectionPool;
 
 /// What the control plane knows about an instance when it registers it.
 #[derive(Clone, Debug)]
@@ -37,22 +38,20 @@ pub struct BackendSpec {
 #[derive(Debug)]
 pub struct Backend {
     spec: BackendSpec,
-    /// Pre-built so that the hot path does not format an address per request.
-    authority: Authority,
     /// Set when the owner starts draining; only then do finished requests bother to notify.
     draining: AtomicBool,
     drained: Notify,
+    /// Idle keep-alive connections to the instance; they close when the backend is dropped.
+    pool: ConnectionPool,
 }
 
 impl Backend {
     pub fn new(spec: BackendSpec) -> Arc<Backend> {
-        let authority = Authority::try_from(spec.addr.to_string())
-            .expect("a socket address is always a valid authority");
         Arc::new(Backend {
             spec,
-            authority,
             draining: AtomicBool::new(false),
             drained: Notify::new(),
+            pool: ConnectionPool::default(),
         })
     }
 
@@ -71,8 +70,8 @@ impl Backend {
     pub fn private_instance_id(&self) -> &str {
         &self.spec.private_instance_id
     }
-    pub(crate) fn authority(&self) -> &Authority {
-        &self.authority
+    pub(crate) fn pool(&self) -> &ConnectionPool {
+        &self.pool
     }
 
     /// Called by the router when a request that held this backend is over.
