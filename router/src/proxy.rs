@@ -278,6 +278,10 @@ async fn handle(
     };
 
     let status = response.status();
+    // The client's hop is the router's, not the app's: an app answering in HTTP/1.0 must not
+    // cost the client its keep-alive connection (RFC 9110 §6.2; hyper still answers a 1.0
+    // client in 1.0).
+    *response.version_mut() = http::Version::HTTP_11;
     let headers = response.headers_mut();
     remove_hop_by_hop(headers);
     if trace {

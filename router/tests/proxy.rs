@@ -602,3 +602,48 @@ async fn an_idle_connection_the_backend_closed_is_not_a_bad_gateway() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
     assert_eq!(router.journal.host_counters("a.com").bad_gateway, 0);
 }
+
+#[tokio::test]
+async fn an_app_answering_in_http_1_0_does_not_cost_the_client_its_keep_alive() {
+    let router = start(RouterConfig::default()).await;
+    // A backend of the python BaseHTTPServer kind: HTTP/1.0, one answer per connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    router
+        .routes
+        .publish([("a.com".into(), spec("old", 0, addr))]);
+    let mut client = TcpStream::connect(router.addr).await.unwrap();
+    for n in 0..2 {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.ends_with(b"ok") {
+            let read = client.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "request {n}: the router closed the connection");
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    }
+}
