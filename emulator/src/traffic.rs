@@ -27,6 +27,19 @@ pub struct HostTally {
     pub bodies: BTreeMap<String, u64>,
 }
 
+impl HostTally {
+    fn add(&mut self, other: HostTally) {
+        self.requests += other.requests;
+        self.failures += other.failures;
+        for (error, count) in other.router_errors {
+            *self.router_errors.entry(error).or_default() += count;
+        }
+        for (body, count) in other.bodies {
+            *self.bodies.entry(body).or_default() += count;
+        }
+    }
+}
+
 /// Traffic in progress; stop it to get the tallies.
 #[derive(Debug)]
 pub struct Traffic {
@@ -35,8 +48,9 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Starts traffic to each host through the router at `router`; `rate` is requests per second
-    /// per host, or `None` for back-to-back requests.
+    /// Starts traffic to each host through the router at `router`, one client per entry (name a
+    /// host twice for two clients); `rate` is requests per second per client, or `None` for
+    /// back-to-back requests.
     pub fn start(router: SocketAddr, hosts: &[&str], rate: Option<u32>) -> Traffic {
         let stop = CancellationToken::new();
         let tasks = hosts
@@ -50,12 +64,16 @@ impl Traffic {
         Traffic { stop, tasks }
     }
 
-    /// Stops sending (requests in flight finish) and returns each host's tally.
+    /// Stops sending (requests in flight finish) and returns each host's tally; a host given
+    /// several times (several clients) gets the sum of theirs.
     pub async fn stop(self) -> BTreeMap<String, HostTally> {
         self.stop.cancel();
-        let mut tallies = BTreeMap::new();
+        let mut tallies: BTreeMap<String, HostTally> = BTreeMap::new();
         for (host, task) in self.tasks {
-            tallies.insert(host, task.await.unwrap_or_default());
+            tallies
+                .entry(host)
+                .or_default()
+                .add(task.await.unwrap_or_default());
         }
         tallies
     }

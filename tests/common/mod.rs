@@ -57,3 +57,18 @@ pub fn entries(emu: &Emulator, since: u64, host: &str) -> Vec<Arc<JournalEntry>>
         .filter(|entry| &*entry.host == host)
         .collect()
 }
+
+/// Polls the API as clients do until `done` holds for the app's document, instances or crashes.
+pub async fn poll<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
