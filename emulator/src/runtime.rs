@@ -245,7 +245,18 @@ impl Running {
             Running::Process(mut process) => {
                 if !grace.is_zero() {
                     process.signal_group(nix::sys::signal::Signal::SIGTERM);
-                    let _ = tokio::time::timeout(grace, process.child.wait()).await;
+                    // The grace is for the app, not for the shell that started it: that shell
+                    // dies of the SIGTERM at once, while the app may still be in its handler.
+                    let deadline = tokio::time::Instant::now() + grace;
+                    let _ = tokio::time::timeout_at(deadline, process.child.wait()).await;
+                    if let Some(group) = process.group {
+                        let _ = tokio::time::timeout_at(deadline, async {
+                            while group_has_live_members(group.as_raw()) {
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                        })
+                        .await;
+                    }
                 }
                 // The whole process group: a shell and whatever it started (v1: kill -9).
                 process.kill_group();
