@@ -253,16 +253,9 @@ async fn handle(
     let (mut response, connection) = match sent {
         Ok(Ok(answered)) => answered,
         Ok(Err(error)) => {
-            tracing::debug!(%error, backend = %backend.addr(), "backend failed");
+            tracing::debug!(%error, backend = %backend.addr(), "forwarding failed");
             backend.request_finished();
-            return router_page(
-                shared,
-                facts,
-                host,
-                version,
-                Some(&backend),
-                RouterError::BadGateway,
-            );
+            return router_page(shared, facts, host, version, Some(&backend), error.blame());
         }
         Err(_elapsed) => {
             backend.request_finished();
@@ -347,29 +340,53 @@ async fn forward(
     backend: &Backend,
     mut request: Request<Incoming>,
     connect_timeout: Duration,
-) -> Result<(Response<Incoming>, Connection), BoxError> {
+) -> Result<(Response<Incoming>, Connection), ForwardError> {
     loop {
         let (mut connection, pooled) = match backend.pool().checkout() {
             Some(connection) => (connection, true),
-            None => (pool::connect(backend.addr(), connect_timeout).await?, false),
+            None => (
+                pool::connect(backend.addr(), connect_timeout)
+                    .await
+                    .map_err(ForwardError::Connect)?,
+                false,
+            ),
         };
         if let Err(error) = connection.ready().await {
             if pooled {
                 continue;
             }
-            return Err(error.into());
+            return Err(ForwardError::Exchange(error));
         }
         match connection.try_send_request(request).await {
             Ok(response) => return Ok((response, connection)),
             Err(mut error) => match error.take_message() {
                 Some(unsent) if pooled => request = unsent,
-                _ => return Err(error.into_error().into()),
+                _ => return Err(ForwardError::Exchange(error.into_error())),
             },
         }
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a request got no response from its backend.
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error(transparent)]
+    Connect(#[from] pool::ConnectError),
+    #[error("{0}")]
+    Exchange(hyper::Error),
+}
+
+impl ForwardError {
+    /// Whose fault it was. hyper calls an error of the request's own body (a broken chunked
+    /// upload, a client that went away mid-upload) a user error: that is the client's doing, a
+    /// 400, not a bad gateway; everything else is the backend's.
+    fn blame(&self) -> RouterError {
+        match self {
+            ForwardError::Exchange(error) if error.is_user() => RouterError::BadRequest,
+            _ => RouterError::BadGateway,
+        }
+    }
+}
 
 /// Picks the backend: the one named by a valid `__VCAP_ID__` sticky cookie, else the balancer's.
 fn choose<'a>(balance: Balance, route: &'a HostRoute, headers: &HeaderMap) -> &'a Arc<Backend> {
