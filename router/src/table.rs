@@ -329,3 +329,63 @@ mod tests {
         assert_eq!(blue.drain(Duration::from_secs(5)).await, 1);
     }
 }
+
+/// Figures for docs/PERFORMANCE.md, measured and printed, never asserted:
+/// `cargo test --release -p afemu-router --lib -- --ignored --nocapture figures`.
+#[cfg(test)]
+mod figures {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use super::tests::backend;
+    use super::*;
+    use crate::Balance;
+
+    /// Nanoseconds per lookup as the proxy does it for each request: normalise the `Host`, load
+    /// the current table, find the host, pick a backend. The median of 11 rounds.
+    fn lookup_ns(apps: usize, rounds: usize, per_round: usize) -> f64 {
+        let routes = Routes::new();
+        let mut entries = Vec::new();
+        for app in 0..apps {
+            let host: Arc<str> = format!("app-{app}.aws.af.cm").into();
+            for index in 0..2 {
+                entries.push((
+                    host.clone(),
+                    backend(&format!("app-{app}"), index, 10_000 + index as u16),
+                ));
+            }
+        }
+        routes.publish(entries);
+        // Every request for a different app, in a scattered order, as traffic to many apps is.
+        let hosts: Vec<String> = (0..1024)
+            .map(|i| format!("App-{}.aws.af.cm:9080", (i * 7919) % apps))
+            .collect();
+        let mut samples = Vec::new();
+        for _ in 0..rounds {
+            let started = Instant::now();
+            for i in 0..per_round {
+                let raw = &hosts[i % hosts.len()];
+                let key = crate::normalise_host(black_box(raw), ".localhost").unwrap();
+                let table = routes.load();
+                let route = table.lookup(&key).unwrap();
+                let backends = route.backends();
+                let pick = Balance::RoundRobin.pick_index(route.next_request(), backends.len());
+                black_box(&backends[pick]);
+            }
+            samples.push(started.elapsed().as_nanos() as f64 / per_round as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    }
+
+    #[test]
+    #[ignore = "a measurement for docs/PERFORMANCE.md, run in release"]
+    fn figures_route_lookup() {
+        let one = lookup_ns(1, 11, 1_000_000);
+        let thousand = lookup_ns(1000, 11, 1_000_000);
+        println!(
+            "route lookup (normalise + load + find + pick): 1 app × 2 instances {one:.0} ns, \
+             1,000 apps × 2 instances {thousand:.0} ns"
+        );
+    }
+}
