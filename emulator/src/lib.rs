@@ -22,9 +22,11 @@
 //! - [`error`]: the v1 errors, `{code, description}`, mapped in one place.
 //! - [`harness`]: [`Emulator`], the in-process emulator for tests.
 //! - [`traffic`]: steady traffic through the router, for rehearsals and tests.
+//! - [`fuzzing`]: the upload path for the fuzz targets in `fuzz/`; nothing else uses it.
 
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod harness;
 pub mod platform;
 pub mod server;
