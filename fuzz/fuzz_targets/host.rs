@@ -14,9 +14,15 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         assert!(!key.is_empty(), "{raw:?}");
-        assert!(!key.bytes().any(|b| b.is_ascii_uppercase()), "{raw:?} → {key:?}");
+        assert!(
+            !key.bytes().any(|b| b.is_ascii_uppercase()),
+            "{raw:?} → {key:?}"
+        );
         assert!(!key.contains('/'), "{raw:?} → {key:?}");
-        assert!(key.starts_with('[') || !key.contains(':'), "{raw:?} → {key:?}");
+        assert!(
+            key.starts_with('[') || !key.contains(':'),
+            "{raw:?} → {key:?}"
+        );
         assert_eq!(key.trim(), key, "{raw:?} → {key:?}");
         // A key is its own key; stripping the suffix can reveal another one ("a.localhost.localhost").
         if suffix.is_empty() || !key.ends_with(suffix) {
