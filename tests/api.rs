@@ -762,3 +762,495 @@ async fn history_diff_and_runtimes_as_appfogs_af_reads_them() {
     assert!(runtimes["node"]["version"].is_string(), "{runtimes}");
     assert_eq!(runtimes["node"]["debug_modes"], json!([]));
 }
+
+/// Who a hostile request comes from.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    Owner,
+    /// Another registered user, who must not see or touch the owner's app or its URIs.
+    Stranger,
+    /// A token nobody was given.
+    Forged,
+    Anonymous,
+}
+
+/// A raw request the way a hostile client writes it, byte for byte (no URL normalisation).
+async fn raw_http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(EVENT_TIMEOUT, stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Hostile requests at the JSON and authorisation level, beyond what
+/// `bad_input_gets_a_v1_error_and_changes_nothing` covers: each gets v1's error, and afterwards
+/// the owner's app, the apps list, the route table and the health check are as before.
+#[tokio::test]
+async fn hostile_requests_get_v1_errors_change_nothing_and_the_emulator_stays_healthy() {
+    let emu = Emulator::start().await;
+    let raw = Raw::new(&emu);
+    let af = emu.client();
+    af.push(
+        "example",
+        &fixture("apps/hello-v1"),
+        &["example.com"],
+        EVENT_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let owner = af.token().unwrap().to_owned();
+    let stranger = raw.login("stranger%40example.com", "pw").await;
+    // A change the owner makes, so that the document before it is stale.
+    let stale = af.app("example").await.unwrap();
+    af.modify("example", |doc| doc["env"] = json!(["A=1"]))
+        .await
+        .unwrap();
+    let before = af.app("example").await.unwrap();
+    let routes_before = emu.routes().snapshot().summary();
+    let doc = |change: &dyn Fn(&mut Value)| {
+        let mut doc = before.clone();
+        change(&mut doc);
+        doc.to_string()
+    };
+    let deeply_nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+
+    use Who::{Anonymous, Forged, Owner, Stranger};
+    let cases: Vec<(Who, &str, &str, String, u16, i64)> = vec![
+        // Tokens: forged or missing, on everything that reads or changes state.
+        (Forged, "GET", "/apps/example", String::new(), 403, 200),
+        (Forged, "PUT", "/apps/example", doc(&|_| {}), 403, 200),
+        (Forged, "DELETE", "/apps/example", String::new(), 403, 200),
+        (
+            Forged,
+            "POST",
+            "/apps",
+            r#"{"name":"x","staging":{"framework":"node"}}"#.into(),
+            403,
+            200,
+        ),
+        (
+            Forged,
+            "POST",
+            "/apps/example/application",
+            "x".into(),
+            403,
+            200,
+        ),
+        (
+            Forged,
+            "GET",
+            "/apps/example/instances/0/files/logs",
+            String::new(),
+            403,
+            200,
+        ),
+        (
+            Forged,
+            "POST",
+            "/services",
+            r#"{"name":"db","vendor":"mysql"}"#.into(),
+            403,
+            200,
+        ),
+        (Anonymous, "PUT", "/apps/example", doc(&|_| {}), 403, 200),
+        (Anonymous, "GET", "/users", String::new(), 403, 200),
+        // Another user: the app does not exist for them, its URI is taken.
+        (Stranger, "GET", "/apps/example", String::new(), 404, 301),
+        (Stranger, "PUT", "/apps/example", doc(&|_| {}), 404, 301),
+        (Stranger, "DELETE", "/apps/example", String::new(), 404, 301),
+        (
+            Stranger,
+            "GET",
+            "/apps/example/instances",
+            String::new(),
+            404,
+            301,
+        ),
+        (
+            Stranger,
+            "GET",
+            "/apps/example/stats",
+            String::new(),
+            404,
+            301,
+        ),
+        (
+            Stranger,
+            "GET",
+            "/apps/example/crashes",
+            String::new(),
+            404,
+            301,
+        ),
+        (
+            Stranger,
+            "GET",
+            "/apps/example/application",
+            String::new(),
+            404,
+            301,
+        ),
+        (
+            Stranger,
+            "GET",
+            "/apps/example/instances/0/files/logs",
+            String::new(),
+            404,
+            301,
+        ),
+        (
+            Stranger,
+            "POST",
+            "/apps",
+            r#"{"name":"mine","staging":{"framework":"standalone"},"uris":["Example.COM:80"]}"#
+                .into(),
+            400,
+            701,
+        ),
+        // A stale document, however plausible.
+        (Owner, "PUT", "/apps/example", stale.to_string(), 400, 102),
+        // Truncated, wrong-typed, not JSON at all.
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            r#"{"name":"example","instan"#.into(),
+            400,
+            100,
+        ),
+        (Owner, "PUT", "/apps/example", "\u{0}\u{1}".into(), 400, 100),
+        (Owner, "PUT", "/apps/example", "null".into(), 400, 100),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            "\"a string\"".into(),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            deeply_nested.clone(),
+            400,
+            100,
+        ),
+        (Owner, "POST", "/apps", deeply_nested, 400, 100),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["instances"] = json!(-1)),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["instances"] = json!(1.5)),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["instances"] = json!(1u64 << 40)),
+            400,
+            300,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["env"] = json!("A=1")),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["env"] = json!([1, 2])),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["resources"] = json!("big")),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["meta"] = json!("v2")),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "POST",
+            "/apps",
+            r#"{"name":5,"staging":{"framework":"node"}}"#.into(),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "POST",
+            "/apps",
+            r#"{"name":"x","staging":[]}"#.into(),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "POST",
+            "/resources",
+            r#"{"not":"a list"}"#.into(),
+            400,
+            100,
+        ),
+        // Invalid names.
+        (
+            Owner,
+            "POST",
+            "/apps",
+            r#"{"name":"","staging":{"framework":"node"}}"#.into(),
+            400,
+            300,
+        ),
+        (
+            Owner,
+            "POST",
+            "/apps",
+            r#"{"name":"a/b","staging":{"framework":"node"}}"#.into(),
+            400,
+            300,
+        ),
+        (
+            Owner,
+            "POST",
+            "/apps",
+            r#"{"name":"..","staging":{"framework":"node"}}"#.into(),
+            400,
+            300,
+        ),
+        (
+            Owner,
+            "POST",
+            "/apps",
+            r#"{"name":"näme","staging":{"framework":"node"}}"#.into(),
+            400,
+            300,
+        ),
+        (
+            Owner,
+            "POST",
+            "/apps",
+            format!(
+                r#"{{"name":"{}","staging":{{"framework":"node"}}}}"#,
+                "a".repeat(300)
+            ),
+            400,
+            300,
+        ),
+        // Invalid URIs, and the API's own host.
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["http://"])),
+            400,
+            700,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["a..b.com"])),
+            400,
+            700,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["-a.com"])),
+            400,
+            700,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["a.com:0"])),
+            400,
+            700,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["a.com:99999"])),
+            400,
+            700,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["exämple.com"])),
+            400,
+            700,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!([format!("{}.com", "a".repeat(64))])),
+            400,
+            700,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!([null])),
+            400,
+            100,
+        ),
+        (
+            Owner,
+            "PUT",
+            "/apps/example",
+            doc(&|d| d["uris"] = json!(["api.aws.af.cm"])),
+            400,
+            701,
+        ),
+    ];
+    for (who, method, path, body, status, code) in &cases {
+        let token = match who {
+            Owner => Some(owner.as_str()),
+            Stranger => Some(stranger.as_str()),
+            Forged => Some("04085b084922117b8f0f1a5e8a1a4f21"),
+            Anonymous => None,
+        };
+        let answer = raw.send(method, path, token, body).await;
+        assert_v1_error(
+            &answer,
+            *status,
+            *code,
+            &format!("{who:?} {method} {path} {:.60}", body),
+        );
+    }
+
+    // Paths that escape the instance directory, sent as a hostile client writes them (a URL
+    // library would normalise the dots away): the DEA's 403, or its 404 for what is not there.
+    let files = "/apps/example/instances/0/files";
+    for (path, expected) in [
+        (format!("{files}/..%2F..%2F..%2Fetc%2Fpasswd"), 403),
+        (format!("{files}/app/../../../../etc/passwd"), 403),
+        (format!("{files}/%2E%2E/%2E%2E/etc/passwd"), 403),
+        (format!("{files}/..\\..\\etc\\passwd"), 403),
+        (format!("{files}/%2Fetc%2Fpasswd"), 404),
+    ] {
+        let (status, body) = raw_http(
+            emu.api_addr(),
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {owner}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, expected, "{path}: {body}");
+        assert!(!body.contains("root:"), "{path} leaked a file: {body}");
+    }
+
+    assert_eq!(af.app("example").await.unwrap(), before, "nothing changed");
+    assert_eq!(af.apps().await.unwrap().len(), 1, "no app was created");
+    let theirs = raw.send("GET", "/apps", Some(&stranger), "").await;
+    assert_eq!(theirs.body, json!([]), "the stranger has nothing");
+    assert_eq!(emu.routes().snapshot().summary(), routes_before);
+    let health = raw.send("GET", "/_afemu/health", None, "").await;
+    assert_eq!(health.body["status"], "ok");
+    assert_eq!(emu.get("example.com", "/").await.status, 200);
+}
+
+/// The body limits are settings (JSON bodies and uploads separately), and both are enforced
+/// with v1's error, before anything is kept.
+#[tokio::test]
+async fn body_limits_are_configurable_and_enforced() {
+    let emu = Emulator::builder()
+        .configure(|config| {
+            config.max_json_body = 4 * 1024;
+            config.max_upload = 64 * 1024;
+        })
+        .start()
+        .await
+        .unwrap();
+    let raw = Raw::new(&emu);
+    let af = emu.client();
+    let token = af.token().unwrap().to_owned();
+    af.create_app(&json!({"name": "example", "staging": {"framework": "standalone"}}))
+        .await
+        .unwrap();
+    let before = af.app("example").await.unwrap();
+
+    let big_json =
+        json!({"name": "big", "staging": {"framework": "node"}, "env": ["x".repeat(5000)]});
+    let answer = raw
+        .send("POST", "/apps", Some(&token), &big_json.to_string())
+        .await;
+    assert_v1_error(&answer, 413, 100, "a JSON body over max_json_body");
+    let small_json =
+        json!({"name": "small", "staging": {"framework": "node"}, "env": ["x".repeat(1000)]});
+    let answer = raw
+        .send("POST", "/apps", Some(&token), &small_json.to_string())
+        .await;
+    assert_eq!(answer.status, 302, "{}", answer.body);
+
+    let zip_of = |size: usize| {
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        writer.start_file("index.html", stored).unwrap();
+        // Incompressible enough not to matter: the zip is stored anyway.
+        let bytes: Vec<u8> = (0..size).map(|i| (i * 7919 % 251) as u8).collect();
+        writer.write_all(&bytes).unwrap();
+        writer.finish().unwrap().into_inner()
+    };
+    let refused = af
+        .upload_zip("example", zip_of(100 * 1024), &json!([]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (Some(413), Some(100)),
+        "{refused}"
+    );
+    assert_eq!(af.app("example").await.unwrap(), before, "nothing kept");
+    af.upload_zip("example", zip_of(16 * 1024), &json!([]))
+        .await
+        .expect("an upload under the limit is kept");
+}

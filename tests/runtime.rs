@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use afemu::Emulator;
 use afemu::cli::V1Client;
-use common::{EVENT_TIMEOUT, fixture, wait_for};
+use common::{EVENT_TIMEOUT, fixture, poll, wait_for};
 use serde_json::{Value, json};
 
 fn python_available() -> bool {
@@ -227,21 +227,6 @@ async fn api_get(emu: &Emulator, af: &V1Client, path: &str, range: Option<&str>)
     }
     let response = request.send().await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
-}
-
-/// Polls the API as clients do until `done` holds for the app's document, instances or crashes.
-async fn poll<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

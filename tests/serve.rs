@@ -1,64 +1,17 @@
 //! The `afemu serve` binary: flags and environment variables, the ready line, the health check,
 //! and a graceful shutdown on SIGTERM that leaves no process and no temporary directory behind.
 
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
+use common::serve_binary;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-struct Served {
-    child: tokio::process::Child,
-    api: String,
-    router: String,
-    line: String,
-}
-
-/// Starts `afemu serve` on free ports and waits for its ready line.
-async fn serve(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"));
-    command
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--router-addr",
-            "127.0.0.1:0",
-        ])
-        .args(extra_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("afemu runs");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .await
-        .expect("a ready line");
-    let url_after = |label: &str| {
-        line.split_whitespace()
-            .skip_while(|word| *word != label)
-            .nth(1)
-            .unwrap_or_else(|| panic!("no {label} URL in {line:?}"))
-            .to_owned()
-    };
-    let api = url_after("api");
-    let router = url_after("router");
-    Served {
-        child,
-        api,
-        router,
-        line,
-    }
-}
 
 #[tokio::test]
 async fn serve_prints_one_ready_line_answers_health_and_stops_on_sigterm() {
-    let mut served = serve(&[], &[("AFEMU_PROFILE", "instant")]).await;
+    let mut served = serve_binary(&[], &[("AFEMU_PROFILE", "instant")]).await;
     assert!(
         served
             .line
@@ -195,7 +148,7 @@ fn alive(pid: i64) -> bool {
 /// Runs `afemu serve` with two instances of an app that starts a helper process of its own, then
 /// ends afemu with `signal` and checks that no app process is left.
 async fn no_app_process_outlives(signal: nix::sys::signal::Signal) {
-    let mut served = serve(&[], &[("AFEMU_PROFILE", "instant")]).await;
+    let mut served = serve_binary(&[], &[("AFEMU_PROFILE", "instant")]).await;
     let mut af =
         afemu::cli::V1Client::new(&served.api).with_poll_interval(Duration::from_millis(10));
     af.login("me@example.com", "pw").await.unwrap();

@@ -29,10 +29,12 @@
 //! - [`rehearse`]: `afemu rehearse`: a runbook run with real traffic, and its reports.
 //! - [`harness`]: [`Emulator`], the in-process emulator for tests.
 //! - [`traffic`]: steady traffic through the router, for rehearsals and tests.
+//! - [`fuzzing`]: the upload path for the fuzz targets in `fuzz/`; nothing else uses it.
 
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod harness;
 pub mod model;
 pub mod platform;

@@ -1917,7 +1917,7 @@ impl Platform {
     /// An instance died unasked, or never became ready: unregister it at once, record the crash,
     /// and let the health manager decide when (or whether) to start it again.
     pub(crate) fn instance_crashed(&self, app_id: u64, instance_id: &str, reason: &str) {
-        let restart = {
+        let (restart, crashed_index) = {
             let mut state = self.state();
             let Some(app) = state.apps.get_mut(&app_id) else {
                 return;
@@ -1947,33 +1947,36 @@ impl Platform {
                 instance.state = InstanceState::Flapping;
             }
             self.publish(&state);
-            decision
+            (decision, index)
         };
         if let crate::health::Decision::RestartAfter(delay) = restart {
             let platform = self.clone();
             let instance_id: Arc<str> = Arc::from(instance_id);
             self.inner.tasks.spawn(async move {
                 tokio::select! {
-                    () = tokio::time::sleep(delay) => platform.restart_instance(app_id, &instance_id).await,
+                    () = tokio::time::sleep(delay) => platform.restart_instance(app_id, crashed_index, &instance_id).await,
                     () = platform.inner.shutdown.cancelled() => {}
                 }
             });
         }
     }
 
-    /// The health manager's restart of a crashed instance at the same index.
-    async fn restart_instance(&self, app_id: u64, crashed_id: &str) {
+    /// The health manager's restart of a crashed instance at the same index. The crash reaper
+    /// may have forgotten the crashed instance meanwhile (with a short retention); its index is
+    /// restarted all the same unless another instance took it.
+    async fn restart_instance(&self, app_id: u64, index: u32, crashed_id: &str) {
         let _guard = self.lock_app(app_id).await;
         let mut state = self.state();
         let Some(app) = state.apps.get_mut(&app_id) else {
             return;
         };
-        let index = match app.running.values().find(|i| &*i.id == crashed_id) {
-            Some(instance) if app.state == AppState::Started && instance.index < app.instances => {
-                instance.index
-            }
-            _ => return,
-        };
+        let slot_is_ours = app
+            .running
+            .get(&index)
+            .is_none_or(|instance| &*instance.id == crashed_id);
+        if app.state != AppState::Started || index >= app.instances || !slot_is_ours {
+            return;
+        }
         app.running.remove(&index);
         self.launch_instances(&mut state, app_id, &[index]);
     }

@@ -31,6 +31,21 @@ pub struct HostTally {
     pub bodies: BTreeMap<String, u64>,
 }
 
+impl HostTally {
+    fn add(&mut self, other: HostTally) {
+        self.requests += other.requests;
+        self.failures += other.failures;
+        self.cut += other.cut;
+        self.skipped += other.skipped;
+        for (error, count) in other.router_errors {
+            *self.router_errors.entry(error).or_default() += count;
+        }
+        for (body, count) in other.bodies {
+            *self.bodies.entry(body).or_default() += count;
+        }
+    }
+}
+
 /// Traffic in progress; stop it to get the tallies.
 #[derive(Debug)]
 pub struct Traffic {
@@ -43,9 +58,10 @@ pub struct Traffic {
 const IN_FLIGHT: usize = 256;
 
 impl Traffic {
-    /// Starts traffic to each host through the router at `router`; `rate` is requests per second
-    /// per host, sent on schedule whatever the answers take (keep-alive connections, up to 256
-    /// in flight per host), or `None` for back-to-back requests, one at a time.
+    /// Starts traffic to each host through the router at `router`, one client per entry (name a
+    /// host twice for two clients); `rate` is requests per second per client, sent on schedule
+    /// whatever the answers take (keep-alive connections, up to 256 in flight), or `None` for
+    /// back-to-back requests, one at a time.
     pub fn start(router: SocketAddr, hosts: &[&str], rate: Option<u32>) -> Traffic {
         let stop = CancellationToken::new();
         let tasks = hosts
@@ -72,14 +88,18 @@ impl Traffic {
         self
     }
 
-    /// Stops sending (requests in flight finish) and returns each host's tally.
+    /// Stops sending (requests in flight finish) and returns each host's tally; a host given
+    /// several times (several clients) gets the sum of theirs.
     pub async fn stop(self) -> BTreeMap<String, HostTally> {
         for stop in &self.stops {
             stop.cancel();
         }
-        let mut tallies = BTreeMap::new();
+        let mut tallies: BTreeMap<String, HostTally> = BTreeMap::new();
         for (host, task) in self.tasks {
-            tallies.insert(host, task.await.unwrap_or_default());
+            tallies
+                .entry(host)
+                .or_default()
+                .add(task.await.unwrap_or_default());
         }
         tallies
     }

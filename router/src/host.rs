@@ -23,11 +23,12 @@ pub fn normalise_host<'a>(raw: &'a str, dev_suffix: &str) -> Option<Cow<'a, str>
     if let Some(slash) = host.find('/') {
         host = &host[..slash];
     }
-    host = strip_port(host).trim().trim_end_matches('.');
+    host = trim(strip_port(host));
     if !dev_suffix.is_empty() && host.len() > dev_suffix.len() {
         let split = host.len() - dev_suffix.len();
         if host.is_char_boundary(split) && host[split..].eq_ignore_ascii_case(dev_suffix) {
-            host = &host[..split];
+            // What was before the suffix is trimmed like the whole was ("a..localhost").
+            host = trim(&host[..split]);
         }
     }
     if host.is_empty() {
@@ -38,6 +39,12 @@ pub fn normalise_host<'a>(raw: &'a str, dev_suffix: &str) -> Option<Cow<'a, str>
     } else {
         Some(Cow::Borrowed(host))
     }
+}
+
+/// Leading white space, trailing white space and dots, in any mix ("a. ." is "a").
+fn trim(host: &str) -> &str {
+    host.trim_start()
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
 }
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -101,6 +108,17 @@ mod tests {
     fn multibyte_hosts_do_not_panic() {
         check("𐺰ꪥඒמּí", Some("𐺰ꪥඒמּí"));
         check("ꪥඒמּ:80", Some("ꪥඒמּ"));
+    }
+
+    /// Found by `cargo fuzz run host` (fuzz/corpus/host keeps the input): what is left before
+    /// the dev suffix must be trimmed too, or the key is not its own key.
+    #[test]
+    fn what_is_left_before_the_dev_suffix_is_trimmed() {
+        check("d..localhost", Some("d"));
+        check("a .localhost:9080", Some("a"));
+        check("\u{c}d\0..localhost", Some("d\0"));
+        check(" ..localhost", None);
+        check("\u{c}$\u{c}.:80/x", Some("$"));
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! got. It is the oracle for "did any request see the default error page": the ring keeps the most
 //! recent entries for queries, the counters never drop anything, and subscribers get a live stream.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,17 +58,19 @@ fn method_as_str<S: Serializer>(method: &Method, serializer: S) -> Result<S::Ok,
     serializer.serialize_str(method.as_str())
 }
 
-/// What the proxy knows of a request before the journal numbers it.
+/// What the proxy knows of a request before the journal numbers it. Borrowed: the journal copies
+/// what it keeps into a slot it reuses, so recording a request allocates nothing once the ring
+/// has gone round.
 #[derive(Debug)]
-pub struct NewEntry {
+pub struct NewEntry<'a> {
     pub start: SystemTime,
     pub end: SystemTime,
-    pub host: Arc<str>,
-    pub method: Method,
-    pub path: String,
+    pub host: &'a Arc<str>,
+    pub method: &'a Method,
+    pub path: &'a str,
     pub status: u16,
     pub route_table_version: u64,
-    pub app: Option<Arc<str>>,
+    pub app: Option<&'a Arc<str>>,
     pub instance: Option<u32>,
     pub router_error: Option<RouterError>,
     pub aborted: bool,
@@ -85,7 +86,8 @@ struct HostCounters {
     timeout: AtomicU64,
     bad_request: AtomicU64,
     aborted: AtomicU64,
-    served_by: Mutex<HashMap<Arc<str>, u64>>,
+    /// Requests served per app: a host has one to three apps, so a short list beats a map.
+    served_by: Mutex<Vec<(Arc<str>, u64)>>,
 }
 
 /// A copy of one host's counters.
@@ -102,49 +104,43 @@ pub struct HostCountersSnapshot {
     pub served_by: std::collections::BTreeMap<String, u64>,
 }
 
-/// Something that happened to the platform rather than to a request — a fault injected, a route
-/// change delivered late — numbered in the same sequence as the requests, so the two interleave.
+/// Something that happened to the platform rather than to a request — a fault injected, a
+/// reset — numbered in the same sequence as the requests, so the two interleave.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct JournalEvent {
     pub seq: u64,
     /// When, in microseconds since the Unix epoch.
     pub at_us: u64,
-    /// What kind of event (`fault`, …).
+    /// What kind of event (`fault`, `reset`, …).
     pub event: String,
     /// The details, as data.
     pub detail: serde_json::Value,
 }
 
-/// What a ring slot holds: a request, or the sequence number an event took (events live in their
-/// own list; the mark lets readers of requests step over the number).
-#[derive(Clone)]
-enum Record {
-    Request(Arc<JournalEntry>),
-    Event(u64),
-}
-
-impl Record {
-    fn seq(&self) -> u64 {
-        match self {
-            Record::Request(entry) => entry.seq,
-            Record::Event(seq) => *seq,
-        }
-    }
-}
-
 /// The most events kept (they are rare: faults and the like).
 const EVENT_CAPACITY: usize = 4096;
+
+/// What a ring slot holds.
+enum Slot {
+    Empty,
+    /// A request. Allocated the first time the slot is written and overwritten in place after
+    /// that (its path keeps its buffer), so the ring costs memory only as it fills.
+    Request(Box<JournalEntry>),
+    /// The sequence number an event took (events live in their own list; the mark lets
+    /// readers of requests step over the number).
+    Event(u64),
+}
 
 struct Inner {
     /// The last sequence number handed out.
     last_seq: AtomicU64,
+    /// Entry `seq` lives in slot `seq % len`; one small lock per slot, so writers rarely meet.
+    slots: Box<[Mutex<Slot>]>,
     /// Platform events, oldest first, bounded.
     events: Mutex<std::collections::VecDeque<Arc<JournalEvent>>>,
     /// Everything up to this sequence number was forgotten by `clear`.
     cleared_through: AtomicU64,
-    /// Entry `seq` lives in slot `seq % len`; one small lock per slot, so writers rarely meet.
-    slots: Box<[Mutex<Option<Record>>]>,
-    hosts: DashMap<Arc<str>, HostCounters>,
+    hosts: DashMap<Arc<str>, HostCounters, foldhash::fast::RandomState>,
     live: broadcast::Sender<Arc<JournalEntry>>,
 }
 
@@ -172,15 +168,17 @@ impl Default for Journal {
 impl Journal {
     /// A journal that keeps the last `capacity` entries (at least 1).
     pub fn new(capacity: usize) -> Journal {
-        let slots = (0..capacity.max(1)).map(|_| Mutex::new(None)).collect();
+        let slots = (0..capacity.max(1))
+            .map(|_| Mutex::new(Slot::Empty))
+            .collect();
         let (live, _) = broadcast::channel(4096);
         Journal {
             inner: Arc::new(Inner {
                 last_seq: AtomicU64::new(0),
+                slots,
                 events: Mutex::new(std::collections::VecDeque::new()),
                 cleared_through: AtomicU64::new(0),
-                slots,
-                hosts: DashMap::new(),
+                hosts: DashMap::default(),
                 live,
             }),
         }
@@ -195,39 +193,47 @@ impl Journal {
         self.inner.last_seq.load(Ordering::Acquire)
     }
 
-    /// Numbers and stores an entry, counts it, and sends it to live subscribers.
-    pub fn record(&self, new: NewEntry) -> Arc<JournalEntry> {
+    /// Numbers and stores an entry, counts it, and sends it to live subscribers; returns its
+    /// sequence number.
+    pub fn record(&self, new: NewEntry<'_>) -> u64 {
         self.count(&new);
         let seq = self.inner.last_seq.fetch_add(1, Ordering::AcqRel) + 1;
-        let entry = Arc::new(JournalEntry {
-            seq,
-            start_us: micros(new.start),
-            end_us: micros(new.end),
-            host: new.host,
-            method: new.method,
-            path: new.path,
-            status: new.status,
-            route_table_version: new.route_table_version,
-            app: new.app,
-            instance: new.instance,
-            router_error: new.router_error,
-            aborted: new.aborted,
-        });
         let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Record::Request(entry.clone()));
-        if self.inner.live.receiver_count() > 0 {
-            // Nobody listening is not an error; a lagging listener re-reads the ring.
-            let _ = self.inner.live.send(entry.clone());
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *slot {
+            Slot::Request(entry) => overwrite(entry, seq, &new),
+            other => {
+                *other = Slot::Request(Box::new(JournalEntry {
+                    seq,
+                    start_us: micros(new.start),
+                    end_us: micros(new.end),
+                    host: new.host.clone(),
+                    method: new.method.clone(),
+                    path: new.path.to_owned(),
+                    status: new.status,
+                    route_table_version: new.route_table_version,
+                    app: new.app.cloned(),
+                    instance: new.instance,
+                    router_error: new.router_error,
+                    aborted: new.aborted,
+                }));
+            }
         }
-        entry
+        if self.inner.live.receiver_count() > 0
+            && let Slot::Request(entry) = &*slot
+        {
+            // Nobody listening is not an error; a lagging listener re-reads the ring.
+            let _ = self.inner.live.send(Arc::new(JournalEntry::clone(entry)));
+        }
+        seq
     }
 
-    fn count(&self, new: &NewEntry) {
-        let counters = match self.inner.hosts.get(&new.host) {
+    fn count(&self, new: &NewEntry<'_>) {
+        let counters = match self.inner.hosts.get(&**new.host) {
             Some(counters) => counters,
             None => {
                 self.inner.hosts.entry(new.host.clone()).or_default();
-                self.inner.hosts.get(&new.host).expect("just inserted")
+                self.inner.hosts.get(&**new.host).expect("just inserted")
             }
         };
         counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -248,13 +254,14 @@ impl Journal {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                if let Some(app) = &new.app {
+                if let Some(app) = new.app {
                     let mut served = counters.served_by.lock().unwrap_or_else(|e| e.into_inner());
-                    match served.get_mut(app) {
-                        Some(count) => *count += 1,
-                        None => {
-                            served.insert(app.clone(), 1);
-                        }
+                    let known = served
+                        .iter_mut()
+                        .find(|(name, _)| Arc::ptr_eq(name, app) || **name == **app);
+                    match known {
+                        Some((_, count)) => *count += 1,
+                        None => served.push((app.clone(), 1)),
                     }
                 }
             }
@@ -274,13 +281,16 @@ impl Journal {
         let mut out = Vec::with_capacity(last.saturating_sub(first) as usize + 1);
         for wanted in first..=last {
             let slot = &self.inner.slots[(wanted % capacity) as usize];
-            let record = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            match record {
-                Some(Record::Request(entry)) if entry.seq == wanted => out.push(entry),
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            match &*slot {
+                Slot::Request(entry) if entry.seq == wanted => {
+                    out.push(Arc::new(JournalEntry::clone(entry)))
+                }
                 // An event took this number: not a request.
-                Some(Record::Event(seq)) if seq == wanted => continue,
+                Slot::Event(event) if *event == wanted => continue,
                 // Overwritten by a later lap: gone, skip it.
-                Some(record) if record.seq() > wanted => continue,
+                Slot::Request(entry) if entry.seq > wanted => continue,
+                Slot::Event(event) if *event > wanted => continue,
                 // Not stored yet: stop here, the caller will come back for it.
                 _ => break,
             }
@@ -304,25 +314,8 @@ impl Journal {
         events.push_back(entry.clone());
         drop(events);
         let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(Record::Event(seq));
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Event(seq);
         entry
-    }
-
-    /// Forgets every entry, event and counter (sequence numbers keep increasing, so a poller is
-    /// not confused): `POST /_afemu/reset`.
-    pub fn clear(&self) {
-        self.inner
-            .cleared_through
-            .store(self.last_seq(), Ordering::Release);
-        for slot in &self.inner.slots {
-            *slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-        self.inner
-            .events
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        self.inner.hosts.clear();
     }
 
     /// The events after `seq`, oldest first.
@@ -335,6 +328,23 @@ impl Journal {
             .filter(|e| e.seq > seq)
             .cloned()
             .collect()
+    }
+
+    /// Forgets every entry, event and counter (sequence numbers keep increasing, so a poller is
+    /// not confused): `POST /_afemu/reset`.
+    pub fn clear(&self) {
+        self.inner
+            .cleared_through
+            .store(self.last_seq(), Ordering::Release);
+        for slot in &self.inner.slots {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Empty;
+        }
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.inner.hosts.clear();
     }
 
     /// A live stream of entries as they are recorded.
@@ -396,6 +406,31 @@ impl Journal {
     }
 }
 
+/// Reuses a slot's entry for a new request: the path keeps its buffer, and an `Arc` that is
+/// already the right one (same host, same app) is not touched.
+fn overwrite(entry: &mut JournalEntry, seq: u64, new: &NewEntry<'_>) {
+    entry.seq = seq;
+    entry.start_us = micros(new.start);
+    entry.end_us = micros(new.end);
+    if !Arc::ptr_eq(&entry.host, new.host) {
+        entry.host = new.host.clone();
+    }
+    if entry.method != *new.method {
+        entry.method = new.method.clone();
+    }
+    entry.path.clear();
+    entry.path.push_str(new.path);
+    entry.status = new.status;
+    entry.route_table_version = new.route_table_version;
+    match (&entry.app, new.app) {
+        (Some(old), Some(app)) if Arc::ptr_eq(old, app) => {}
+        (_, app) => entry.app = app.cloned(),
+    }
+    entry.instance = new.instance;
+    entry.router_error = new.router_error;
+    entry.aborted = new.aborted;
+}
+
 fn snapshot(counters: &HostCounters) -> HostCountersSnapshot {
     HostCountersSnapshot {
         requests: counters.requests.load(Ordering::Relaxed),
@@ -410,8 +445,10 @@ fn snapshot(counters: &HostCounters) -> HostCountersSnapshot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(app, count)| (app.to_string(), *count))
-            .collect(),
+            .fold(Default::default(), |mut by_app, (app, count)| {
+                *by_app.entry(app.to_string()).or_default() += count;
+                by_app
+            }),
     }
 }
 
@@ -424,30 +461,32 @@ fn micros(time: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
-    fn entry(host: &str, app: Option<&str>, error: Option<RouterError>) -> NewEntry {
+    fn entry(journal: &Journal, host: &str, app: Option<&str>, error: Option<RouterError>) -> u64 {
         let now = SystemTime::now();
-        NewEntry {
+        let host: Arc<str> = host.into();
+        let app: Option<Arc<str>> = app.map(Into::into);
+        journal.record(NewEntry {
             start: now,
             end: now,
-            host: host.into(),
-            method: Method::GET,
-            path: "/".into(),
+            host: &host,
+            method: &Method::GET,
+            path: "/",
             status: error.map_or(200, RouterError::status),
             route_table_version: 1,
-            app: app.map(Into::into),
-            instance: app.map(|_| 0),
+            app: app.as_ref(),
+            instance: app.as_ref().map(|_| 0),
             router_error: error,
             aborted: false,
-        }
+        })
     }
 
     #[test]
     fn ring_keeps_the_newest_and_counters_keep_everything() {
         let journal = Journal::new(4);
         for _ in 0..10 {
-            journal.record(entry("a.com", Some("blue"), None));
+            entry(&journal, "a.com", Some("blue"), None);
         }
-        journal.record(entry("a.com", None, Some(RouterError::NoRoute)));
+        entry(&journal, "a.com", None, Some(RouterError::NoRoute));
         let kept = journal.since(0);
         assert_eq!(
             kept.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -463,37 +502,96 @@ mod tests {
         assert!(journal.since(11).is_empty());
     }
 
+    /// Slots are overwritten in place after a lap: nothing of the old entry may show through.
+    #[test]
+    fn reused_slots_hold_only_the_new_entry() {
+        let journal = Journal::new(2);
+        let now = SystemTime::now();
+        let record = |host: &str, path: &str, app: Option<&str>, method: Method| {
+            let host: Arc<str> = host.into();
+            let app: Option<Arc<str>> = app.map(Into::into);
+            journal.record(NewEntry {
+                start: now,
+                end: now,
+                host: &host,
+                method: &method,
+                path,
+                status: 200,
+                route_table_version: 7,
+                app: app.as_ref(),
+                instance: app.as_ref().map(|_| 1),
+                router_error: None,
+                aborted: false,
+            })
+        };
+        record("a.com", "/a/long/path/indeed", Some("blue"), Method::POST);
+        record("a.com", "/", Some("blue"), Method::GET);
+        record("b.com", "/b", None, Method::GET);
+        record("c.com", "/cc", Some("green"), Method::DELETE);
+        let kept = journal.since(0);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            (
+                &*kept[0].host,
+                kept[0].path.as_str(),
+                kept[0].app.as_deref()
+            ),
+            ("b.com", "/b", None)
+        );
+        assert_eq!(kept[0].method, Method::GET);
+        assert_eq!(kept[0].instance, None);
+        assert_eq!(
+            (
+                &*kept[1].host,
+                kept[1].path.as_str(),
+                kept[1].app.as_deref()
+            ),
+            ("c.com", "/cc", Some("green"))
+        );
+        assert_eq!(kept[1].method, Method::DELETE);
+        assert_eq!(kept[1].seq, 4);
+    }
+
     #[test]
     fn events_share_the_sequence_without_hiding_requests() {
         let journal = Journal::new(8);
-        journal.record(entry("a.com", Some("blue"), None));
+        entry(&journal, "a.com", Some("blue"), None);
         let event = journal.record_event("fault", serde_json::json!({"crash": "blue"}));
-        journal.record(entry("a.com", Some("green"), None));
+        entry(&journal, "a.com", Some("green"), None);
         assert_eq!(event.seq, 2);
         let requests: Vec<u64> = journal.since(0).iter().map(|e| e.seq).collect();
         assert_eq!(requests, vec![1, 3]);
         assert_eq!(journal.events_since(0).len(), 1);
         assert!(journal.events_since(2).is_empty());
         assert_eq!(journal.last_seq(), 3);
+        // A lap later, a request reuses the event's slot.
+        for _ in 0..8 {
+            entry(&journal, "a.com", Some("blue"), None);
+        }
+        assert_eq!(journal.since(0).len(), 8);
     }
 
     #[test]
     fn clearing_forgets_everything_but_the_sequence() {
         let journal = Journal::new(8);
-        journal.record(entry("a.com", Some("blue"), None));
+        entry(&journal, "a.com", Some("blue"), None);
         journal.record_event("fault", serde_json::json!({}));
         journal.clear();
         assert!(journal.since(0).is_empty());
         assert!(journal.events_since(0).is_empty());
         assert_eq!(journal.host_counters("a.com").requests, 0);
-        assert_eq!(journal.record(entry("a.com", Some("blue"), None)).seq, 3);
+        assert_eq!(entry(&journal, "a.com", Some("blue"), None), 3);
         assert_eq!(journal.since(0).len(), 1);
+        assert!(
+            journal.since(u64::MAX).is_empty(),
+            "no overflow past the end"
+        );
     }
 
     #[test]
     fn a_bad_request_is_not_a_default_error_page() {
         let journal = Journal::new(8);
-        journal.record(entry("", None, Some(RouterError::BadRequest)));
+        entry(&journal, "", None, Some(RouterError::BadRequest));
         assert_eq!(journal.host_counters("").default_error_pages, 0);
         assert_eq!(journal.host_counters("").bad_request, 1);
     }
@@ -501,7 +599,7 @@ mod tests {
     #[tokio::test]
     async fn wait_for_wakes_on_the_matching_entry() {
         let journal = Journal::new(8);
-        journal.record(entry("a.com", Some("blue"), None));
+        entry(&journal, "a.com", Some("blue"), None);
         let waiter = {
             let journal = journal.clone();
             tokio::spawn(async move {
@@ -511,8 +609,8 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        journal.record(entry("a.com", Some("blue"), None));
-        journal.record(entry("a.com", Some("green"), None));
+        entry(&journal, "a.com", Some("blue"), None);
+        entry(&journal, "a.com", Some("green"), None);
         let found = waiter.await.unwrap().expect("green served");
         assert_eq!(found.seq, 3);
     }

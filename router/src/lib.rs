@@ -12,6 +12,7 @@
 //!   stream; the oracle for "did any request see the default error page".
 //! - [`error_page`]: the router's own pages (no route, bad gateway, timeout) in several profiles.
 //! - [`proxy`]: the server itself: accept, look up, forward, stream back, record.
+//! - `pool`: keep-alive connections to each backend, kept with the backend.
 //!
 //! # Invariants
 //!
@@ -22,6 +23,7 @@ pub mod balance;
 pub mod error_page;
 pub mod host;
 pub mod journal;
+mod pool;
 pub mod proxy;
 pub mod table;
 

@@ -14,15 +14,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +30,7 @@ use crate::balance::Balance;
 use crate::error_page::{ErrorPages, ROUTER_ERROR_HEADER, RouterError};
 use crate::host::{DEFAULT_DEV_SUFFIX, normalise_host};
 use crate::journal::{Journal, NewEntry};
+use crate::pool::{self, Connection, ConnectionPool};
 use crate::table::{Backend, HostRoute, Routes};
 
 /// How the router behaves; every field has v1's value (or afemu's documented choice) by default.
@@ -68,13 +68,10 @@ impl Default for RouterConfig {
     }
 }
 
-type BackendClient = Client<HttpConnector, Incoming>;
-
 struct Shared {
     config: RouterConfig,
     routes: Routes,
     journal: Journal,
-    client: BackendClient,
     accepting: AtomicBool,
 }
 
@@ -94,21 +91,11 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     pub fn new(config: RouterConfig, routes: Routes, journal: Journal) -> Router {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
         Router {
             shared: Arc::new(Shared {
                 config,
                 routes,
                 journal,
-                client,
                 accepting: AtomicBool::new(false),
             }),
         }
@@ -199,7 +186,14 @@ struct RequestFacts {
     start: SystemTime,
     started: Instant,
     method: Method,
-    path: String,
+    /// The request target as the client sent it; shares hyper's buffer, so it costs no copy.
+    target: Option<PathAndQuery>,
+}
+
+impl RequestFacts {
+    fn path(&self) -> &str {
+        self.target.as_ref().map_or("", PathAndQuery::path)
+    }
 }
 
 async fn handle(
@@ -211,7 +205,7 @@ async fn handle(
         start: SystemTime::now(),
         started: Instant::now(),
         method: request.method().clone(),
-        path: request.uri().path().to_owned(),
+        target: request.uri().path_and_query().cloned(),
     };
     // An absolute-form target names the host; otherwise the Host header does (RFC 9112 §3.2.2).
     let raw_host = match request.uri().authority() {
@@ -250,52 +244,18 @@ async fn handle(
         .get("x-vcap-trace")
         .is_some_and(|value| value.as_bytes() == shared.config.trace_key.as_bytes());
 
-    // The request as the backend gets it: origin-form target, hop-by-hop headers removed,
-    // forwarding headers added, the client's Host kept (apps see their public host, as on v1).
-    let had_host = request.headers().contains_key(header::HOST);
-    let original_host = request.uri().authority().map(|a| a.as_str().to_owned());
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let mut target = http::uri::Parts::default();
-    target.scheme = Some(http::uri::Scheme::HTTP);
-    target.authority = Some(backend.authority().clone());
-    target.path_and_query = Some(path_and_query);
-    *request.uri_mut() = Uri::from_parts(target).expect("scheme, authority and path make a URI");
-    *request.version_mut() = http::Version::HTTP_11;
-    let headers = request.headers_mut();
-    remove_hop_by_hop(headers);
-    if !had_host && let Some(host) = original_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-        headers.insert(header::HOST, host);
-    }
-    append_forwarded_for(headers, &peers.client_ip);
-    if !headers.contains_key("x-forwarded-proto") {
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
-        );
-    }
-
+    prepare_for_backend(&mut request, &peers.client_ip);
     let sent = tokio::time::timeout(
         shared.config.backend_timeout,
-        shared.client.request(request),
+        forward(&backend, request, shared.config.connect_timeout),
     )
     .await;
-    let mut response = match sent {
-        Ok(Ok(response)) => response,
+    let (mut response, connection) = match sent {
+        Ok(Ok(answered)) => answered,
         Ok(Err(error)) => {
-            tracing::debug!(%error, backend = %backend.addr(), "backend failed");
+            tracing::debug!(%error, backend = %backend.addr(), "forwarding failed");
             backend.request_finished();
-            return router_page(
-                shared,
-                facts,
-                host,
-                version,
-                Some(&backend),
-                RouterError::BadGateway,
-            );
+            return router_page(shared, facts, host, version, Some(&backend), error.blame());
         }
         Err(_elapsed) => {
             backend.request_finished();
@@ -311,6 +271,10 @@ async fn handle(
     };
 
     let status = response.status();
+    // The client's hop is the router's, not the app's: an app answering in HTTP/1.0 must not
+    // cost the client its keep-alive connection (RFC 9110 §6.2; hyper still answers a 1.0
+    // client in 1.0).
+    *response.version_mut() = http::Version::HTTP_11;
     let headers = response.headers_mut();
     remove_hop_by_hop(headers);
     if trace {
@@ -329,6 +293,7 @@ async fn handle(
         status: status.as_u16(),
         version,
         backend,
+        connection: Some(connection),
         completed: false,
     };
     Response::from_parts(
@@ -338,6 +303,89 @@ async fn handle(
             pending: Some(pending),
         },
     )
+}
+
+/// The request as the backend gets it: origin-form target, HTTP/1.1, hop-by-hop headers removed,
+/// forwarding headers added, the client's `Host` kept (apps see their public host, as on v1).
+fn prepare_for_backend(request: &mut Request<Incoming>, client_ip: &HeaderValue) {
+    if request.uri().authority().is_some() {
+        // An absolute-form target: its authority becomes the Host when the client sent none.
+        let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+        if !request.headers().contains_key(header::HOST)
+            && let Some(host) = authority.and_then(|a| HeaderValue::from_str(&a).ok())
+        {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *request.uri_mut() = Uri::from(path_and_query);
+    }
+    *request.version_mut() = http::Version::HTTP_11;
+    let headers = request.headers_mut();
+    remove_hop_by_hop(headers);
+    append_forwarded_for(headers, client_ip);
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+/// Sends the request to the backend on a pooled keep-alive connection, or a new one. A pooled
+/// connection that turns out to be closed before the request was written to it (the backend
+/// closed it while idle) is not an answer from the app: the request goes out again on another
+/// connection to the same instance. Nothing that reached the app is ever sent twice.
+async fn forward(
+    backend: &Backend,
+    mut request: Request<Incoming>,
+    connect_timeout: Duration,
+) -> Result<(Response<Incoming>, Connection), ForwardError> {
+    loop {
+        let (mut connection, pooled) = match backend.pool().checkout() {
+            Some(connection) => (connection, true),
+            None => (
+                pool::connect(backend.addr(), connect_timeout)
+                    .await
+                    .map_err(ForwardError::Connect)?,
+                false,
+            ),
+        };
+        if let Err(error) = connection.ready().await {
+            if pooled {
+                continue;
+            }
+            return Err(ForwardError::Exchange(error));
+        }
+        match connection.try_send_request(request).await {
+            Ok(response) => return Ok((response, connection)),
+            Err(mut error) => match error.take_message() {
+                Some(unsent) if pooled => request = unsent,
+                _ => return Err(ForwardError::Exchange(error.into_error())),
+            },
+        }
+    }
+}
+
+/// Why a request got no response from its backend.
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error(transparent)]
+    Connect(#[from] pool::ConnectError),
+    #[error("{0}")]
+    Exchange(hyper::Error),
+}
+
+impl ForwardError {
+    /// Whose fault it was. hyper calls an error of the request's own body (a broken chunked
+    /// upload, a client that went away mid-upload) a user error: that is the client's doing, a
+    /// 400, not a bad gateway; everything else is the backend's.
+    fn blame(&self) -> RouterError {
+        match self {
+            ForwardError::Exchange(error) if error.is_user() => RouterError::BadRequest,
+            _ => RouterError::BadGateway,
+        }
+    }
 }
 
 /// Picks the backend: the one named by a valid `__VCAP_ID__` sticky cookie, else the balancer's.
@@ -382,35 +430,68 @@ fn add_sticky_cookie(headers: &mut HeaderMap, backend: &Backend) {
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus any the
 /// `Connection` header names.
+///
+/// Most messages carry none of them, or only `Connection: keep-alive`: one pass over the names
+/// finds out which are there, and only those are removed (a lookup per absent name was the
+/// router's single most expensive step of its own).
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.remove(header::CONNECTION) {
-        if let Ok(listed) = connection.to_str() {
-            for name in listed.split(',') {
-                let name = name.trim();
-                if !name.is_empty() {
-                    headers.remove(name);
+    let mut present = [false; 7];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[index] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if present[0] {
+        // Connection: each value is a list of header names to drop along with it.
+        let mut listed = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                // The usual values name no header worth a lookup.
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case("close")
+                    || token.eq_ignore_ascii_case("keep-alive")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    listed.push(name);
                 }
             }
         }
-        // Further Connection values (rare) are dropped by the loop below.
-        while headers.remove(header::CONNECTION).is_some() {}
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in [
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        if headers.contains_key(&name) {
-            headers.remove(&name);
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            // `remove` drops every value of a repeated header.
+            headers.remove(name);
         }
     }
 }
 
+/// The hop-by-hop headers, `Connection` first.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    let name = HeaderName::from_static("x-forwarded-for");
+    let name = X_FORWARDED_FOR;
     let appended = match headers.get(&name).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.trim().is_empty() => {
             let ip = client_ip.to_str().unwrap_or_default();
@@ -433,12 +514,12 @@ fn router_page(
     shared.journal.record(NewEntry {
         start: facts.start,
         end: facts.start + facts.started.elapsed(),
-        host,
-        method: facts.method,
-        path: facts.path,
+        host: &host,
+        method: &facts.method,
+        path: facts.path(),
         status: error.status(),
         route_table_version: version,
-        app: backend.map(|b| b.app().clone()),
+        app: backend.map(|b| b.app()),
         instance: backend.map(|b| b.instance_index()),
         router_error: Some(error),
         aborted: false,
@@ -470,21 +551,29 @@ struct PendingEntry {
     status: u16,
     version: u64,
     backend: Arc<Backend>,
+    /// The keep-alive connection the response came on, back to the pool when the body ends.
+    connection: Option<Connection>,
     completed: bool,
 }
 
 impl Drop for PendingEntry {
     fn drop(&mut self) {
-        let facts = &mut self.facts;
+        // Only a connection whose exchange ended can carry another; a cut one is closed.
+        if let Some(connection) = self.connection.take()
+            && self.completed
+        {
+            ConnectionPool::checkin(&self.backend, connection);
+        }
+        let facts = &self.facts;
         self.journal.record(NewEntry {
             start: facts.start,
             end: facts.start + facts.started.elapsed(),
-            host: self.host.clone(),
-            method: std::mem::replace(&mut facts.method, Method::GET),
-            path: std::mem::take(&mut facts.path),
+            host: &self.host,
+            method: &facts.method,
+            path: facts.path(),
             status: self.status,
             route_table_version: self.version,
-            app: Some(self.backend.app().clone()),
+            app: Some(self.backend.app()),
             instance: Some(self.backend.instance_index()),
             router_error: None,
             aborted: !self.completed,

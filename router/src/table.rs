@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use http::uri::Authority;
 use tokio::sync::Notify;
+
+use crate::pool::ConnectionPool;
 
 /// What the control plane knows about an instance when it registers it.
 #[derive(Clone, Debug)]
@@ -37,22 +38,20 @@ pub struct BackendSpec {
 #[derive(Debug)]
 pub struct Backend {
     spec: BackendSpec,
-    /// Pre-built so that the hot path does not format an address per request.
-    authority: Authority,
     /// Set when the owner starts draining; only then do finished requests bother to notify.
     draining: AtomicBool,
     drained: Notify,
+    /// Idle keep-alive connections to the instance; they close when the backend is dropped.
+    pool: ConnectionPool,
 }
 
 impl Backend {
     pub fn new(spec: BackendSpec) -> Arc<Backend> {
-        let authority = Authority::try_from(spec.addr.to_string())
-            .expect("a socket address is always a valid authority");
         Arc::new(Backend {
             spec,
-            authority,
             draining: AtomicBool::new(false),
             drained: Notify::new(),
+            pool: ConnectionPool::default(),
         })
     }
 
@@ -71,8 +70,8 @@ impl Backend {
     pub fn private_instance_id(&self) -> &str {
         &self.spec.private_instance_id
     }
-    pub(crate) fn authority(&self) -> &Authority {
-        &self.authority
+    pub(crate) fn pool(&self) -> &ConnectionPool {
+        &self.pool
     }
 
     /// Called by the router when a request that held this backend is over.
@@ -328,5 +327,65 @@ mod tests {
         let blue = backend("blue", 0, 1);
         let _stuck = blue.clone();
         assert_eq!(blue.drain(Duration::from_secs(5)).await, 1);
+    }
+}
+
+/// Figures for docs/PERFORMANCE.md, measured and printed, never asserted:
+/// `cargo test --release -p afemu-router --lib -- --ignored --nocapture figures`.
+#[cfg(test)]
+mod figures {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use super::tests::backend;
+    use super::*;
+    use crate::Balance;
+
+    /// Nanoseconds per lookup as the proxy does it for each request: normalise the `Host`, load
+    /// the current table, find the host, pick a backend. The median of 11 rounds.
+    fn lookup_ns(apps: usize, rounds: usize, per_round: usize) -> f64 {
+        let routes = Routes::new();
+        let mut entries = Vec::new();
+        for app in 0..apps {
+            let host: Arc<str> = format!("app-{app}.aws.af.cm").into();
+            for index in 0..2 {
+                entries.push((
+                    host.clone(),
+                    backend(&format!("app-{app}"), index, 10_000 + index as u16),
+                ));
+            }
+        }
+        routes.publish(entries);
+        // Every request for a different app, in a scattered order, as traffic to many apps is.
+        let hosts: Vec<String> = (0..1024)
+            .map(|i| format!("App-{}.aws.af.cm:9080", (i * 7919) % apps))
+            .collect();
+        let mut samples = Vec::new();
+        for _ in 0..rounds {
+            let started = Instant::now();
+            for i in 0..per_round {
+                let raw = &hosts[i % hosts.len()];
+                let key = crate::normalise_host(black_box(raw), ".localhost").unwrap();
+                let table = routes.load();
+                let route = table.lookup(&key).unwrap();
+                let backends = route.backends();
+                let pick = Balance::RoundRobin.pick_index(route.next_request(), backends.len());
+                black_box(&backends[pick]);
+            }
+            samples.push(started.elapsed().as_nanos() as f64 / per_round as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    }
+
+    #[test]
+    #[ignore = "a measurement for docs/PERFORMANCE.md, run in release"]
+    fn figures_route_lookup() {
+        let one = lookup_ns(1, 11, 1_000_000);
+        let thousand = lookup_ns(1000, 11, 1_000_000);
+        println!(
+            "route lookup (normalise + load + find + pick): 1 app × 2 instances {one:.0} ns, \
+             1,000 apps × 2 instances {thousand:.0} ns"
+        );
     }
 }

@@ -508,3 +508,142 @@ async fn a_swap_is_all_or_nothing_for_concurrent_requests() {
     assert!(swapper.await.unwrap() > 0);
     assert_eq!(router.journal.host_counters("a.com").default_error_pages, 0);
 }
+
+/// A raw HTTP/1.1 backend that answers `ok` with a length to each request and counts the
+/// connections it accepted; with `close_after_one`, it closes each connection after its first
+/// answer (as a backend whose keep-alive timeout ran out would), and reports each close.
+async fn counting_backend(
+    close_after_one: bool,
+) -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let closed = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request head at a time (the tests send no bodies).
+                    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buffer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buffer.drain(..end);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if close_after_one {
+                        drop(stream);
+                        let _ = closed.send(());
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, closed_rx)
+}
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let router = start(RouterConfig::default()).await;
+    let (addr, accepted, _closed) = counting_backend(false).await;
+    router
+        .routes
+        .publish([("a.com".into(), spec("app", 0, addr))]);
+    for n in 1..=10 {
+        assert_eq!(router.get("a.com", "/").await.body, "ok");
+        // The connection goes back to the pool when the response ends, as the entry is written.
+        router
+            .journal
+            .wait_for(n - 1, Duration::from_secs(10), |_| true)
+            .await
+            .expect("the request is journaled");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_backend_closed_is_not_a_bad_gateway() {
+    let router = start(RouterConfig::default()).await;
+    let (addr, accepted, mut closed) = counting_backend(true).await;
+    router
+        .routes
+        .publish([("a.com".into(), spec("app", 0, addr))]);
+    for n in 1..=5 {
+        let answer = router.get("a.com", "/").await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "ok"),
+            "request {n}"
+        );
+        router
+            .journal
+            .wait_for(n - 1, Duration::from_secs(10), |_| true)
+            .await
+            .expect("the request is journaled");
+        // The pooled connection is now closed by the backend: the next request must not fail.
+        closed.recv().await.expect("the backend closed it");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 5);
+    assert_eq!(router.journal.host_counters("a.com").bad_gateway, 0);
+}
+
+#[tokio::test]
+async fn an_app_answering_in_http_1_0_does_not_cost_the_client_its_keep_alive() {
+    let router = start(RouterConfig::default()).await;
+    // A backend of the python BaseHTTPServer kind: HTTP/1.0, one answer per connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    router
+        .routes
+        .publish([("a.com".into(), spec("old", 0, addr))]);
+    let mut client = TcpStream::connect(router.addr).await.unwrap();
+    for n in 0..2 {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.ends_with(b"ok") {
+            let read = client.read(&mut chunk).await.unwrap();
+            assert!(read > 0, "request {n}: the router closed the connection");
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    }
+}

@@ -3,11 +3,13 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use afemu::Emulator;
 use afemu::router::JournalEntry;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How long any one expected event may take before a test fails. Generous: it bounds a failure,
 /// it does not pace a success (every wait returns as soon as its event happens).
@@ -56,6 +58,71 @@ pub fn entries(emu: &Emulator, since: u64, host: &str) -> Vec<Arc<JournalEntry>>
         .into_iter()
         .filter(|entry| &*entry.host == host)
         .collect()
+}
+
+/// Polls the API as clients do until `done` holds for the app's document, instances or crashes.
+pub async fn poll<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `afemu serve` running as a child process.
+pub struct Served {
+    pub child: tokio::process::Child,
+    pub api: String,
+    pub router: String,
+    pub line: String,
+}
+
+/// Starts `afemu serve` on free ports and waits for its ready line.
+pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"));
+    command
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--router-addr",
+            "127.0.0.1:0",
+        ])
+        .args(extra_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("afemu runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .expect("a ready line");
+    let url_after = |label: &str| {
+        line.split_whitespace()
+            .skip_while(|word| *word != label)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {label} URL in {line:?}"))
+            .to_owned()
+    };
+    let api = url_after("api");
+    let router = url_after("router");
+    Served {
+        child,
+        api,
+        router,
+        line,
+    }
 }
 
 pub mod transcript;

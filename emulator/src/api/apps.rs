@@ -123,7 +123,17 @@ async fn upload(
                 use std::io::Write;
                 let mut file = tempfile::NamedTempFile::new_in(platform.data_dir().join("tmp"))
                     .map_err(|e| ApiError::System(e.to_string()))?;
+                // The body limit allows for the multipart framing; the zip itself is held to
+                // `max_upload` exactly.
+                let limit = platform.config().max_upload;
+                let mut received = 0usize;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    received = received.saturating_add(chunk.len());
+                    if received > limit {
+                        return Err(ApiError::TooLarge(format!(
+                            "the application is over the upload limit of {limit} bytes"
+                        )));
+                    }
                     file.write_all(&chunk)
                         .map_err(|e| ApiError::System(e.to_string()))?;
                 }
