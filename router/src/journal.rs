@@ -16,6 +16,23 @@ use crate::error_page::RouterError;
 /// The default number of entries kept for queries; counters are kept for everything regardless.
 pub const DEFAULT_CAPACITY: usize = 1 << 16;
 
+/// The longest path an entry keeps, in bytes: a client may send request targets of hundreds of
+/// kilobytes, and the ring holds tens of thousands of entries. Longer paths are cut (at a
+/// character boundary) and end with `…`.
+pub const MAX_PATH: usize = 2048;
+
+/// The longest host an entry keeps, in bytes: no mapped URI is longer (a DNS name has at most
+/// 253), so a longer one never had a route and is cut like a long path.
+pub const MAX_HOST: usize = 255;
+
+/// How many distinct hosts get counters of their own. Requests for hosts beyond that (a client
+/// sending a different random `Host` each time) are counted under [`OTHER_HOSTS`], so that the
+/// counters stay bounded while still never dropping a request.
+pub const MAX_COUNTED_HOSTS: usize = 10_000;
+
+/// The counters' key for the hosts beyond [`MAX_COUNTED_HOSTS`]; no host can be spelt so.
+pub const OTHER_HOSTS: &str = "(other hosts)";
+
 /// One answered request.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct JournalEntry {
@@ -196,6 +213,18 @@ impl Journal {
     /// Numbers and stores an entry, counts it, and sends it to live subscribers; returns its
     /// sequence number.
     pub fn record(&self, new: NewEntry<'_>) -> u64 {
+        // Only hostile requests are this long: the usual path costs two comparisons.
+        let cut_host: Arc<str>;
+        let cut_path: String;
+        let mut new = new;
+        if new.host.len() > MAX_HOST {
+            cut_host = Arc::from(cut(new.host, MAX_HOST).as_str());
+            new.host = &cut_host;
+        }
+        if new.path.len() > MAX_PATH {
+            cut_path = cut(new.path, MAX_PATH);
+            new.path = &cut_path;
+        }
         self.count(&new);
         let seq = self.inner.last_seq.fetch_add(1, Ordering::AcqRel) + 1;
         let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
@@ -232,8 +261,13 @@ impl Journal {
         let counters = match self.inner.hosts.get(&**new.host) {
             Some(counters) => counters,
             None => {
-                self.inner.hosts.entry(new.host.clone()).or_default();
-                self.inner.hosts.get(&**new.host).expect("just inserted")
+                let key = if self.inner.hosts.len() < MAX_COUNTED_HOSTS {
+                    new.host.clone()
+                } else {
+                    Arc::from(OTHER_HOSTS)
+                };
+                self.inner.hosts.entry(key.clone()).or_default();
+                self.inner.hosts.get(&*key).expect("just inserted")
             }
         };
         counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -408,6 +442,15 @@ impl Journal {
 
 /// Reuses a slot's entry for a new request: the path keeps its buffer, and an `Arc` that is
 /// already the right one (same host, same app) is not touched.
+/// `text` cut to at most `max` bytes, at a character boundary, ending with `…` (3 bytes).
+fn cut(text: &str, max: usize) -> String {
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 fn overwrite(entry: &mut JournalEntry, seq: u64, new: &NewEntry<'_>) {
     entry.seq = seq;
     entry.start_us = micros(new.start);
@@ -478,6 +521,54 @@ mod tests {
             router_error: error,
             aborted: false,
         })
+    }
+
+    #[test]
+    fn hostile_lengths_are_cut_and_random_hosts_share_a_counter() {
+        let journal = Journal::new(8);
+        let now = SystemTime::now();
+        let long_host: Arc<str> = format!("{}.com", "é".repeat(300)).into();
+        let long_path = format!("/{}", "ü".repeat(100_000));
+        journal.record(NewEntry {
+            start: now,
+            end: now,
+            host: &long_host,
+            method: &Method::GET,
+            path: &long_path,
+            status: 404,
+            route_table_version: 1,
+            app: None,
+            instance: None,
+            router_error: Some(RouterError::NoRoute),
+            aborted: false,
+        });
+        let kept = &journal.since(0)[0];
+        assert!(
+            kept.path.len() <= MAX_PATH && kept.path.ends_with('…'),
+            "{}",
+            kept.path.len()
+        );
+        assert!(kept.path.starts_with("/üü"));
+        assert!(kept.host.len() <= MAX_HOST && kept.host.ends_with('…'));
+        assert_eq!(journal.host_counters(&kept.host).requests, 1);
+
+        for i in 1..MAX_COUNTED_HOSTS + 50 {
+            entry(
+                &journal,
+                &format!("random-{i}.com"),
+                None,
+                Some(RouterError::NoRoute),
+            );
+        }
+        let counters = journal.counters();
+        assert_eq!(counters.len(), MAX_COUNTED_HOSTS + 1);
+        assert_eq!(counters[OTHER_HOSTS].requests, 50);
+        assert_eq!(counters[OTHER_HOSTS].no_route, 50);
+        // A host counted before the cap keeps its own counters.
+        entry(&journal, "random-1.com", None, Some(RouterError::NoRoute));
+        assert_eq!(journal.host_counters("random-1.com").requests, 2);
+        let total: u64 = journal.counters().values().map(|c| c.requests).sum();
+        assert_eq!(total, journal.last_seq(), "no request went uncounted");
     }
 
     #[test]

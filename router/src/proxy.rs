@@ -245,11 +245,19 @@ async fn handle(
         .is_some_and(|value| value.as_bytes() == shared.config.trace_key.as_bytes());
 
     prepare_for_backend(&mut request, &peers.client_ip);
+    let abandoned = Abandoned {
+        journal: &shared.journal,
+        facts: &facts,
+        host: &host,
+        version,
+        backend: &backend,
+    };
     let sent = tokio::time::timeout(
         shared.config.backend_timeout,
         forward(&backend, request, shared.config.connect_timeout),
     )
     .await;
+    abandoned.disarm();
     let (mut response, connection) = match sent {
         Ok(Ok(answered)) => answered,
         Ok(Err(error)) => {
@@ -309,11 +317,10 @@ async fn handle(
 /// forwarding headers added, the client's `Host` kept (apps see their public host, as on v1).
 fn prepare_for_backend(request: &mut Request<Incoming>, client_ip: &HeaderValue) {
     if request.uri().authority().is_some() {
-        // An absolute-form target: its authority becomes the Host when the client sent none.
+        // An absolute-form target: the request was routed by its authority, so that is the Host
+        // the app gets, whatever Host header came with it (RFC 9112 §3.2.2).
         let authority = request.uri().authority().map(|a| a.as_str().to_owned());
-        if !request.headers().contains_key(header::HOST)
-            && let Some(host) = authority.and_then(|a| HeaderValue::from_str(&a).ok())
-        {
+        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
             request.headers_mut().insert(header::HOST, host);
         }
         let path_and_query = request
@@ -540,6 +547,49 @@ fn router_page(
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// The status journaled for a request whose client went away before the backend's response head
+/// came (nginx's "client closed request"): the client got no status at all.
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// A request on its way to its backend. When the client goes away before the response head
+/// comes back, hyper drops the handler at its `await`: dropping this then journals the request
+/// (aborted, [`CLIENT_CLOSED_REQUEST`]) and releases the backend, so that no request goes
+/// unaccounted and a drain does not wait for it.
+struct Abandoned<'a> {
+    journal: &'a Journal,
+    facts: &'a RequestFacts,
+    host: &'a Arc<str>,
+    version: u64,
+    backend: &'a Arc<Backend>,
+}
+
+impl Abandoned<'_> {
+    /// The handler got past the `await`: it accounts for the request itself.
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        let facts = self.facts;
+        self.journal.record(NewEntry {
+            start: facts.start,
+            end: facts.start + facts.started.elapsed(),
+            host: self.host,
+            method: &facts.method,
+            path: facts.path(),
+            status: CLIENT_CLOSED_REQUEST,
+            route_table_version: self.version,
+            app: Some(self.backend.app()),
+            instance: Some(self.backend.instance_index()),
+            router_error: None,
+            aborted: true,
+        });
+        self.backend.request_finished();
+    }
 }
 
 /// A proxied response that has not ended yet. Dropping it records the journal entry, whether the

@@ -42,7 +42,17 @@ async fn backend(name: &'static str) -> SocketAddr {
                         .header("x-seen-forwarded-for", seen("x-forwarded-for"))
                         .header("x-seen-forwarded-proto", seen("x-forwarded-proto"))
                         .header("x-seen-connection", seen("connection"))
+                        .header("x-seen-private", seen("x-private"))
+                        .header("x-seen-te", seen("te"))
                         .header("x-seen-path", request.uri().to_string());
+                    if request.uri().path() == "/hop" {
+                        // Hop-by-hop headers of the backend's own hop, for the router to drop.
+                        response = response
+                            .header("connection", "x-hop-reply")
+                            .header("x-hop-reply", "for the router only")
+                            .header("keep-alive", "timeout=5")
+                            .header("x-end-to-end", "for the client");
+                    }
                     if request.uri().path() == "/session" {
                         response = response.header("set-cookie", "JSESSIONID=abc; Path=/");
                     }
@@ -303,6 +313,10 @@ async fn forwarding_headers_and_host_reach_the_backend() {
     assert_eq!(seen("x-seen-forwarded-for"), "10.1.1.1, 127.0.0.1");
     assert_eq!(seen("x-seen-forwarded-proto"), "http");
     assert_eq!(seen("x-seen-path"), "/");
+    // Hop-by-hop: what `Connection` names is the client's hop only, and `Connection` itself is
+    // the router's business with the backend.
+    assert_eq!(seen("x-seen-private"), "");
+    assert!(!seen("x-seen-connection").contains("x-private"));
     // No trace requested: no trace headers.
     assert!(answer.headers.get("x-vcap-backend").is_none());
 }
@@ -646,4 +660,116 @@ async fn an_app_answering_in_http_1_0_does_not_cost_the_client_its_keep_alive() 
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     }
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_on_their_hop_both_ways() {
+    let router = start(RouterConfig::default()).await;
+    router
+        .routes
+        .publish([("a.com".into(), spec("app", 0, backend("app").await))]);
+    let request = Request::get("/hop")
+        .header("host", "a.com")
+        .header("te", "trailers")
+        .header("connection", "te, x-private")
+        .header("x-private", "hop")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = router.send_request(request).await;
+    assert_eq!(
+        answer.headers.get("x-seen-path").unwrap(),
+        "/hop",
+        "the request went elsewhere"
+    );
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = |name: &str| {
+        answer
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        seen("x-seen-private").as_deref(),
+        Some(""),
+        "x-private reached the app"
+    );
+    assert_eq!(seen("x-seen-te").as_deref(), Some(""), "te reached the app");
+    assert_eq!(
+        seen("x-hop-reply"),
+        None,
+        "the backend's hop header reached the client"
+    );
+    assert_eq!(seen("keep-alive"), None);
+    assert_eq!(seen("x-end-to-end").as_deref(), Some("for the client"));
+}
+
+/// A backend that reads a request, tells the test so, and never answers.
+async fn swallowing_backend() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived, arrivals) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the router closed before sending the request head");
+                head.extend_from_slice(&buf[..n]);
+            }
+            arrived.send(()).await.unwrap();
+            held.push(stream);
+        }
+    });
+    (addr, arrivals)
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_journaled_and_releases_the_backend() {
+    let router = start(RouterConfig::default()).await;
+    let (addr, mut arrivals) = swallowing_backend().await;
+    let backend = spec("app", 0, addr);
+    router.routes.publish([("a.com".into(), backend.clone())]);
+
+    let mut client = TcpStream::connect(router.addr).await.unwrap();
+    client
+        .write_all(b"GET /waiting HTTP/1.1\r\nHost: a.com\r\n\r\n")
+        .await
+        .unwrap();
+    arrivals.recv().await.expect("the request reached the app");
+    drop(client);
+
+    let entry = router
+        .journal
+        .wait_for(0, Duration::from_secs(10), |_| true)
+        .await
+        .expect("the abandoned request is in the journal");
+    assert_eq!(entry.path, "/waiting");
+    assert_eq!(entry.status, afemu_router::CLIENT_CLOSED_REQUEST);
+    assert!(entry.aborted);
+    assert_eq!(entry.app.as_deref(), Some("app"));
+    assert!(!entry.is_default_error_page());
+
+    // Nothing holds the backend any more: unmapped, it drains at once.
+    router.routes.publish([]);
+    assert_eq!(backend.drain(Duration::from_secs(10)).await, 0);
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_routes_and_names_the_host_the_app_sees() {
+    let router = start(RouterConfig::default()).await;
+    router.routes.publish([
+        ("a.com".into(), spec("a", 0, backend("a").await)),
+        ("b.com".into(), spec("b", 0, backend("b").await)),
+    ]);
+    let answer = router
+        .raw(b"GET http://a.com/x?y=1 HTTP/1.1\r\nHost: b.com\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("x-seen-host: a.com\r\n"), "{answer}");
+    assert!(lower.contains("x-seen-path: /x?y=1\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\na"), "{answer}");
 }
