@@ -182,3 +182,61 @@ async fn a_kill_while_saving_leaves_a_whole_state_file() {
         );
     }
 }
+
+/// The deterministic version of the test above: a process is killed by the kernel in the middle
+/// of writing a state (`RLIMIT_FSIZE` makes the write past 64 KiB raise SIGXFSZ, whose default
+/// action ends the process), so the kill provably lands mid-save.
+#[test]
+fn a_process_killed_mid_write_leaves_the_previous_state_file_whole() {
+    const CHILD: &str = "AFEMU_TEST_KILLED_MID_WRITE";
+    if let Some(path) = std::env::var_os(CHILD) {
+        // The child: a 1 MiB state, of which only the first 64 KiB can be written.
+        use nix::sys::resource::{Resource, setrlimit};
+        setrlimit(Resource::RLIMIT_FSIZE, 64 * 1024, 64 * 1024).unwrap();
+        let big = format!(
+            "{{\"afemu_state\": 1, \"pad\": \"{}\"}}",
+            "x".repeat(1 << 20)
+        );
+        let _ = afemu::snapshot::write_atomically(std::path::Path::new(&path), big.as_bytes());
+        unreachable!("the write past the limit ends the process");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let previous = br#"{"afemu_state": 1, "apps": []}"#;
+    afemu::snapshot::write_atomically(&state, previous).unwrap();
+
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_process_killed_mid_write_leaves_the_previous_state_file_whole",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, &state)
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(nix::sys::signal::Signal::SIGXFSZ as i32),
+        "the child was not killed mid-write: {status:?}"
+    );
+    assert_eq!(
+        std::fs::read(&state).unwrap(),
+        previous,
+        "the previous state is whole"
+    );
+    let partial: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() != "state.json")
+        .collect();
+    assert_eq!(
+        partial.len(),
+        1,
+        "the half-written temporary file: {partial:?}"
+    );
+    assert_eq!(partial[0].metadata().unwrap().len(), 64 * 1024);
+    // The next start removes it.
+    afemu::snapshot::remove_partial_writes(&state);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
