@@ -364,7 +364,7 @@ async fn forward(
             }
             return Err(ForwardError::Exchange(error));
         }
-        match connection.try_send_request(request).await {
+        match connection.send(request).await {
             Ok(response) => return Ok((response, connection)),
             Err(mut error) => match error.take_message() {
                 Some(unsent) if pooled => request = unsent,
@@ -651,7 +651,15 @@ impl Body for RouterBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RouterBody::Proxied { inner, pending } => {
-                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                let mut polled = Pin::new(&mut *inner).poll_frame(cx);
+                if polled.is_pending()
+                    && let Some(connection) = pending.as_mut().and_then(|p| p.connection.as_mut())
+                {
+                    // Nothing buffered yet: move the backend's socket along (the body asked
+                    // for more just now), then look again.
+                    let _ = connection.poll_drive(cx);
+                    polled = Pin::new(&mut *inner).poll_frame(cx);
+                }
                 match &polled {
                     Poll::Ready(None) => {
                         if let Some(mut done) = pending.take() {
