@@ -30,6 +30,7 @@
 //! - [`package`]: what an upload holds (`.afignore`, `*.log` left out, the zip).
 //! - `output`, `table`, `prompt`, `json`, `yaml_out`: af's way of printing, terminal-table 1.4
 //!   tables, interact's prompts, JSON with keys in order, Psych's YAML.
+//! - [`fuzzing`]: the manifest loading, reachable from the fuzz targets in `fuzz/`.
 //! - [`client`]: [`V1Client`], a typed v1 client for tests and tools (the emulator's harness
 //!   uses it): the same wire protocol, composed operations (push, map, scale…).
 //!
@@ -49,6 +50,7 @@ pub mod config;
 mod context;
 mod error;
 mod frameworks;
+pub mod fuzzing;
 pub mod json;
 mod manifest;
 pub mod options;

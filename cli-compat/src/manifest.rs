@@ -14,6 +14,21 @@ use crate::json::Json;
 
 pub(crate) const MANIFEST: &str = "manifest.yml";
 
+// Limits af does not have (it overflows the stack, or walks an exponential expansion, instead;
+// COMPATIBILITY.md): a manifest is a few dozen lines, so each is far beyond any real one, and a
+// clear error beats a hang.
+
+/// The most files a manifest may read, itself and all it `inherit`s.
+const MOST_MANIFEST_FILES: usize = 64;
+/// How deeply a manifest's collections may nest, aliases expanded.
+const DEEPEST_NESTING: usize = 64;
+/// How many values a manifest may hold, aliases expanded (a "billion laughs" holds 10⁹).
+const MOST_VALUES: usize = 100_000;
+/// How deeply symbols may refer to symbols that refer to symbols.
+const DEEPEST_SYMBOLS: usize = 64;
+/// The longest a value may grow by resolving its symbols.
+const LONGEST_VALUE: usize = 64 * 1024;
+
 /// The manifest af would use: `-m FILE` as given, else `manifest.yml` in `path` or the nearest
 /// directory above it.
 pub(crate) fn find(option: Option<&str>, path: &Path) -> Option<PathBuf> {
@@ -60,21 +75,101 @@ pub(crate) fn yaml_scalar_text(yaml: &Yaml) -> Option<String> {
     }
 }
 
+/// How manifest files are read: the file system, or (for the fuzz target) anything else.
+pub(crate) type ReadFile<'r> = &'r dyn Fn(&Path) -> std::io::Result<String>;
+
 /// Reads one YAML file into a tree (an empty file is an empty manifest).
-fn read_yaml(file: &Path) -> CmdResult<Json> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+fn read_yaml(file: &Path, read: ReadFile<'_>) -> CmdResult<Json> {
+    let text = read(file).map_err(|e| {
         Failure::message(format!(
             "{} @ rb_sysopen - {}",
             io_message(&e),
             file.display()
         ))
     })?;
-    let docs = yaml_rust2::YamlLoader::load_from_str(&text)
+    let docs = check_size(&text)
+        .and_then(|()| yaml_rust2::YamlLoader::load_from_str(&text).map_err(|e| e.to_string()))
         .map_err(|e| Failure::message(format!("({}): {e}", file.display())))?;
     Ok(match docs.first().map(yaml_to_json) {
         Some(doc @ Json::Object(_)) => doc,
         _ => Json::object(),
     })
+}
+
+/// Refuses YAML that nests deeper than [`DEEPEST_NESTING`] or holds more than [`MOST_VALUES`]
+/// values once its aliases are expanded, before it is loaded: the loader copies an alias's node
+/// at each use, and everything after it walks the tree recursively. A syntax error is left for
+/// the loader to report.
+fn check_size(text: &str) -> Result<(), String> {
+    use yaml_rust2::parser::{Event, Parser};
+
+    /// A collection being read: its anchor, the values before it, the height of its tallest
+    /// child.
+    struct Open {
+        anchor: usize,
+        values_before: usize,
+        tallest_child: usize,
+    }
+    let too_deep = || format!("the YAML nests deeper than {DEEPEST_NESTING} levels");
+    // Each anchor's node: how many values it holds and how tall it is, aliases expanded.
+    let mut anchors: std::collections::HashMap<usize, (usize, usize)> = Default::default();
+    let mut open: Vec<Open> = Vec::new();
+    let mut values = 0usize;
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        let Ok((event, _)) = parser.next_token() else {
+            return Ok(());
+        };
+        // A node just read: its anchor, values and height.
+        let node = match event {
+            Event::StreamEnd => return Ok(()),
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push(Open {
+                    anchor,
+                    values_before: values,
+                    tallest_child: 0,
+                });
+                values += 1;
+                if open.len() > DEEPEST_NESTING {
+                    return Err(too_deep());
+                }
+                None
+            }
+            Event::SequenceEnd | Event::MappingEnd => open.pop().map(|collection| {
+                (
+                    collection.anchor,
+                    values - collection.values_before,
+                    collection.tallest_child + 1,
+                )
+            }),
+            Event::Scalar(_, _, anchor, _) => {
+                values += 1;
+                Some((anchor, 1, 0))
+            }
+            Event::Alias(anchor) => {
+                let (more, height) = anchors.get(&anchor).copied().unwrap_or((1, 0));
+                values = values.saturating_add(more);
+                if open.len() + height > DEEPEST_NESTING {
+                    return Err(too_deep());
+                }
+                Some((0, more, height))
+            }
+            _ => None,
+        };
+        if values > MOST_VALUES {
+            return Err(format!(
+                "the YAML holds more than {MOST_VALUES} values once its aliases are expanded"
+            ));
+        }
+        if let Some((anchor, n_values, height)) = node {
+            if anchor > 0 {
+                anchors.insert(anchor, (n_values, height));
+            }
+            if let Some(parent) = open.last_mut() {
+                parent.tallest_child = parent.tallest_child.max(height);
+            }
+        }
+    }
 }
 
 fn io_message(error: &std::io::Error) -> String {
@@ -95,55 +190,105 @@ pub(crate) fn load_structure(
     home: &Path,
     infra: &mut Option<String>,
 ) -> CmdResult<Json> {
-    load_structure_depth(file, top_file, cwd, home, infra, 0)
+    let read = |file: &Path| std::fs::read_to_string(file);
+    load_structure_with(file, top_file, cwd, home, infra, &read)
 }
 
-fn load_structure_depth(
+/// [`load_structure`], reading files with `read`.
+pub(crate) fn load_structure_with(
     file: &Path,
     top_file: &Path,
     cwd: &Path,
     home: &Path,
     infra: &mut Option<String>,
-    depth: usize,
+    read: ReadFile<'_>,
 ) -> CmdResult<Json> {
-    if depth > 32 {
-        return Err(Failure::message(format!(
-            "Error: manifest inherits itself: {}",
-            file.display()
-        )));
-    }
-    let file = expand_path(&file.to_string_lossy(), cwd, home);
-    let mut manifest = read_yaml(&file)?;
-    let parents: Vec<String> = match manifest.get("inherit") {
-        Json::Array(items) => items.iter().map(Json::to_ruby_s).collect(),
-        Json::Null => Vec::new(),
-        other => vec![other.to_ruby_s()],
+    let mut loading = Loading {
+        read,
+        chain: Vec::new(),
+        n_files: 0,
     };
-    let top_dir = expand_path(&top_file.to_string_lossy(), cwd, home);
-    for parent in parents {
-        // af: File.expand_path("../" + path, manifest_file), always from the top manifest.
-        let parent_file = expand_path(&format!("../{parent}"), &top_dir, home);
-        let parent_tree =
-            load_structure_depth(&parent_file, top_file, cwd, home, infra, depth + 1)?;
-        manifest = deep_merge(parent_tree, manifest);
+    loading.load(file, top_file, cwd, home, infra)
+}
+
+/// The files being read for one manifest.
+struct Loading<'r> {
+    read: ReadFile<'r>,
+    /// The file being read and those that inherit it, up to the top manifest: one inherited
+    /// again is a cycle.
+    chain: Vec<PathBuf>,
+    /// Files read so far, towards [`MOST_MANIFEST_FILES`].
+    n_files: usize,
+}
+
+impl Loading<'_> {
+    fn load(
+        &mut self,
+        file: &Path,
+        top_file: &Path,
+        cwd: &Path,
+        home: &Path,
+        infra: &mut Option<String>,
+    ) -> CmdResult<Json> {
+        let file = expand_path(&file.to_string_lossy(), cwd, home);
+        if self.chain.contains(&file) {
+            return Err(Failure::message(format!(
+                "Error: manifest inherits itself: {}",
+                file.display()
+            )));
+        }
+        self.n_files += 1;
+        if self.n_files > MOST_MANIFEST_FILES {
+            return Err(Failure::message(format!(
+                "Error: manifest inherits more than {MOST_MANIFEST_FILES} files: {}",
+                file.display()
+            )));
+        }
+        self.chain.push(file.clone());
+        let manifest = self.load_inherited(&file, top_file, cwd, home, infra);
+        self.chain.pop();
+        manifest
     }
-    if let Some(apps) = manifest.get("applications").as_object().cloned() {
-        for (key, app) in apps {
-            if app.get("infra").truthy() {
-                *infra = Some(app.get("infra").to_ruby_s());
-            }
-            // af: File.expand_path(k, file): relative to the file's path itself, so only keys
-            // that climb out of it (`../x`) ever match the working directory.
-            let absolute = expand_path(&key, &file, home);
-            if cwd
-                .to_string_lossy()
-                .starts_with(&*absolute.to_string_lossy())
-            {
-                manifest = deep_merge(manifest, app);
+
+    fn load_inherited(
+        &mut self,
+        file: &Path,
+        top_file: &Path,
+        cwd: &Path,
+        home: &Path,
+        infra: &mut Option<String>,
+    ) -> CmdResult<Json> {
+        let mut manifest = read_yaml(file, self.read)?;
+        let parents: Vec<String> = match manifest.get("inherit") {
+            Json::Array(items) => items.iter().map(Json::to_ruby_s).collect(),
+            Json::Null => Vec::new(),
+            other => vec![other.to_ruby_s()],
+        };
+        let top_dir = expand_path(&top_file.to_string_lossy(), cwd, home);
+        for parent in parents {
+            // af: File.expand_path("../" + path, manifest_file), always from the top manifest.
+            let parent_file = expand_path(&format!("../{parent}"), &top_dir, home);
+            let parent_tree = self.load(&parent_file, top_file, cwd, home, infra)?;
+            manifest = deep_merge(parent_tree, manifest);
+        }
+        if let Some(apps) = manifest.get("applications").as_object().cloned() {
+            for (key, app) in apps {
+                if app.get("infra").truthy() {
+                    *infra = Some(app.get("infra").to_ruby_s());
+                }
+                // af: File.expand_path(k, file): relative to the file's path itself, so only keys
+                // that climb out of it (`../x`) ever match the working directory.
+                let absolute = expand_path(&key, file, home);
+                if cwd
+                    .to_string_lossy()
+                    .starts_with(&*absolute.to_string_lossy())
+                {
+                    manifest = deep_merge(manifest, app);
+                }
             }
         }
+        Ok(manifest)
     }
-    Ok(manifest)
 }
 
 /// af's `merge_manifest(child, parent)`: `parent.merge(child)`, hashes merged deeply.
@@ -231,6 +376,7 @@ pub(crate) fn resolve(manifest: &mut Json, symbols: &Symbols<'_>) -> CmdResult {
     let mut resolver = Resolver {
         symbols,
         active: Vec::new(),
+        depth: 0,
     };
     for app in apps {
         let path = vec!["applications".to_owned(), app];
@@ -249,14 +395,18 @@ pub(crate) fn resolve_string(
     let mut resolver = Resolver {
         symbols,
         active: Vec::new(),
+        depth: 0,
     };
     resolver.resolve_text(manifest, text, &[Vec::new()])
 }
 
 struct Resolver<'a, 's> {
     symbols: &'a Symbols<'s>,
-    /// Values being resolved now: a symbol that refers back to one of them is a cycle.
+    /// Values being resolved now: a symbol that refers back to one of them, or to a hash or
+    /// an array holding one, is a cycle.
     active: Vec<TreePath>,
+    /// How many symbols deep the resolution is, towards [`DEEPEST_SYMBOLS`].
+    depth: usize,
 }
 
 impl Resolver<'_, '_> {
@@ -304,7 +454,10 @@ impl Resolver<'_, '_> {
                         }
                         _ => continue,
                     };
-                    let resolved = self.resolve_text(root, &text, context)?;
+                    self.active.push([path, &[index.to_string()]].concat());
+                    let resolved = self.resolve_text(root, &text, context);
+                    self.active.pop();
+                    let resolved = resolved?;
                     if let Some(Json::Array(items)) = node_mut(root, path) {
                         items[index] = Json::Str(resolved);
                     }
@@ -347,6 +500,12 @@ impl Resolver<'_, '_> {
             if name_len > 0 && after[name_len..].starts_with('}') {
                 let symbol = &after[..name_len];
                 out.push_str(&self.resolve_symbol(root, symbol, context)?);
+                if out.len() > LONGEST_VALUE {
+                    return Err(Failure::message(format!(
+                        "Error: the symbols in the manifest make a value longer than \
+                         {LONGEST_VALUE} bytes: {text:.40}…"
+                    )));
+                }
                 rest = &after[name_len + 1..];
             } else {
                 out.push_str("${");
@@ -382,14 +541,23 @@ impl Resolver<'_, '_> {
                         "Unknown symbol in manifest: {symbol}"
                     )));
                 };
-                if self.active.contains(&path) {
+                if self.active.iter().any(|active| active.starts_with(&path)) {
                     return Err(Failure::message(format!(
                         "Error: the symbol ${{{symbol}}} in the manifest refers to itself"
                     )));
                 }
+                if self.depth >= DEEPEST_SYMBOLS {
+                    return Err(Failure::message(format!(
+                        "Error: the symbols in the manifest nest deeper than {DEEPEST_SYMBOLS} \
+                         (at ${{{symbol}}})"
+                    )));
+                }
                 // af resolves what it found in place, so later uses see the same value (one
                 // `${random-word}`, not two).
-                self.resolve_node(root, &path, context)?;
+                self.depth += 1;
+                let resolved = self.resolve_node(root, &path, context);
+                self.depth -= 1;
+                resolved?;
                 Ok(node(root, &path).map(Json::to_ruby_s).unwrap_or_default())
             }
         }
@@ -696,5 +864,136 @@ mod tests {
             "applications:\n  ./a:\n    name: a\n    depends-on: ./b\n  ./b:\n    name: b\n    depends-on: ./a\n",
         );
         assert!(each_app(Some(&cyclic), Some(&file), ".", root, root, true).is_err());
+    }
+
+    /// Loads `text` as `/m/manifest.yml`, every other file under `/m` having the same text.
+    fn load_text(text: &str) -> CmdResult<Json> {
+        let read = |path: &Path| {
+            if path.starts_with("/m") {
+                Ok(text.to_owned())
+            } else {
+                Err(std::io::ErrorKind::NotFound.into())
+            }
+        };
+        let file = Path::new("/m").join(MANIFEST);
+        load_structure_with(
+            &file,
+            &file,
+            Path::new("/m"),
+            Path::new("/h"),
+            &mut None,
+            &read,
+        )
+    }
+
+    fn failure_text(result: CmdResult<impl std::fmt::Debug>) -> String {
+        match result {
+            Err(Failure::Message(text)) => text,
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_inheritance_cycle_is_an_error_at_once() {
+        // Each file inherits itself twice: 2^33 reads, unless the cycle is noticed.
+        let text = failure_text(load_text("inherit: [manifest.yml, manifest.yml]\n"));
+        assert_eq!(text, "Error: manifest inherits itself: /m/manifest.yml");
+        let text = failure_text(load_text("inherit: [a.yml, b.yml]\n"));
+        assert!(text.contains("inherits itself"), "{text}");
+    }
+
+    #[test]
+    fn inheriting_many_files_is_an_error() {
+        // 8 levels of 2 distinct parents each: 511 files, none of them a cycle.
+        let read = |path: &Path| {
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            Ok(if stem.len() < "manifest".len() + 8 {
+                format!("inherit: [{stem}a.yml, {stem}b.yml]\n")
+            } else {
+                "mem: 64M\n".to_owned()
+            })
+        };
+        let file = Path::new("/m").join(MANIFEST);
+        let result = load_structure_with(
+            &file,
+            &file,
+            Path::new("/m"),
+            Path::new("/h"),
+            &mut None,
+            &read,
+        );
+        let text = failure_text(result);
+        assert!(text.contains("inherits more than"), "{text}");
+    }
+
+    #[test]
+    fn deep_yaml_nesting_is_an_error() {
+        for text in [
+            format!("a: {}{}\n", "[".repeat(200), "]".repeat(200)),
+            format!("a:\n{}", "- ".repeat(100_000)),
+        ] {
+            let message = failure_text(load_text(&text));
+            assert!(message.contains("nests deeper than"), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_alias_bomb_is_an_error() {
+        let mut text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_owned();
+        for n in 1..10 {
+            let prior = format!("*a{}", n - 1);
+            text += &format!("a{n}: &a{n} [{}]\n", vec![prior; 10].join(", "));
+        }
+        let message = failure_text(load_text(&text));
+        assert!(message.contains("more than"), "{message}");
+        // Aliases nest too: ten anchors of ten levels each are a hundred levels.
+        let mut text = format!("b0: &b0 {}x{}\n", "[".repeat(10), "]".repeat(10));
+        for n in 1..10 {
+            text += &format!(
+                "b{n}: &b{n} {}*b{}{}\n",
+                "[".repeat(10),
+                n - 1,
+                "]".repeat(10)
+            );
+        }
+        let message = failure_text(load_text(&text));
+        assert!(message.contains("nests deeper than"), "{message}");
+    }
+
+    #[test]
+    fn a_symbol_inside_the_hash_it_names_is_a_cycle() {
+        for text in ["a:\n  x: ${a}\n", "a:\n- ${a}\n"] {
+            let mut m = parse(text);
+            assert_eq!(
+                resolve(&mut m, &symbols()),
+                Err(Failure::message(
+                    "Error: the symbol ${a} in the manifest refers to itself"
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_chain_of_symbols_is_an_error() {
+        let mut text = String::new();
+        for n in 0..100_000 {
+            text += &format!("s{n}: ${{s{}}}\n", n + 1);
+        }
+        text += "s100000: end\n";
+        let mut m = parse(&text);
+        let message = failure_text(resolve(&mut m, &symbols()));
+        assert!(message.contains("nest deeper than 64"), "{message}");
+    }
+
+    #[test]
+    fn symbols_that_expand_exponentially_are_an_error() {
+        let mut text = "p0: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n".to_owned();
+        for n in 1..10 {
+            text += &format!("p{n}: {}\n", format!("${{p{}}}", n - 1).repeat(10));
+        }
+        let mut m = parse(&text);
+        let message = failure_text(resolve(&mut m, &symbols()));
+        assert!(message.contains("longer than"), "{message}");
     }
 }

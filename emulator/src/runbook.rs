@@ -71,6 +71,9 @@ pub struct RunbookError {
 pub const DEFAULT_RATE: u32 = 100;
 /// How long `@await` waits by default.
 pub const DEFAULT_AWAIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest `@wait` or `@await` timeout: a rehearsal puts a deadline on it, and a runbook
+/// that waits longer than a day is a typo.
+pub const LONGEST_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Runbook {
     /// Reads and parses a runbook file.
@@ -170,8 +173,15 @@ impl Runbook {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration ({e}); e.g. 300ms, 2s"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); e.g. 300ms, 2s"))?;
+    if duration > LONGEST_WAIT {
+        return Err(format!(
+            "{text:?} is longer than a runbook may wait ({})",
+            humantime::format_duration(LONGEST_WAIT)
+        ));
+    }
+    Ok(duration)
 }
 
 fn parse_traffic(words: &[String]) -> Result<ItemKind, String> {
@@ -204,7 +214,7 @@ fn parse_await(words: &[String]) -> Result<ItemKind, String> {
     }
     match rest.as_slice() {
         ["served-by", app, host] => Ok(ItemKind::AwaitServedBy {
-            app: (*app).to_owned(),
+            app: app_of(app)?,
             host: host_of(host)?,
             timeout,
         }),
@@ -222,7 +232,7 @@ fn parse_expect(words: &[String]) -> Result<ItemKind, String> {
         }),
         Some("served-by") => match &words[1..] {
             [app, host] => Ok(ItemKind::ExpectServedBy {
-                app: app.clone(),
+                app: app_of(app)?,
                 host: host_of(host)?,
             }),
             _ => Err("expected: @expect served-by APP HOST".into()),
@@ -232,6 +242,14 @@ fn parse_expect(words: &[String]) -> Result<ItemKind, String> {
                 .into(),
         ),
     }
+}
+
+/// An app name, which no app has when empty (`''`).
+fn app_of(word: &str) -> Result<String, String> {
+    if word.is_empty() {
+        return Err("an app name cannot be empty".into());
+    }
+    Ok(word.to_owned())
 }
 
 /// A host as the router keys it.
@@ -393,23 +411,25 @@ pub fn model_step(
             let Some(count) = positional.get(1) else {
                 return Ok(None); // listing instances
             };
-            let now = current_instances(&name).unwrap_or(1) as i64;
+            let now = i64::from(current_instances(&name).unwrap_or(1));
+            let number = |digits: &str| {
+                digits
+                    .parse::<u32>()
+                    .map(i64::from)
+                    .map_err(|_| format!("{count}: not a number of instances"))
+            };
+            // Both sides fit in a u32, so neither sum overflows an i64.
             let wanted = if let Some(more) = count.strip_prefix('+') {
-                now + more
-                    .parse::<i64>()
-                    .map_err(|_| format!("{count}: not a number"))?
+                now + number(more)?
             } else if let Some(fewer) = count.strip_prefix('-') {
-                now - fewer
-                    .parse::<i64>()
-                    .map_err(|_| format!("{count}: not a number"))?
+                now - number(fewer)?
             } else {
-                count
-                    .parse()
-                    .map_err(|_| format!("{count}: not a number"))?
+                number(count)?
             };
             Step::Scale {
                 app: name,
-                instances: wanted.max(0) as u32,
+                instances: u32::try_from(wanted.max(0))
+                    .map_err(|_| format!("{count}: more instances than there can be"))?,
             }
         }
         _ => return Ok(None),
@@ -528,6 +548,16 @@ mod tests {
             ("@expect nothing-bad\n", 1, "expected: @expect"),
             ("af push \"unterminated\n", 1, "unterminated"),
             ("af\n", 1, "needs a command"),
+            (
+                "@expect served-by '' a.com\n",
+                1,
+                "app name cannot be empty",
+            ),
+            (
+                "@await served-by \"\" a.com\n",
+                1,
+                "app name cannot be empty",
+            ),
         ];
         for (text, line, message) in table {
             let error = parse(text).unwrap_err();
@@ -594,5 +624,46 @@ mod tests {
         );
         assert_eq!(step("af instances ex"), None);
         assert_eq!(step("af apps"), None);
+    }
+
+    /// A rehearsal adds an `@await` timeout to the time now, which used to panic for a timeout
+    /// of 300 billion years (an `Instant` overflow); more than a day is refused.
+    #[test]
+    fn waits_longer_than_a_day_are_refused() {
+        for text in [
+            "@await served-by x a.com timeout=292300000000y\n",
+            "@wait 25h\n",
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(
+                error.message.contains("longer than a runbook may wait"),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            parse("@wait 1day\n").unwrap().items[0].kind,
+            ItemKind::Wait(LONGEST_WAIT)
+        );
+    }
+
+    /// `af instances APP +N` used to add N to the count as an i64, overflowing for a large N, and
+    /// to truncate a count beyond a u32 silently.
+    #[test]
+    fn instance_counts_beyond_a_u32_are_refused() {
+        let step = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            model_step(&args, |_| Some(u32::MAX))
+        };
+        for count in ["+9223372036854775807", "4294967296"] {
+            assert!(step(&["instances", "ex", count]).is_err(), "{count}");
+        }
+        assert!(step(&["instances", "ex", "+1"]).is_err());
+        assert_eq!(
+            step(&["scale", "ex", "-4294967295"]),
+            Ok(Some(Step::Scale {
+                app: "ex".into(),
+                instances: 0
+            }))
+        );
     }
 }

@@ -1,0 +1,84 @@
+//! The runbook parser (`afemu_emulator::runbook::Runbook::parse`), on any text: nothing panics;
+//! an error names a line of the text; every item is well-formed (its line's own text, hosts as
+//! the router keys them, a rate above zero, durations that fit a deadline, named apps) and
+//! parses the same on its own; the model steps of its `af` lines never panic.
+#![no_main]
+
+use std::path::PathBuf;
+
+use afemu_emulator::runbook::{ItemKind, LONGEST_WAIT, Runbook, model_step};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let n_lines = text.lines().count();
+    let runbook = match Runbook::parse(&text, "fuzz.runbook", PathBuf::from("/rb")) {
+        Ok(runbook) => runbook,
+        Err(error) => {
+            assert!(
+                (1..=n_lines).contains(&error.line),
+                "{error} names line {} of {n_lines}",
+                error.line
+            );
+            assert_eq!(error.file, "fuzz.runbook");
+            return;
+        }
+    };
+    assert_eq!(runbook.dir, PathBuf::from("/rb"));
+    let lines: Vec<&str> = text.lines().collect();
+    let mut previous = 0;
+    for item in &runbook.items {
+        assert!(item.line > previous && item.line <= n_lines, "{item:?}");
+        previous = item.line;
+        assert_eq!(item.text, lines[item.line - 1].trim(), "{item:?}");
+        assert!(!item.text.is_empty(), "{item:?}");
+        match &item.kind {
+            ItemKind::Af(args) => {
+                assert!(!args.is_empty(), "{item:?}");
+                let _ = model_step(args, |_| Some(1));
+                let _ = model_step(args, |_| Some(u32::MAX));
+            }
+            ItemKind::Traffic { hosts, rate } => {
+                assert!(!hosts.is_empty() && *rate > 0, "{item:?}");
+                hosts.iter().for_each(|host| assert_host(host));
+            }
+            ItemKind::Wait(duration) => assert_wait(*duration),
+            ItemKind::AwaitServedBy { app, host, timeout } => {
+                assert!(!app.is_empty(), "{item:?}");
+                assert_host(host);
+                assert_wait(*timeout);
+            }
+            ItemKind::ExpectNoDefaultErrorPage { hosts } => {
+                hosts.iter().for_each(|host| assert_host(host));
+            }
+            ItemKind::ExpectServedBy { app, host } => {
+                assert!(!app.is_empty(), "{item:?}");
+                assert_host(host);
+            }
+        }
+        // A line means the same on its own.
+        let alone =
+            Runbook::parse(lines[item.line - 1], "alone", PathBuf::new()).expect("parses alone");
+        assert_eq!(alone.items.len(), 1, "{item:?}");
+        assert_eq!(alone.items[0].kind, item.kind, "{item:?}");
+    }
+    for host in runbook.watched_hosts() {
+        assert_host(&host);
+    }
+});
+
+/// A host as the router keys it: non-empty, and its own key.
+fn assert_host(host: &str) {
+    assert!(!host.is_empty());
+    assert_eq!(
+        afemu_router::normalise_host(host, "").as_deref(),
+        Some(host),
+        "{host:?} is not a route key"
+    );
+}
+
+/// A wait the rehearsal can put a deadline on.
+fn assert_wait(duration: std::time::Duration) {
+    assert!(duration <= LONGEST_WAIT, "{duration:?}");
+    assert!(std::time::Instant::now().checked_add(duration).is_some());
+}
