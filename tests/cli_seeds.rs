@@ -14,12 +14,16 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// `afemu serve` on free ports (profile `fast`: stops, staging and starts take visible time).
 struct Served {
     _child: tokio::process::Child,
+    /// The child's TMPDIR (its data directory), removed after the child is killed.
+    _scratch: tempfile::TempDir,
     api_port: u16,
     router: std::net::SocketAddr,
 }
 
 async fn serve() -> Served {
+    let scratch = common::scratch();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .env("TMPDIR", scratch.path())
         .args([
             "serve",
             "--api-addr",
@@ -53,6 +57,7 @@ async fn serve() -> Served {
         api_port: url_after("api").port(),
         router: url_after("router"),
         _child: child,
+        _scratch: scratch,
     }
 }
 

@@ -253,7 +253,10 @@ fn a_runbook_error_exits_2_with_its_line() {
 #[test]
 fn rehearsing_against_a_running_emulator() {
     use std::io::BufRead;
+    // Killed at the end: its data directory goes into a scratch TMPDIR that is removed.
+    let scratch = tempfile::tempdir().unwrap();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .env("TMPDIR", scratch.path())
         .args([
             "serve",
             "--api-addr",

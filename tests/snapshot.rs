@@ -68,9 +68,15 @@ async fn export_reset_import_brings_everything_back() {
     assert_eq!(emu.get("example.com", "/").await.status, 200);
 }
 
-async fn serve_with_state(state: &std::path::Path) -> (tokio::process::Child, String) {
+/// `afemu serve --state STATE`; its TMPDIR (and so its data directory) is the returned scratch
+/// directory, which outlives a kill.
+async fn serve_with_state(
+    state: &std::path::Path,
+) -> (tokio::process::Child, String, tempfile::TempDir) {
     use tokio::io::AsyncBufReadExt;
+    let scratch = common::scratch();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .env("TMPDIR", scratch.path())
         .args([
             "serve",
             "--api-addr",
@@ -98,14 +104,14 @@ async fn serve_with_state(state: &std::path::Path) -> (tokio::process::Child, St
         .nth(1)
         .unwrap_or_else(|| panic!("{line}"))
         .to_owned();
-    (child, api)
+    (child, api, scratch)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_keeps_its_state_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    let (mut first, api) = serve_with_state(&state).await;
+    let (mut first, api, _scratch) = serve_with_state(&state).await;
     let mut af = afemu::cli::V1Client::new(&api).with_poll_interval(Duration::from_millis(10));
     af.login("me@example.com", "pw").await.unwrap();
     af.push(
@@ -123,7 +129,7 @@ async fn serve_keeps_its_state_across_restarts() {
     .unwrap();
     assert!(first.wait().await.unwrap().success());
 
-    let (mut second, api) = serve_with_state(&state).await;
+    let (mut second, api, _scratch2) = serve_with_state(&state).await;
     let af = afemu::cli::V1Client::new(&api)
         .with_token(af.token().unwrap())
         .with_poll_interval(Duration::from_millis(10));
@@ -137,7 +143,7 @@ async fn a_kill_while_saving_leaves_a_whole_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
     // A first, orderly run leaves a state with one app.
-    let (mut afemu, api) = serve_with_state(&state).await;
+    let (mut afemu, api, _scratch) = serve_with_state(&state).await;
     let mut af = afemu::cli::V1Client::new(&api);
     af.login("me@example.com", "pw").await.unwrap();
     af.create_app(&json!({"name": "first", "staging": {"framework": "standalone"}}))
@@ -150,7 +156,7 @@ async fn a_kill_while_saving_leaves_a_whole_state_file() {
     .unwrap();
     assert!(afemu.wait().await.unwrap().success());
     for round in 0..5 {
-        let (mut afemu, api) = serve_with_state(&state).await;
+        let (mut afemu, api, _scratch) = serve_with_state(&state).await;
         let mut af = afemu::cli::V1Client::new(&api);
         af.login("me@example.com", "pw").await.unwrap();
         // A burst of changes, each saved; the kill lands somewhere in the saving.

@@ -81,10 +81,22 @@ pub struct Served {
     pub api: String,
     pub router: String,
     pub line: String,
+    /// The child's `TMPDIR`: its default data directory lives here, so that a child killed
+    /// with SIGKILL (which cannot clean up) leaves nothing behind. Dropped after the child.
+    pub scratch: tempfile::TempDir,
+}
+
+/// A directory for a child process's `TMPDIR`, removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("afemu-test-")
+        .tempdir()
+        .expect("a scratch directory")
 }
 
 /// Starts `afemu serve` on free ports and waits for its ready line.
 pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
+    let scratch = scratch();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"));
     command
         .args([
@@ -95,6 +107,7 @@ pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
             "127.0.0.1:0",
         ])
         .args(extra_args)
+        .env("TMPDIR", scratch.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true);
@@ -122,6 +135,7 @@ pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
         api,
         router,
         line,
+        scratch,
     }
 }
 
