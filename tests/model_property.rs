@@ -181,11 +181,18 @@ fn the_interleaving_property_shrinks_to_a_minimal_counter_example() {
             instances: 1,
         },
     ];
-    let mut runner = TestRunner::new(Config {
-        cases: 256,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    // A fixed seed: proptest's shrinking is a local search, and from an unlucky first failure
+    // (about one run in a hundred) it can stop at two steps, e.g. `[Push blue, Restart blue]`.
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
     let found = runner.run(
         &strategy::procedure(&["blue", "green"], &["www.a.com"], 8),
         |steps| no_default_error_page(&setup, &steps, &["www.a.com"], false),
