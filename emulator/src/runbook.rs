@@ -387,7 +387,7 @@ pub fn model_step(
             Step::Push {
                 app: app(0)?,
                 uris: urls,
-                instances: instances.unwrap_or(1),
+                instances: within_limit(instances.unwrap_or(1))?,
             }
         }
         "update" => Step::Update { app: app(0)? },
@@ -428,13 +428,27 @@ pub fn model_step(
             };
             Step::Scale {
                 app: name,
-                instances: u32::try_from(wanted.max(0))
-                    .map_err(|_| format!("{count}: more instances than there can be"))?,
+                instances: within_limit(
+                    u32::try_from(wanted.max(0))
+                        .map_err(|_| format!("{count}: more instances than there can be"))?,
+                )?,
             }
         }
         _ => return Ok(None),
     };
     Ok(Some(step))
+}
+
+/// The emulator refuses more than `MAX_INSTANCES` instances of an app, so the model does too
+/// (and does not build registrations for billions of them).
+fn within_limit(instances: u32) -> Result<u32, String> {
+    if u64::from(instances) > crate::app_update::MAX_INSTANCES {
+        return Err(format!(
+            "{instances} instances: the emulator allows at most {}",
+            crate::app_update::MAX_INSTANCES
+        ));
+    }
+    Ok(instances)
 }
 
 /// `-1` in `af instances app -1` is a count, not a flag.
@@ -663,6 +677,21 @@ mod tests {
             Ok(Some(Step::Scale {
                 app: "ex".into(),
                 instances: 0
+            }))
+        );
+        // Within a u32 but beyond what the emulator allows: refused before the model builds
+        // registrations for each of them.
+        let few = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            model_step(&args, |_| Some(2))
+        };
+        assert!(few(&["instances", "ex", "4000000000"]).is_err());
+        assert!(few(&["push", "ex", "--instances", "101", "-n"]).is_err());
+        assert_eq!(
+            few(&["instances", "ex", "+98"]),
+            Ok(Some(Step::Scale {
+                app: "ex".into(),
+                instances: 100
             }))
         );
     }
