@@ -9,55 +9,26 @@ use std::path::Path;
 use std::process::Stdio;
 
 use afemu::Traffic;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// `afemu serve` on free ports (profile `fast`: stops, staging and starts take visible time).
 struct Served {
-    _child: tokio::process::Child,
-    /// The child's TMPDIR (its data directory), removed after the child is killed.
-    _scratch: tempfile::TempDir,
+    /// The child and its scratch TMPDIR, dropped (killed, removed) with this.
+    _served: common::Served,
     api_port: u16,
     router: std::net::SocketAddr,
 }
 
 async fn serve() -> Served {
-    let scratch = common::scratch();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
-        .env("TMPDIR", scratch.path())
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--router-addr",
-            "127.0.0.1:0",
-            "--profile",
-            "fast",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("afemu runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("piped"))
-        .read_line(&mut line)
-        .await
-        .expect("a ready line");
-    let url_after = |label: &str| -> std::net::SocketAddr {
-        let url = line
-            .split_whitespace()
-            .skip_while(|w| *w != label)
-            .nth(1)
-            .unwrap_or_else(|| panic!("no {label} URL in {line:?}"));
+    let served = common::serve_binary(&["--profile", "fast"], &[]).await;
+    let address = |url: &str| -> std::net::SocketAddr {
         url.trim_start_matches("http://")
             .parse()
             .expect("an address")
     };
     Served {
-        api_port: url_after("api").port(),
-        router: url_after("router"),
-        _child: child,
-        _scratch: scratch,
+        api_port: address(&served.api).port(),
+        router: address(&served.router),
+        _served: served,
     }
 }
 

@@ -14,7 +14,7 @@ use common::{EVENT_TIMEOUT, fixture, poll, wait_for};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Raises the soft limit on open files to what `wanted` sockets need (each connection is two
@@ -203,25 +203,6 @@ async fn a_thousand_route_changes_on_other_hosts_never_show_the_default_error_pa
     );
 }
 
-/// The python probe with two instances, telling `notify` when a request is in progress.
-async fn push_two_probes(emu: &Emulator, notify: SocketAddr) {
-    let af = emu.client();
-    af.create_app(&json!({
-        "name": "probe",
-        "staging": {"framework": "standalone", "command": "python3 app.py"},
-        "uris": ["probe.com"],
-        "instances": 2,
-        "resources": {"memory": 64},
-        "env": [format!("PROBE_NOTIFY={notify}")],
-    }))
-    .await
-    .unwrap();
-    af.upload_dir("probe", &fixture("apps/python-probe"))
-        .await
-        .unwrap();
-    af.start("probe", EVENT_TIMEOUT).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_under_load_fails_only_the_requests_in_flight_to_it() {
     let emu = Emulator::builder()
@@ -231,7 +212,7 @@ async fn an_instance_killed_under_load_fails_only_the_requests_in_flight_to_it()
         .unwrap();
     let af = emu.client();
     let notify = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    push_two_probes(&emu, notify.local_addr().unwrap()).await;
+    common::push_notifying_probe(&emu.client(), 2, notify.local_addr().unwrap()).await;
     let backends = emu.routes().snapshot();
     let backends = backends.lookup("probe.com").unwrap().backends();
     let victim = backends.iter().find(|b| b.instance_index() == 0).unwrap();

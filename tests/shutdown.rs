@@ -8,28 +8,9 @@ use std::time::Duration;
 
 use afemu::Emulator;
 use afemu::cli::V1Client;
-use common::{EVENT_TIMEOUT, fixture, serve_binary};
-use serde_json::json;
+use common::{EVENT_TIMEOUT, serve_binary};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-
-/// Pushes the python probe, which tells `notify` when it starts on a /slow or /hang request.
-async fn push_probe(af: &V1Client, notify: std::net::SocketAddr) {
-    af.create_app(&json!({
-        "name": "probe",
-        "staging": {"framework": "standalone", "command": "python3 app.py"},
-        "uris": ["probe.com"],
-        "instances": 1,
-        "resources": {"memory": 64},
-        "env": [format!("PROBE_NOTIFY={notify}")],
-    }))
-    .await
-    .unwrap();
-    af.upload_dir("probe", &fixture("apps/python-probe"))
-        .await
-        .unwrap();
-    af.start("probe", EVENT_TIMEOUT).await.unwrap();
-}
 
 /// Waits until the probe says it has started on a request, and returns that request's path.
 async fn started_on(notify: &TcpListener) -> String {
@@ -48,7 +29,7 @@ async fn a_request_in_flight_when_sigterm_arrives_completes() {
     let mut af = V1Client::new(&served.api).with_poll_interval(Duration::from_millis(10));
     af.login("me@example.com", "pw").await.unwrap();
     let notify = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    push_probe(&af, notify.local_addr().unwrap()).await;
+    common::push_notifying_probe(&af, 1, notify.local_addr().unwrap()).await;
 
     let in_flight = tokio::spawn(
         reqwest::Client::new()
@@ -86,7 +67,7 @@ async fn a_request_that_never_ends_does_not_hold_up_the_shutdown() {
         .await
         .unwrap();
     let notify = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    push_probe(&emu.client(), notify.local_addr().unwrap()).await;
+    common::push_notifying_probe(&emu.client(), 1, notify.local_addr().unwrap()).await;
     let hanging = tokio::spawn(
         reqwest::Client::new()
             .get(format!("{}/hang", emu.router_url()))

@@ -73,38 +73,9 @@ async fn export_reset_import_brings_everything_back() {
 async fn serve_with_state(
     state: &std::path::Path,
 ) -> (tokio::process::Child, String, tempfile::TempDir) {
-    use tokio::io::AsyncBufReadExt;
-    let scratch = common::scratch();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
-        .env("TMPDIR", scratch.path())
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--router-addr",
-            "127.0.0.1:0",
-            "--profile",
-            "instant",
-            "--state",
-        ])
-        .arg(state)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    tokio::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .await
-        .unwrap();
-    let api = line
-        .split_whitespace()
-        .skip_while(|w| *w != "api")
-        .nth(1)
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    (child, api, scratch)
+    let state = state.to_str().expect("a UTF-8 path");
+    let served = common::serve_binary(&["--profile", "instant", "--state", state], &[]).await;
+    (served.child, served.api, served.scratch)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,4 +139,28 @@ pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
     }
 }
 
+/// Pushes and starts the python probe as `probe` on `probe.com` with `instances` instances, each
+/// telling `notify` (by connecting and sending the path) when it starts on a `/slow` or `/hang`
+/// request: the event a test waits for before it acts on a request in flight.
+pub async fn push_notifying_probe(
+    af: &afemu::cli::V1Client,
+    instances: u32,
+    notify: std::net::SocketAddr,
+) {
+    af.create_app(&serde_json::json!({
+        "name": "probe",
+        "staging": {"framework": "standalone", "command": "python3 app.py"},
+        "uris": ["probe.com"],
+        "instances": instances,
+        "resources": {"memory": 64},
+        "env": [format!("PROBE_NOTIFY={notify}")],
+    }))
+    .await
+    .unwrap();
+    af.upload_dir("probe", &fixture("apps/python-probe"))
+        .await
+        .unwrap();
+    af.start("probe", EVENT_TIMEOUT).await.unwrap();
+}
+
 pub mod transcript;
