@@ -45,12 +45,15 @@ pub fn load_manifest(text: &str) -> Result<Vec<App>, String> {
     manifest::resolve(&mut tree, &symbols).map_err(|e| format!("{e:?}"))?;
     let apps = manifest::each_app(Some(&tree), Some(&file), ".", cwd, home, true)
         .map_err(|e| format!("{e:?}"))?;
+    // af orders by `depends-on` only among `applications`; a single-app manifest's is ignored.
+    let ordered = tree.get("applications").as_object().is_some();
     Ok(apps
         .into_iter()
         .map(|app| {
             let dir = PathBuf::from(&app.application);
             let info = app.info.unwrap_or(Json::Null);
             let depends_on = match info.get("depends-on") {
+                _ if !ordered => Vec::new(),
                 Json::Array(items) => items.iter().map(Json::to_ruby_s).collect(),
                 Json::Null | Json::Bool(false) => Vec::new(),
                 other => vec![other.to_ruby_s()],

@@ -346,22 +346,39 @@ pub(crate) fn needs_suggest_url(manifest: &Json) -> bool {
     any_string(manifest, "${target-base}") && !any_key(manifest, "target")
 }
 
-/// A path into the tree.
+/// A path into the tree: hash keys, and array indices written as [`index_step`]s.
 type TreePath = Vec<String>;
+
+/// The step to element `index` of an array. A NUL cannot start a key af would look up (symbols
+/// are `[[:alnum:]-]+`), so a step is never both.
+fn index_step(index: usize) -> String {
+    format!("\0{index}")
+}
+
+fn as_index(step: &str) -> Option<usize> {
+    step.strip_prefix('\0')?.parse().ok()
+}
 
 fn node<'t>(root: &'t Json, path: &[String]) -> Option<&'t Json> {
     let mut current = root;
-    for key in path {
-        current.as_object()?;
-        current = current.get(key);
+    for step in path {
+        current = match (current, as_index(step)) {
+            (Json::Array(items), Some(index)) => items.get(index)?,
+            (Json::Object(_), None) => current.get(step),
+            _ => return None,
+        };
     }
     Some(current)
 }
 
 fn node_mut<'t>(root: &'t mut Json, path: &[String]) -> Option<&'t mut Json> {
     let mut current = root;
-    for key in path {
-        current = current.get_mut(key)?;
+    for step in path {
+        current = match (current, as_index(step)) {
+            (Json::Array(items), Some(index)) => items.get_mut(index)?,
+            (current @ Json::Object(_), None) => current.get_mut(step)?,
+            _ => return None,
+        };
     }
     Some(current)
 }
@@ -433,34 +450,12 @@ impl Resolver<'_, '_> {
                 }
             }
             Json::Array(items) => {
-                // Array elements are addressed by index, written as a key of their own.
+                // af resolves each element with the same context: a hash inside the array
+                // finds symbols in the hashes around the array.
                 for index in 0..items.len() {
-                    let text = match node(root, path).and_then(|a| a.items().get(index)) {
-                        Some(Json::Str(s)) => s.clone(),
-                        Some(Json::Object(_) | Json::Array(_)) => {
-                            // Collections inside arrays: resolve a copy and put it back.
-                            let mut element = node(root, path)
-                                .and_then(|a| a.items().get(index))
-                                .cloned()
-                                .unwrap_or_default();
-                            let mut scratch = Json::object();
-                            scratch.set("x", element.clone());
-                            self.resolve_node(&mut scratch, &["x".to_owned()], context)?;
-                            element = scratch.get("x").clone();
-                            if let Some(Json::Array(items)) = node_mut(root, path) {
-                                items[index] = element;
-                            }
-                            continue;
-                        }
-                        _ => continue,
-                    };
-                    self.active.push([path, &[index.to_string()]].concat());
-                    let resolved = self.resolve_text(root, &text, context);
-                    self.active.pop();
-                    let resolved = resolved?;
-                    if let Some(Json::Array(items)) = node_mut(root, path) {
-                        items[index] = Json::Str(resolved);
-                    }
+                    let mut element = path.to_vec();
+                    element.push(index_step(index));
+                    self.resolve_node(root, &element, context)?;
                 }
             }
             Json::Str(text) => {
@@ -738,12 +733,17 @@ fn order(
                     return Err(Failure::err("Circular dependency detected."));
                 }
                 // af keys the dependency by the name it was given, with the entry found at its
-                // path (or nothing, when no application lives there).
-                let found = by_path
+                // path. When no application lives there, af crashes (`undefined method '[]'
+                // for nil`); this is an error that says so.
+                let Some(found) = by_path
                     .iter()
                     .find(|(p, _, _)| *p == dep_path)
                     .map(|(_, _, v)| v.clone())
-                    .unwrap_or_default();
+                else {
+                    return Err(Failure::message(format!(
+                        "Error: {key} depends on {dep}, which is not an application of the manifest"
+                    )));
+                };
                 dep_apps.push((dep, found));
             }
             processed.push(path);
@@ -799,6 +799,29 @@ mod tests {
             Err(Failure::message("Unknown symbol in manifest: nope"))
         );
         let mut cycle = parse("a: ${b}\nb: ${a}\n");
+        assert!(resolve(&mut cycle, &symbols()).is_err());
+    }
+
+    /// af resolves a hash inside a list with the list's context, so it finds the symbols of
+    /// the hashes around the list (a scratch copy of the element used to lose them).
+    #[test]
+    fn hashes_inside_lists_see_the_symbols_around_the_list() {
+        let mut m = parse(
+            "properties:\n  db: mydb\napplications:\n  .:\n    name: web\n    services:\n      - label: ${db}-${name}\n        tier: ${plan}\n        tags: ['${name}', x]\n      - ${name}\n    plan: free\n",
+        );
+        resolve(&mut m, &symbols()).unwrap();
+        let services = m
+            .get("applications")
+            .get(".")
+            .get("services")
+            .items()
+            .to_vec();
+        assert_eq!(services[0].get("label").as_str(), Some("mydb-web"));
+        assert_eq!(services[0].get("tier").as_str(), Some("free"));
+        assert_eq!(services[0].get("tags").items()[0].as_str(), Some("web"));
+        assert_eq!(services[1].as_str(), Some("web"));
+        // A symbol naming the list it sits in is still a cycle, not a stack overflow.
+        let mut cycle = parse("a:\n  - x: ${a}\n");
         assert!(resolve(&mut cycle, &symbols()).is_err());
     }
 
@@ -864,6 +887,19 @@ mod tests {
             "applications:\n  ./a:\n    name: a\n    depends-on: ./b\n  ./b:\n    name: b\n    depends-on: ./a\n",
         );
         assert!(each_app(Some(&cyclic), Some(&file), ".", root, root, true).is_err());
+        // A dependency on no application of the manifest (af crashes; the fuzzer found a
+        // hash given as `depends-on`, which names none either) is an error, not a silent skip.
+        for missing in [
+            "applications:\n  ./web:\n    name: web\n    depends-on: ./nowhere\n",
+            "applications:\n  ./web:\n    name: web\n    depends-on:\n      a: 43\n      b: zba\n",
+        ] {
+            let m = parse(missing);
+            let error = each_app(Some(&m), Some(&file), ".", root, root, true).unwrap_err();
+            assert!(
+                format!("{error:?}").contains("which is not an application of the manifest"),
+                "{missing}: {error:?}"
+            );
+        }
     }
 
     /// Loads `text` as `/m/manifest.yml`, every other file under `/m` having the same text.
