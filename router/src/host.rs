@@ -23,7 +23,9 @@ pub fn normalise_host<'a>(raw: &'a str, dev_suffix: &str) -> Option<Cow<'a, str>
     if let Some(slash) = host.find('/') {
         host = &host[..slash];
     }
-    host = trim(strip_port(host));
+    // White space left between the scheme and the host is trimmed before the port is looked
+    // for, so that a bracketed literal is recognised as one ("http://\u{b}[::1]:80").
+    host = trim(strip_port(host.trim_start()));
     if !dev_suffix.is_empty() && host.len() > dev_suffix.len() {
         let split = host.len() - dev_suffix.len();
         if host.is_char_boundary(split) && host[split..].eq_ignore_ascii_case(dev_suffix) {
@@ -119,6 +121,14 @@ mod tests {
         check("\u{c}d\0..localhost", Some("d\0"));
         check(" ..localhost", None);
         check("\u{c}$\u{c}.:80/x", Some("$"));
+    }
+
+    /// Found by the fuzzer in CI: white space after the scheme hid the bracket of an IPv6
+    /// literal from the port stripping, so the key was not its own key.
+    #[test]
+    fn white_space_after_the_scheme_does_not_hide_a_bracketed_literal() {
+        check("http://\u{b}[::1]:8080/x", Some("[::1]"));
+        check("http://\u{b}[]]]]\u{1b}t/l", Some("[]"));
     }
 
     #[test]
