@@ -94,11 +94,10 @@ impl Connection {
             if let Poll::Ready(answer) = response.as_mut().poll(cx) {
                 return Poll::Ready(answer);
             }
-            if self.poll_drive(cx).is_ready() {
-                // The connection is gone: hyper fails the request, at once.
-                return response.as_mut().poll(cx);
-            }
-            Poll::Pending
+            // Driving may have read the response head just now (or found the connection gone,
+            // which fails the request at once): look again rather than wait to be woken.
+            let _ = self.poll_drive(cx);
+            response.as_mut().poll(cx)
         })
         .await
     }
@@ -196,6 +195,7 @@ pub(crate) async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let (sender, driver) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|error| ConnectError::Handshake(addr, error))?;
