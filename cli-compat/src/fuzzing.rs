@@ -45,8 +45,15 @@ pub fn load_manifest(text: &str) -> Result<Vec<App>, String> {
     manifest::resolve(&mut tree, &symbols).map_err(|e| format!("{e:?}"))?;
     let apps = manifest::each_app(Some(&tree), Some(&file), ".", cwd, home, true)
         .map_err(|e| format!("{e:?}"))?;
-    // af orders by `depends-on` only among `applications`; a single-app manifest's is ignored.
-    let ordered = tree.get("applications").as_object().is_some();
+    // af orders by `depends-on` only among `applications`, and only when the working directory
+    // is the manifest's rather than inside one application's (then that one app is pushed
+    // alone); otherwise `depends-on` is ignored.
+    let ordered = tree.get("applications").as_object().is_some_and(|apps| {
+        !apps.iter().any(|(key, _)| {
+            let dir = crate::context::expand_path(&format!("../{key}"), &file, home);
+            cwd.to_string_lossy().starts_with(&*dir.to_string_lossy())
+        })
+    });
     Ok(apps
         .into_iter()
         .map(|app| {
