@@ -121,14 +121,7 @@ async fn login_registers_then_checks_the_password() {
 async fn the_app_document_has_what_af_reads() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["HTTP://Example.COM"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["HTTP://Example.COM"]).await;
     let doc = af.app("example").await.unwrap();
     assert_eq!(doc["name"], "example");
     assert_eq!(
@@ -182,14 +175,7 @@ async fn the_app_document_has_what_af_reads() {
 async fn scaling_adds_and_removes_the_highest_indices_only() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     let first_port = emu
         .routes()
         .snapshot()
@@ -235,14 +221,7 @@ async fn bad_input_gets_a_v1_error_and_changes_nothing() {
     let af = emu.client();
     let token = af.token().unwrap().to_owned();
     let token = Some(token.as_str());
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     let before = af.app("example").await.unwrap();
     let routes_before = emu.routes().snapshot().summary();
     let doc = |change: &dyn Fn(&mut Value)| {
@@ -392,14 +371,7 @@ async fn bad_input_gets_a_v1_error_and_changes_nothing() {
 async fn another_users_uri_is_refused_with_701() {
     let emu = Emulator::start().await;
     let mine = emu.client();
-    mine.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&mine, "example", "apps/hello-v1", &["example.com"]).await;
     let mut theirs = afemu::cli::V1Client::new(&emu.api_url());
     theirs.login("other@example.com", "pw").await.unwrap();
     let refused = theirs
@@ -439,14 +411,7 @@ async fn another_users_uri_is_refused_with_701() {
 async fn hostile_uploads_are_refused_and_change_nothing() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     let before = af.app("example").await.unwrap();
 
     let zip_with = |name: &str| {
@@ -504,14 +469,7 @@ async fn resources_already_uploaded_need_not_be_sent_again() {
     let raw = Raw::new(&emu);
     let af = emu.client();
     let token = af.token().unwrap().to_owned();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     let content = std::fs::read(fixture("apps/hello-v1/index.html")).unwrap();
     let sha1 = hex::encode(<sha1::Sha1 as sha1::Digest>::digest(&content));
     let known = json!([{"size": content.len(), "sha1": sha1, "fn": "/tmp/.vmc_x_files/index.html"},
@@ -551,14 +509,7 @@ async fn resources_already_uploaded_need_not_be_sent_again() {
 async fn link_chains_and_resource_bombs_are_refused() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     let data = emu.platform().data_dir().to_path_buf();
     let victim = data.join("droplets").join("victim");
     std::fs::write(&victim, "precious").unwrap();
@@ -645,14 +596,7 @@ async fn a_journal_query_past_the_end_is_empty_not_a_crash() {
 async fn old_bits_and_crashed_instances_do_not_pile_up_on_disk() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     let data = emu.platform().data_dir().to_path_buf();
     let count = |dir: &str| {
         std::fs::read_dir(data.join(dir))
@@ -805,14 +749,7 @@ async fn hostile_requests_get_v1_errors_change_nothing_and_the_emulator_stays_he
     let emu = Emulator::start().await;
     let raw = Raw::new(&emu);
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     let owner = af.token().unwrap().to_owned();
     let stranger = raw.login("stranger%40example.com", "pw").await;
     // A change the owner makes, so that the document before it is stale.

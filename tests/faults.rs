@@ -44,14 +44,7 @@ async fn late_routes_reach_the_router_after_af_map_returns() {
         .await
         .unwrap();
     let af = emu.client();
-    af.push(
-        "blue",
-        &fixture("apps/hello-v1"),
-        &["blue.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "blue", "apps/hello-v1", &["blue.com"]).await;
     let mark = emu.journal().last_seq();
     af.map("blue", "late.com").await.unwrap();
     // af map has returned; the router does not know yet.
@@ -87,14 +80,7 @@ async fn crash_now_and_after_n_requests() {
         .await
         .unwrap();
     let af = emu.client();
-    af.push(
-        "web",
-        &fixture("apps/hello-v1"),
-        &["web.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "web", "apps/hello-v1", &["web.com"]).await;
 
     emu.inject(json!({"crash": {"app": "web", "index": 0}}))
         .unwrap();
@@ -145,22 +131,8 @@ async fn a_hanging_backend_times_out_with_504() {
         .await
         .unwrap();
     let af = emu.client();
-    af.push(
-        "stuck",
-        &fixture("apps/hello-v1"),
-        &["stuck.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    af.push(
-        "nodestuck",
-        &fixture("apps/node-hello-v1"),
-        &["nodestuck.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "stuck", "apps/hello-v1", &["stuck.com"]).await;
+    common::push_fixture(&af, "nodestuck", "apps/node-hello-v1", &["nodestuck.com"]).await;
     for (app, host) in [("stuck", "stuck.com"), ("nodestuck", "nodestuck.com")] {
         assert_eq!(emu.get(host, "/").await.status, 200);
         emu.inject(json!({"hang": {"app": app}})).unwrap();
@@ -190,14 +162,7 @@ async fn slow_start_and_failed_staging() {
         .await
         .unwrap();
     let af = emu.client();
-    af.push(
-        "web",
-        &fixture("apps/hello-v1"),
-        &["web.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "web", "apps/hello-v1", &["web.com"]).await;
 
     emu.inject(json!({"slow_start": {"app": "web", "delay": "2s"}}))
         .unwrap();
@@ -241,14 +206,7 @@ async fn a_hard_stop_cuts_requests_in_flight_and_a_drain_lets_them_finish() {
     for (stop, expected) in [("drain", 200), ("hard", 502)] {
         let emu = Emulator::start().await;
         let af = emu.client();
-        af.push(
-            "web",
-            &fixture("apps/node-hello-v1"),
-            &["web.com"],
-            EVENT_TIMEOUT,
-        )
-        .await
-        .unwrap();
+        common::push_fixture(&af, "web", "apps/node-hello-v1", &["web.com"]).await;
         emu.inject(json!({"stop": stop})).unwrap();
         let slow = {
             let url = format!("{}/slow?ms=700", emu.router_url());

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use afemu::router::RouterError;
 use afemu::{Emulator, Profile, Traffic};
 use bytes::Bytes;
-use common::{EVENT_TIMEOUT, fixture, poll, wait_for};
+use common::{EVENT_TIMEOUT, poll, wait_for};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -84,14 +84,7 @@ async fn a_thousand_concurrent_keep_alive_connections_are_served_without_errors(
         .await
         .unwrap();
     let af = emu.client();
-    af.push(
-        "hello",
-        &fixture("apps/hello-v1"),
-        &["hello.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "hello", "apps/hello-v1", &["hello.com"]).await;
     let router = emu.router_addr();
     // Every connection is opened and used once, then all of them wait for each other, so that a
     // thousand are open at the same time; then each is used twice more.
@@ -137,22 +130,8 @@ async fn a_thousand_route_changes_on_other_hosts_never_show_the_default_error_pa
         .await
         .unwrap();
     let af = emu.client();
-    af.push(
-        "steady",
-        &fixture("apps/hello-v1"),
-        &["steady.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    af.push(
-        "churn",
-        &fixture("apps/hello-v2"),
-        &["churn.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "steady", "apps/hello-v1", &["steady.com"]).await;
+    common::push_fixture(&af, "churn", "apps/hello-v2", &["churn.com"]).await;
     let traffic = Traffic::start(emu.router_addr(), &["steady.com", "steady.com"], None);
     wait_for(&emu, 0, "traffic on steady.com", |e| {
         &*e.host == "steady.com"

@@ -143,14 +143,7 @@ async fn seed_001_blue_green_swap_shows_no_default_error_page() {
 async fn updating_the_only_app_on_a_host_shows_the_default_error_page() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     let start = emu.journal().last_seq();
     let traffic = Traffic::start(emu.router_addr(), &["example.com"], None);
     wait_for_served(&emu, start, "example.com", "example", 1).await;
@@ -194,22 +187,8 @@ async fn updating_the_only_app_on_a_host_shows_the_default_error_page() {
 async fn a_downtime_app_mapped_first_hides_the_update() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    af.push(
-        "downtime",
-        &fixture("apps/downtime"),
-        &["downtime.aws.af.cm"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
+    common::push_fixture(&af, "downtime", "apps/downtime", &["downtime.aws.af.cm"]).await;
     let start = emu.journal().last_seq();
     let traffic = Traffic::start(emu.router_addr(), &["example.com"], None);
     wait_for_served(&emu, start, "example.com", "example", 1).await;
@@ -276,22 +255,8 @@ async fn a_downtime_app_mapped_first_hides_the_update() {
 async fn unmapping_before_mapping_shows_the_default_error_page() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    af.push(
-        "example2",
-        &fixture("apps/hello-v2"),
-        &[STAGING],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
+    common::push_fixture(&af, "example2", "apps/hello-v2", &[STAGING]).await;
     let start = emu.journal().last_seq();
     let traffic = Traffic::start(emu.router_addr(), &["example.com"], None);
     wait_for_served(&emu, start, "example.com", "example", 1).await;
@@ -315,14 +280,7 @@ async fn unmapping_before_mapping_shows_the_default_error_page() {
 async fn seed_000_with_a_node_app_and_a_python_downtime_app() {
     let emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/node-hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/node-hello-v1", &["example.com"]).await;
     af.create_app(&serde_json::json!({
         "name": "downtime",
         "staging": {"framework": "standalone", "command": "python3 app.py"},

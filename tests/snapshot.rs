@@ -7,21 +7,14 @@ mod common;
 use std::time::Duration;
 
 use afemu::Emulator;
-use common::{EVENT_TIMEOUT, fixture};
+use common::EVENT_TIMEOUT;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_reset_import_brings_everything_back() {
     let mut emu = Emulator::start().await;
     let af = emu.client();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     af.create_app(
         &json!({"name": "idle", "staging": {"framework": "standalone"}, "uris": ["idle.com"]}),
     )
@@ -85,14 +78,7 @@ async fn serve_keeps_its_state_across_restarts() {
     let (mut first, api, _scratch) = serve_with_state(&state).await;
     let mut af = afemu::cli::V1Client::new(&api).with_poll_interval(Duration::from_millis(10));
     af.login("me@example.com", "pw").await.unwrap();
-    af.push(
-        "example",
-        &fixture("apps/hello-v1"),
-        &["example.com"],
-        EVENT_TIMEOUT,
-    )
-    .await
-    .unwrap();
+    common::push_fixture(&af, "example", "apps/hello-v1", &["example.com"]).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first.id().unwrap() as i32),
         nix::sys::signal::Signal::SIGTERM,

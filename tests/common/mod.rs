@@ -139,6 +139,14 @@ pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
     }
 }
 
+/// Pushes the fixture app `app` (a path under `fixtures/`) as `name` on `hosts` and waits until
+/// it runs, as `af push` does.
+pub async fn push_fixture(af: &afemu::cli::V1Client, name: &str, app: &str, hosts: &[&str]) {
+    af.push(name, &fixture(app), hosts, EVENT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("pushing {app} as {name}: {error}"));
+}
+
 /// Pushes and starts the python probe as `probe` on `probe.com` with `instances` instances, each
 /// telling `notify` (by connecting and sending the path) when it starts on a `/slow` or `/hang`
 /// request: the event a test waits for before it acts on a request in flight.
