@@ -12,6 +12,8 @@
 //!   stream; the oracle for "did any request see the default error page".
 //! - [`error_page`]: the router's own pages (no route, bad gateway, timeout) in several profiles.
 //! - [`proxy`]: the server itself: accept, look up, forward, stream back, record.
+//! - `http1`: what the proxy needs of HTTP/1.1: header kinds, body framing, where a chunked body
+//!   ends; heads are parsed by `httparse` and bodies pass through undecoded.
 //! - `pool`: keep-alive connections to each backend, kept with the backend.
 //!
 //! # Invariants
@@ -22,6 +24,7 @@
 pub mod balance;
 pub mod error_page;
 pub mod host;
+mod http1;
 pub mod journal;
 mod pool;
 pub mod proxy;

@@ -4,33 +4,43 @@
 //!
 //! What it deliberately does not do, as v1 did not: retry on another instance, buffer bodies,
 //! follow redirects. What it adds over v1: `X-Afemu-Router-Error` on its own pages.
+//!
+//! # How it works
+//!
+//! One task per client connection does everything, in order: read a request head, route it, write
+//! the head (edited: hop-by-hop headers out, forwarding headers in) to a pooled connection to the
+//! chosen backend, stream the request body while waiting for the response head, write the response
+//! head (edited the same way) and stream the body back, record the request, and go round again.
+//! Heads are parsed with `httparse` straight out of the read buffers and written out as bytes;
+//! bodies are not decoded, only measured (`http1.rs`), so they pass through byte for byte. This
+//! is how nginx proxies; it does per request about half the work of a general-purpose HTTP server
+//! and client (hyper) put back to back, which is what it takes to be as fast as nginx
+//! (docs/PERFORMANCE.md).
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use bytes::{Buf, BytesMut};
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::balance::Balance;
 use crate::error_page::{ErrorPages, ROUTER_ERROR_HEADER, RouterError};
 use crate::host::{DEFAULT_DEV_SUFFIX, normalise_host};
+use crate::http1::{
+    self, ChunkError, ChunkScanner, ConnectionOptions, Framing, FramingHeaders, Kind, MAX_HEADERS,
+    MAX_REQUEST_HEAD, MAX_RESPONSE_HEAD,
+};
 use crate::journal::{Journal, NewEntry};
-use crate::pool::{self, Connection, ConnectionPool};
+use crate::pool::{self, Connection};
 use crate::table::{Backend, HostRoute, Routes};
 
 /// How the router behaves; every field has v1's value (or afemu's documented choice) by default.
@@ -117,17 +127,12 @@ impl Router {
     /// Serves connections from `listener` until `shutdown` is cancelled, then stops accepting,
     /// lets requests in flight finish (up to the configured grace) and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
-        let local_ip = listener
+        let router_ip: Arc<str> = listener
             .local_addr()
             .map(|addr| addr.ip().to_string())
-            .unwrap_or_default();
-        let router_ip = HeaderValue::from_str(&local_ip).unwrap_or(HeaderValue::from_static(""));
-        let graceful = GracefulShutdown::new();
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.shared.config.header_read_timeout)
-            .keep_alive(true);
+            .unwrap_or_default()
+            .into();
+        let connections = TaskTracker::new();
         self.shared.accepting.store(true, Ordering::Release);
         loop {
             let (stream, peer) = tokio::select! {
@@ -143,29 +148,23 @@ impl Router {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let shared = self.shared.clone();
-            // Formatted once per connection, not per request.
-            let connection = Peers {
-                client_ip: HeaderValue::from_str(&peer.ip().to_string())
-                    .unwrap_or(HeaderValue::from_static("")),
+            let client = ClientConnection {
+                shared: self.shared.clone(),
+                stream,
+                buffer: BytesMut::with_capacity(BUFFER),
+                out: Vec::with_capacity(BUFFER),
+                interim: Vec::new(),
+                path: String::new(),
+                // Formatted once per connection, not per request.
+                client_ip: peer.ip().to_string().into(),
                 router_ip: router_ip.clone(),
             };
-            let service = service_fn(move |request| {
-                let shared = shared.clone();
-                let connection = connection.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, request, connection).await) }
-            });
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, %peer, "router connection ended with an error");
-                }
-            });
+            connections.spawn(client.run(shutdown.clone()));
         }
         self.shared.accepting.store(false, Ordering::Release);
         drop(listener);
-        if tokio::time::timeout(self.shared.config.shutdown_grace, graceful.shutdown())
+        connections.close();
+        if tokio::time::timeout(self.shared.config.shutdown_grace, connections.wait())
             .await
             .is_err()
         {
@@ -174,204 +173,79 @@ impl Router {
     }
 }
 
-/// The two ends of a client connection, as headers.
-#[derive(Clone)]
-struct Peers {
-    client_ip: HeaderValue,
-    router_ip: HeaderValue,
+/// The read and write buffers a client connection starts with.
+const BUFFER: usize = 8 * 1024;
+
+/// How long a connection closed with request bytes still unread keeps reading (and discarding)
+/// them, so that the kernel does not answer them with a reset that destroys the response before
+/// the client has read it (nginx's lingering close).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 << 20;
+
+/// A deadline that is never reached in practice: where an idle timer starts.
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// One client connection and everything it reuses from request to request.
+struct ClientConnection {
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    /// What was read from the client and not passed on yet.
+    buffer: BytesMut,
+    /// The next head to write (to the backend, then to the client).
+    out: Vec<u8>,
+    /// Interim (1xx) responses from the backend, on their way to the client.
+    interim: Vec<u8>,
+    /// The current request's path, for the journal.
+    path: String,
+    client_ip: Box<str>,
+    router_ip: Arc<str>,
 }
 
-/// What every request carries into the journal.
-struct RequestFacts {
+/// What becomes of the client connection after a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    KeepAlive,
+    Close,
+    /// Close, but read what the client still sends for a while first (see [`LINGER`]).
+    Linger,
+}
+
+/// A request head the router refuses before routing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    Malformed,
+    TooLarge,
+    /// An HTTP/2 connection preface: not HTTP/1 at all, so no HTTP/1 answer.
+    Http2,
+}
+
+/// The request being served, as far as the journal and the response need to know it.
+struct Exchange {
     start: SystemTime,
     started: Instant,
     method: Method,
-    /// The request target as the client sent it; shares hyper's buffer, so it costs no copy.
-    target: Option<PathAndQuery>,
+    http10: bool,
+    head_request: bool,
+    /// Whether the client lets the connection carry another request.
+    keep_alive: bool,
+    body: Framing,
+    trace: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    expect_continue: bool,
 }
 
-impl RequestFacts {
-    fn path(&self) -> &str {
-        self.target.as_ref().map_or("", PathAndQuery::path)
-    }
-}
-
-async fn handle(
-    shared: &Shared,
-    mut request: Request<Incoming>,
-    peers: Peers,
-) -> Response<RouterBody> {
-    let facts = RequestFacts {
-        start: SystemTime::now(),
-        started: Instant::now(),
-        method: request.method().clone(),
-        target: request.uri().path_and_query().cloned(),
-    };
-    // An absolute-form target names the host; otherwise the Host header does (RFC 9112 §3.2.2).
-    let raw_host = match request.uri().authority() {
-        Some(authority) => Some(authority.as_str()),
-        None => request
-            .headers()
-            .get(header::HOST)
-            .and_then(|value| value.to_str().ok()),
-    };
-    let host_key = raw_host.and_then(|raw| normalise_host(raw, &shared.config.dev_suffix));
-    let Some(host_key) = host_key else {
-        return router_page(
-            shared,
-            facts,
-            Arc::from(""),
-            0,
-            None,
-            RouterError::BadRequest,
-        );
-    };
-
-    let table = shared.routes.load();
-    let version = table.version();
-    let Some(route) = table.lookup(&host_key) else {
-        let host = Arc::from(&*host_key);
-        drop(table);
-        return router_page(shared, facts, host, version, None, RouterError::NoRoute);
-    };
-    let backend = choose(shared.config.balance, route, request.headers()).clone();
-    let host = route.host().clone();
-    drop(table);
-    drop(host_key);
-
-    let trace = request
-        .headers()
-        .get("x-vcap-trace")
-        .is_some_and(|value| value.as_bytes() == shared.config.trace_key.as_bytes());
-
-    prepare_for_backend(&mut request, &peers.client_ip);
-    let abandoned = Abandoned {
-        journal: &shared.journal,
-        facts: &facts,
-        host: &host,
-        version,
-        backend: &backend,
-    };
-    let sent = tokio::time::timeout(
-        shared.config.backend_timeout,
-        forward(&backend, request, shared.config.connect_timeout),
-    )
-    .await;
-    abandoned.disarm();
-    let (mut response, connection) = match sent {
-        Ok(Ok(answered)) => answered,
-        Ok(Err(error)) => {
-            tracing::debug!(%error, backend = %backend.addr(), "forwarding failed");
-            backend.request_finished();
-            return router_page(shared, facts, host, version, Some(&backend), error.blame());
-        }
-        Err(_elapsed) => {
-            backend.request_finished();
-            return router_page(
-                shared,
-                facts,
-                host,
-                version,
-                Some(&backend),
-                RouterError::Timeout,
-            );
-        }
-    };
-
-    let status = response.status();
-    // The client's hop is the router's, not the app's: an app answering in HTTP/1.0 must not
-    // cost the client its keep-alive connection (RFC 9110 §6.2; hyper still answers a 1.0
-    // client in 1.0).
-    *response.version_mut() = http::Version::HTTP_11;
-    let headers = response.headers_mut();
-    remove_hop_by_hop(headers);
-    if trace {
-        if let Ok(value) = HeaderValue::from_str(&backend.addr().to_string()) {
-            headers.insert(HeaderName::from_static("x-vcap-backend"), value);
-        }
-        headers.insert(HeaderName::from_static("x-vcap-router"), peers.router_ip);
-    }
-    add_sticky_cookie(headers, &backend);
-
-    let (parts, body) = response.into_parts();
-    let pending = PendingEntry {
-        journal: shared.journal.clone(),
-        facts,
-        host,
-        status: status.as_u16(),
-        version,
-        backend,
-        connection: Some(connection),
-        completed: false,
-    };
-    Response::from_parts(
-        parts,
-        RouterBody::Proxied {
-            inner: body,
-            pending: Some(pending),
-        },
-    )
-}
-
-/// The request as the backend gets it: origin-form target, HTTP/1.1, hop-by-hop headers removed,
-/// forwarding headers added, the client's `Host` kept (apps see their public host, as on v1).
-fn prepare_for_backend(request: &mut Request<Incoming>, client_ip: &HeaderValue) {
-    if request.uri().authority().is_some() {
-        // An absolute-form target: the request was routed by its authority, so that is the Host
-        // the app gets, whatever Host header came with it (RFC 9112 §3.2.2).
-        let authority = request.uri().authority().map(|a| a.as_str().to_owned());
-        if let Some(host) = authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-            request.headers_mut().insert(header::HOST, host);
-        }
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *request.uri_mut() = Uri::from(path_and_query);
-    }
-    *request.version_mut() = http::Version::HTTP_11;
-    let headers = request.headers_mut();
-    remove_hop_by_hop(headers);
-    append_forwarded_for(headers, client_ip);
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-}
-
-/// Sends the request to the backend on a pooled keep-alive connection, or a new one. A pooled
-/// connection that turns out to be closed before the request was written to it (the backend
-/// closed it while idle) is not an answer from the app: the request goes out again on another
-/// connection to the same instance. Nothing that reached the app is ever sent twice.
-async fn forward(
-    backend: &Backend,
-    mut request: Request<Incoming>,
-    connect_timeout: Duration,
-) -> Result<(Response<Incoming>, Connection), ForwardError> {
-    loop {
-        let (mut connection, pooled) = match backend.pool().checkout() {
-            Some(connection) => (connection, true),
-            None => (
-                pool::connect(backend.addr(), connect_timeout)
-                    .await
-                    .map_err(ForwardError::Connect)?,
-                false,
-            ),
-        };
-        if let Err(error) = connection.ready().await {
-            if pooled {
-                continue;
-            }
-            return Err(ForwardError::Exchange(error));
-        }
-        match connection.send(request).await {
-            Ok(response) => return Ok((response, connection)),
-            Err(mut error) => match error.take_message() {
-                Some(unsent) if pooled => request = unsent,
-                _ => return Err(ForwardError::Exchange(error.into_error())),
-            },
-        }
-    }
+/// Where a routed request goes.
+enum Destination {
+    Backend {
+        backend: Arc<Backend>,
+        host: Arc<str>,
+        version: u64,
+    },
+    Page {
+        error: RouterError,
+        host: Arc<str>,
+        version: u64,
+    },
 }
 
 /// Why a request got no response from its backend.
@@ -379,26 +253,1095 @@ async fn forward(
 enum ForwardError {
     #[error(transparent)]
     Connect(#[from] pool::ConnectError),
-    #[error("{0}")]
-    Exchange(hyper::Error),
+    #[error("writing to the app: {0}")]
+    Write(std::io::Error),
+    #[error("reading from the app: {0}")]
+    Read(std::io::Error),
+    #[error("the app closed the connection before answering")]
+    Closed,
+    #[error("the app's response head is malformed")]
+    Malformed,
+    #[error("the app's response head is over {MAX_RESPONSE_HEAD} bytes")]
+    TooLarge,
+    #[error("the app's response: {0}")]
+    Framing(#[from] http1::FramingError),
+    /// The client's request body broke off or broke the framing: the client's doing.
+    #[error("the request body: {0}")]
+    RequestBody(&'static str),
+    #[error("the app did not answer in time")]
+    Timeout,
+    /// The client went away before the response head came.
+    #[error("the client went away")]
+    ClientGone,
 }
 
 impl ForwardError {
-    /// Whose fault it was. hyper calls an error of the request's own body (a broken chunked
-    /// upload, a client that went away mid-upload) a user error: that is the client's doing, a
-    /// 400, not a bad gateway; everything else is the backend's.
     fn blame(&self) -> RouterError {
         match self {
-            ForwardError::Exchange(error) if error.is_user() => RouterError::BadRequest,
+            ForwardError::RequestBody(_) => RouterError::BadRequest,
+            ForwardError::Timeout => RouterError::Timeout,
             _ => RouterError::BadGateway,
         }
     }
 }
 
+/// A response head from the backend, as it is being passed on.
+struct ResponseHead {
+    status: u16,
+    body: Framing,
+    /// A body delimited by the close goes to an HTTP/1.1 client re-chunked, so that its
+    /// connection stays open.
+    rechunk: bool,
+    /// Whether the backend connection can carry another request once the body has ended.
+    backend_keep_alive: bool,
+    after: After,
+}
+
+impl ClientConnection {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let head_timer = tokio::time::sleep(FAR);
+        let backend_timer = tokio::time::sleep(FAR);
+        let stop = shutdown.cancelled();
+        tokio::pin!(head_timer, backend_timer, stop);
+        let after = loop {
+            let after = self
+                .serve_one(
+                    head_timer.as_mut(),
+                    backend_timer.as_mut(),
+                    stop.as_mut(),
+                    &shutdown,
+                )
+                .await;
+            if after != After::KeepAlive {
+                break after;
+            }
+        };
+        if after == After::Linger {
+            linger_close(self.stream).await;
+        } else {
+            let _ = self.stream.shutdown().await;
+        }
+    }
+
+    /// Reads one request and answers it; says whether the connection carries on.
+    async fn serve_one(
+        &mut self,
+        mut head_timer: Pin<&mut Sleep>,
+        backend_timer: Pin<&mut Sleep>,
+        mut stop: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+        shutdown: &CancellationToken,
+    ) -> After {
+        // The client has this long to send a whole head, from when the router starts waiting for
+        // it (an idle keep-alive connection included, as with hyper's header timeout).
+        head_timer
+            .as_mut()
+            .reset((Instant::now() + self.shared.config.header_read_timeout).into());
+        let (exchange, destination) = loop {
+            if !self.buffer.is_empty() {
+                match self.parse_request() {
+                    Ok(Some((head_len, exchange, destination))) => {
+                        self.buffer.advance(head_len);
+                        break (exchange, destination);
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => return self.refuse(refusal).await,
+                }
+            }
+            reserve(&mut self.buffer);
+            let idle = self.buffer.is_empty();
+            tokio::select! {
+                biased;
+                read = self.stream.read_buf(&mut self.buffer) => match read {
+                    Ok(0) | Err(_) => return After::Close,
+                    Ok(_) => {}
+                },
+                () = head_timer.as_mut() => {
+                    tracing::debug!("client sent no complete request head in time");
+                    return After::Close;
+                }
+                () = stop.as_mut(), if idle => return After::Close,
+            }
+        };
+        match destination {
+            Destination::Page {
+                error,
+                host,
+                version,
+            } => {
+                // A small body that came with the head is dropped, so that the connection can
+                // carry on; one still on its way is not waited for.
+                let mut unread = Progress::new(exchange.body);
+                if let Ok(taken) = unread.take(&self.buffer)
+                    && unread.is_done()
+                {
+                    self.buffer.advance(taken);
+                }
+                let after = if unread.is_done() {
+                    self.page_after(&exchange, shutdown)
+                } else {
+                    After::Linger
+                };
+                self.answer_with_page(&exchange, error, &host, version, None, after)
+                    .await
+            }
+            Destination::Backend {
+                backend,
+                host,
+                version,
+            } => {
+                self.proxy(exchange, backend, host, version, backend_timer, shutdown)
+                    .await
+            }
+        }
+    }
+
+    /// What happens to the connection after a request whose body has been read whole.
+    fn page_after(&self, exchange: &Exchange, shutdown: &CancellationToken) -> After {
+        if exchange.keep_alive && !shutdown.is_cancelled() {
+            After::KeepAlive
+        } else {
+            After::Close
+        }
+    }
+
+    /// Parses the request head at the start of the buffer, routes it, and writes the head for the
+    /// backend into `out`. `Ok(None)`: the head is not complete yet.
+    fn parse_request(&mut self) -> Result<Option<(usize, Exchange, Destination)>, Refusal> {
+        let shared = &*self.shared;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut headers);
+        let head_len = match request.parse(&self.buffer) {
+            Ok(httparse::Status::Complete(length)) if length <= MAX_REQUEST_HEAD => length,
+            Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+                return Err(Refusal::TooLarge);
+            }
+            Ok(httparse::Status::Partial) if self.buffer.len() >= MAX_REQUEST_HEAD => {
+                return Err(Refusal::TooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::Version) if self.buffer.starts_with(b"PRI * HTTP/2.0") => {
+                return Err(Refusal::Http2);
+            }
+            Err(_) => return Err(Refusal::Malformed),
+        };
+        let start = SystemTime::now();
+        let started = Instant::now();
+        let (Some(method), Some(target), Some(minor)) =
+            (request.method, request.path, request.version)
+        else {
+            return Err(Refusal::Malformed);
+        };
+        let method = Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::Malformed)?;
+        let http10 = minor == 0;
+
+        // What the headers say, in one pass.
+        let mut host = None;
+        let mut hosts = 0;
+        let mut framing = FramingHeaders::default();
+        let mut connection = ConnectionOptions::default();
+        let mut trace = false;
+        let mut expect_continue = false;
+        let mut sticky = None;
+        for header in request.headers.iter() {
+            match http1::classify(header.name) {
+                Kind::Host => {
+                    hosts += 1;
+                    host = visible_ascii(header.value);
+                }
+                Kind::ContentLength => framing.content_length(header.value),
+                Kind::TransferEncoding => framing.transfer_encoding(header.value),
+                Kind::Connection => connection.add(header.value),
+                Kind::XVcapTrace => {
+                    trace |= header.value == shared.config.trace_key.as_bytes();
+                }
+                Kind::Cookie if sticky.is_none() => sticky = sticky_id(header.value),
+                Kind::Expect => {
+                    expect_continue |= header.value.eq_ignore_ascii_case(b"100-continue")
+                }
+                _ => {}
+            }
+        }
+        let body = framing.request(http10).map_err(|_| Refusal::Malformed)?;
+        // An HTTP/1.0 client cannot take an interim response; without a body there is nothing to
+        // wait for.
+        let expect_continue = expect_continue && !http10 && body != Framing::Length(0);
+
+        // The target: origin-form as a rule; an absolute-form target names the host instead of
+        // the Host header (RFC 9112 §3.2.2), and the app gets it in origin-form.
+        let (authority, target) = if target.starts_with('/') || target == "*" {
+            (None, target)
+        } else if method == Method::CONNECT {
+            return Err(Refusal::Malformed);
+        } else {
+            let uri: http::Uri = target.parse().map_err(|_| Refusal::Malformed)?;
+            let authority = uri.authority().ok_or(Refusal::Malformed)?.as_str();
+            let at = target.find(authority).ok_or(Refusal::Malformed)?;
+            let (authority, rest) = target[at..].split_at(authority.len());
+            (Some(authority), if rest.is_empty() { "/" } else { rest })
+        };
+        self.path.clear();
+        self.path.push_str(http1::path_of(target));
+
+        let exchange = Exchange {
+            start,
+            started,
+            head_request: method == Method::HEAD,
+            method,
+            http10,
+            keep_alive: if http10 {
+                connection.keep_alive && !connection.close
+            } else {
+                !connection.close
+            },
+            body,
+            trace,
+            expect_continue,
+        };
+
+        // Routing.
+        let raw_host = if authority.is_some() {
+            authority
+        } else if hosts == 1 {
+            host
+        } else {
+            None
+        };
+        let Some(host_key) =
+            raw_host.and_then(|raw| normalise_host(raw, &shared.config.dev_suffix))
+        else {
+            let page = Destination::Page {
+                error: RouterError::BadRequest,
+                host: Arc::from(""),
+                version: 0,
+            };
+            return Ok(Some((head_len, exchange, page)));
+        };
+        let table = shared.routes.load();
+        let version = table.version();
+        let Some(route) = table.lookup(&host_key) else {
+            let page = Destination::Page {
+                error: RouterError::NoRoute,
+                host: Arc::from(&*host_key),
+                version,
+            };
+            return Ok(Some((head_len, exchange, page)));
+        };
+        let backend = choose(shared.config.balance, route, sticky).clone();
+        let host = route.host().clone();
+        drop(table);
+
+        // The head the app gets: the client's, with the hop-by-hop headers left out and the
+        // forwarding headers added (RFC 9110 §7.6).
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(exchange.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(target.as_bytes());
+        // An HTTP/1.0 client cannot take a chunked response: the app is asked in 1.0 too.
+        out.extend_from_slice(if http10 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
+        if let Some(authority) = authority {
+            http1::push_header(out, "Host", authority.as_bytes());
+        }
+        let mut forwarded_for: Option<Vec<u8>> = None;
+        let mut proto = false;
+        for header in request.headers.iter() {
+            match http1::classify(header.name) {
+                Kind::Host if authority.is_some() => continue,
+                Kind::Connection | Kind::HopByHop => continue,
+                Kind::XForwardedFor => {
+                    let value = header.value.trim_ascii();
+                    if !value.is_empty() {
+                        let list = forwarded_for.get_or_insert_with(Vec::new);
+                        if !list.is_empty() {
+                            list.extend_from_slice(b", ");
+                        }
+                        list.extend_from_slice(value);
+                    }
+                    continue;
+                }
+                Kind::XForwardedProto => proto = true,
+                // The router says `100 Continue` itself when it starts on the body, as hyper
+                // and nginx do, so the app is not asked to.
+                Kind::Expect if exchange.expect_continue => continue,
+                Kind::Other if connection.lists(header.name) => continue,
+                _ => {}
+            }
+            http1::push_header(out, header.name, header.value);
+        }
+        match forwarded_for {
+            Some(mut list) => {
+                list.extend_from_slice(b", ");
+                list.extend_from_slice(self.client_ip.as_bytes());
+                http1::push_header(out, "X-Forwarded-For", &list);
+            }
+            None => http1::push_header(out, "X-Forwarded-For", self.client_ip.as_bytes()),
+        }
+        if !proto {
+            http1::push_header(out, "X-Forwarded-Proto", b"http");
+        }
+        out.extend_from_slice(b"\r\n");
+        let destination = Destination::Backend {
+            backend,
+            host,
+            version,
+        };
+        Ok(Some((head_len, exchange, destination)))
+    }
+
+    /// Answers a head the router cannot route; the connection is closed after.
+    async fn refuse(&mut self, refusal: Refusal) -> After {
+        let status = match refusal {
+            Refusal::Http2 => return After::Close,
+            Refusal::Malformed => "400 Bad Request",
+            Refusal::TooLarge => "431 Request Header Fields Too Large",
+        };
+        tracing::debug!(?refusal, "refused a request head");
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\ndate: {}\r\n\r\n",
+            httpdate::fmt_http_date(SystemTime::now())
+        );
+        let _ = self.stream.write_all(answer.as_bytes()).await;
+        After::Linger
+    }
+
+    /// Sends one of the router's own pages and journals it.
+    async fn answer_with_page(
+        &mut self,
+        exchange: &Exchange,
+        error: RouterError,
+        host: &Arc<str>,
+        version: u64,
+        backend: Option<&Arc<Backend>>,
+        mut after: After,
+    ) -> After {
+        if error == RouterError::BadRequest && after == After::KeepAlive {
+            after = After::Close;
+        }
+        let page = self.shared.config.error_pages.page(error);
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(if exchange.http10 {
+            b"HTTP/1.0 "
+        } else {
+            b"HTTP/1.1 "
+        });
+        out.extend_from_slice(error.status().to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(error.reason().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        http1::push_header(out, "content-type", page.content_type.as_bytes());
+        http1::push_header(out, ROUTER_ERROR_HEADER, error.as_str().as_bytes());
+        http1::push_header(out, "cache-control", b"no-store");
+        http1::push_header(
+            out,
+            "content-length",
+            page.body.len().to_string().as_bytes(),
+        );
+        http1::push_header(
+            out,
+            "date",
+            httpdate::fmt_http_date(SystemTime::now()).as_bytes(),
+        );
+        push_connection(out, exchange.http10, after);
+        out.extend_from_slice(b"\r\n");
+        if !exchange.head_request {
+            out.extend_from_slice(&page.body);
+        }
+        let written = self.stream.write_all(&self.out).await;
+        self.shared.journal.record(NewEntry {
+            start: exchange.start,
+            end: exchange.start + exchange.started.elapsed(),
+            host,
+            method: &exchange.method,
+            path: &self.path,
+            status: error.status(),
+            route_table_version: version,
+            app: backend.map(|b| b.app()),
+            instance: backend.map(|b| b.instance_index()),
+            router_error: Some(error),
+            aborted: written.is_err(),
+        });
+        if written.is_err() {
+            After::Close
+        } else {
+            after
+        }
+    }
+
+    /// Forwards a routed request to its backend and streams the response back.
+    async fn proxy(
+        &mut self,
+        exchange: Exchange,
+        backend: Arc<Backend>,
+        host: Arc<str>,
+        version: u64,
+        mut timer: Pin<&mut Sleep>,
+        shutdown: &CancellationToken,
+    ) -> After {
+        let config = &self.shared.config;
+        // The app has this long to answer: connection, request and response head.
+        timer
+            .as_mut()
+            .reset((exchange.started + config.backend_timeout).into());
+        let connect_timeout = config.connect_timeout;
+        // The part of the body that came with the head goes out with the head.
+        let mut sender = BodySender::new(exchange.body);
+        let first = match sender.take(&self.buffer) {
+            Ok(first) => first,
+            Err(error) => {
+                return self
+                    .answer_with_page(
+                        &exchange,
+                        error.blame(),
+                        &host,
+                        version,
+                        Some(&backend),
+                        After::Linger,
+                    )
+                    .await;
+            }
+        };
+        self.out.extend_from_slice(&self.buffer[..first]);
+        self.buffer.advance(first);
+        let whole_request_in_head = sender.is_done();
+        if exchange.expect_continue && !whole_request_in_head {
+            // Written as soon as the exchange starts, by the loop that passes interim
+            // responses on.
+            self.interim.clear();
+            self.interim
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        let context = ResponseContext {
+            http10: exchange.http10,
+            head_request: exchange.head_request,
+            trace: exchange.trace.then(|| (backend.addr(), &*self.router_ip)),
+            backend: &backend,
+        };
+        let keep_alive = exchange.keep_alive;
+
+        let mut retried = false;
+        let outcome = loop {
+            let mut connection = match backend.pool().checkout() {
+                Some(connection) => connection,
+                None => {
+                    let connecting = pool::connect(backend.addr(), connect_timeout);
+                    tokio::select! {
+                        biased;
+                        connected = connecting => match connected {
+                            Ok(connection) => connection,
+                            Err(error) => break Err(ForwardError::Connect(error)),
+                        },
+                        () = timer.as_mut() => break Err(ForwardError::Timeout),
+                    }
+                }
+            };
+            let mut body_sent = sender.is_done();
+            let written = tokio::select! {
+                biased;
+                written = connection.stream.write_all(&self.out) => written.map_err(ForwardError::Write),
+                () = timer.as_mut() => Err(ForwardError::Timeout),
+            };
+            let answered = match written {
+                Err(error) => Err(error),
+                Ok(()) => {
+                    let (client, buffer, out, interim) = (
+                        &mut self.stream,
+                        &mut self.buffer,
+                        &mut self.out,
+                        &mut self.interim,
+                    );
+                    std::future::poll_fn(|cx| {
+                        // Keep-alive is decided when the head comes: a request body the app did
+                        // not wait for is left unread, and the client's connection closes.
+                        let after = if !body_sent {
+                            After::Linger
+                        } else if keep_alive && !shutdown.is_cancelled() {
+                            After::KeepAlive
+                        } else {
+                            After::Close
+                        };
+                        if let Poll::Ready(head) =
+                            poll_response_head(cx, &mut connection, &context, after, out, interim)
+                        {
+                            return Poll::Ready(head);
+                        }
+                        if !interim.is_empty() {
+                            // An interim response (100 Continue): on to the client at once.
+                            match Pin::new(&mut *client).poll_write(cx, interim) {
+                                Poll::Ready(Ok(n)) if n > 0 => {
+                                    interim.drain(..n);
+                                }
+                                Poll::Ready(_) => {
+                                    return Poll::Ready(Err(ForwardError::ClientGone));
+                                }
+                                Poll::Pending => {}
+                            }
+                        }
+                        if !body_sent {
+                            match sender.poll_send(cx, client, buffer, &mut connection.stream) {
+                                Poll::Ready(Ok(())) => body_sent = true,
+                                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                                Poll::Pending => {}
+                            }
+                        }
+                        if body_sent && poll_client_gone(cx, client, buffer).is_ready() {
+                            return Poll::Ready(Err(ForwardError::ClientGone));
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Err(ForwardError::Timeout));
+                        }
+                        Poll::Pending
+                    })
+                    .await
+                }
+            };
+            match answered {
+                // A kept-alive connection the app closed just as it was taken: nothing reached
+                // the app, so a request that can be sent again whole goes out once more, on a
+                // new connection (RFC 9110 §9.2.2).
+                Err(error)
+                    if connection.reused
+                        && !retried
+                        && whole_request_in_head
+                        && connection.buffer.is_empty()
+                        && exchange.method.is_idempotent()
+                        && error.is_closed_connection() =>
+                {
+                    tracing::debug!(%error, "kept-alive connection was closed; sending again");
+                    retried = true;
+                }
+                Err(error) => break Err(error),
+                Ok(head) => break Ok((head, connection, body_sent)),
+            }
+        };
+
+        let (head, mut connection, body_sent) = match outcome {
+            Ok(answered) => answered,
+            Err(ForwardError::ClientGone) => {
+                self.journal_proxied(
+                    &exchange,
+                    &host,
+                    version,
+                    &backend,
+                    CLIENT_CLOSED_REQUEST,
+                    true,
+                );
+                backend.request_finished();
+                return After::Close;
+            }
+            Err(error) => {
+                tracing::debug!(%error, backend = %backend.addr(), "forwarding failed");
+                backend.request_finished();
+                let after = if sender.is_done() {
+                    self.page_after(&exchange, shutdown)
+                } else {
+                    After::Linger
+                };
+                return self
+                    .answer_with_page(
+                        &exchange,
+                        error.blame(),
+                        &host,
+                        version,
+                        Some(&backend),
+                        after,
+                    )
+                    .await;
+            }
+        };
+
+        let relayed = relay_body(&mut connection, &mut self.stream, &mut self.out, &head).await;
+        let completed = relayed.is_ok();
+        if let Err(error) = relayed {
+            tracing::debug!(%error, backend = %backend.addr(), "response cut short");
+        }
+        if completed && head.backend_keep_alive && body_sent && connection.buffer.is_empty() {
+            backend.pool().checkin(connection);
+        }
+        self.journal_proxied(&exchange, &host, version, &backend, head.status, !completed);
+        backend.request_finished();
+        if completed { head.after } else { After::Close }
+    }
+
+    fn journal_proxied(
+        &self,
+        exchange: &Exchange,
+        host: &Arc<str>,
+        version: u64,
+        backend: &Arc<Backend>,
+        status: u16,
+        aborted: bool,
+    ) {
+        self.shared.journal.record(NewEntry {
+            start: exchange.start,
+            end: exchange.start + exchange.started.elapsed(),
+            host,
+            method: &exchange.method,
+            path: &self.path,
+            status,
+            route_table_version: version,
+            app: Some(backend.app()),
+            instance: Some(backend.instance_index()),
+            router_error: None,
+            aborted,
+        });
+    }
+}
+
+impl ForwardError {
+    /// The connection turned out closed before anything came back.
+    fn is_closed_connection(&self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        match self {
+            ForwardError::Closed => true,
+            ForwardError::Write(error) | ForwardError::Read(error) => {
+                matches!(
+                    error.kind(),
+                    BrokenPipe | ConnectionReset | ConnectionAborted
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// What the response head needs to know of the request.
+struct ResponseContext<'a> {
+    http10: bool,
+    head_request: bool,
+    /// The backend's and the router's addresses, when the request asked for them.
+    trace: Option<(std::net::SocketAddr, &'a str)>,
+    backend: &'a Backend,
+}
+
+/// Reads the response head from the backend, passing interim responses on, and writes the head
+/// for the client into `out`.
+fn poll_response_head(
+    cx: &mut Context<'_>,
+    connection: &mut Connection,
+    context: &ResponseContext<'_>,
+    after: After,
+    out: &mut Vec<u8>,
+    interim: &mut Vec<u8>,
+) -> Poll<Result<ResponseHead, ForwardError>> {
+    loop {
+        if !connection.buffer.is_empty() {
+            match response_head(&connection.buffer, context, after, out, interim) {
+                Ok(Some((length, head))) => {
+                    connection.buffer.advance(length);
+                    match head {
+                        Some(head) => return Poll::Ready(Ok(head)),
+                        None => continue,
+                    }
+                }
+                Ok(None) if connection.buffer.len() >= MAX_RESPONSE_HEAD => {
+                    return Poll::Ready(Err(ForwardError::TooLarge));
+                }
+                Ok(None) => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        reserve(&mut connection.buffer);
+        let read = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut connection.stream),
+            cx,
+            &mut connection.buffer
+        ));
+        match read {
+            Ok(0) if connection.buffer.is_empty() => return Poll::Ready(Err(ForwardError::Closed)),
+            Ok(0) => return Poll::Ready(Err(ForwardError::Malformed)),
+            Ok(_) => {}
+            Err(error) => return Poll::Ready(Err(ForwardError::Read(error))),
+        }
+    }
+}
+
+/// Parses a response head at the start of `buffer`: `Ok(None)` when it is not complete yet,
+/// `Ok(Some((length, None)))` for an interim response (added to `interim` for an HTTP/1.1
+/// client), and `Ok(Some((length, Some(head))))` for the response, whose head for the client is
+/// then in `out`.
+fn response_head(
+    buffer: &[u8],
+    context: &ResponseContext<'_>,
+    mut after: After,
+    out: &mut Vec<u8>,
+    interim: &mut Vec<u8>,
+) -> Result<Option<(usize, Option<ResponseHead>)>, ForwardError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let length = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ForwardError::TooLarge),
+        Err(_) => return Err(ForwardError::Malformed),
+    };
+    let (Some(status), Some(minor)) = (response.code, response.version) else {
+        return Err(ForwardError::Malformed);
+    };
+    let reason = response.reason.unwrap_or("");
+    let mut connection = ConnectionOptions::default();
+    let mut framing = FramingHeaders::default();
+    let mut session = false;
+    for header in response.headers.iter() {
+        match http1::classify(header.name) {
+            Kind::Connection => connection.add(header.value),
+            Kind::ContentLength => framing.content_length(header.value),
+            Kind::TransferEncoding => framing.transfer_encoding(header.value),
+            // v1's routers pinned a client that got a JSESSIONID to its instance.
+            Kind::SetCookie => {
+                session |= header
+                    .value
+                    .windows(10)
+                    .any(|window| window.eq_ignore_ascii_case(b"JSESSIONID"));
+            }
+            _ => {}
+        }
+    }
+    let interim_response = (100..200).contains(&status) && status != 101;
+    if interim_response {
+        if !context.http10 {
+            push_status_line(interim, false, status, reason);
+            push_end_to_end(interim, response.headers, &connection, false);
+            interim.extend_from_slice(b"\r\n");
+        }
+        return Ok(Some((length, None)));
+    }
+
+    // A 101 cannot happen (Upgrade is not passed on); if an app sends one anyway, the exchange
+    // ends with its head.
+    let body = if http1::response_is_bodiless(context.head_request, status) {
+        Framing::Length(0)
+    } else {
+        framing.response()?
+    };
+    let backend_keep_alive = status != 101
+        && body != Framing::UntilClose
+        && !connection.close
+        && (minor == 1 || connection.keep_alive);
+    let rechunk = body == Framing::UntilClose && !context.http10;
+    if (context.http10 && matches!(body, Framing::UntilClose | Framing::Chunked)) || status == 101 {
+        // Delimited by the close, for a client that cannot take chunks.
+        after = After::Close.max_with(after);
+    }
+
+    out.clear();
+    push_status_line(out, context.http10, status, reason);
+    push_end_to_end(out, response.headers, &connection, body == Framing::Chunked);
+    if rechunk {
+        http1::push_header(out, "transfer-encoding", b"chunked");
+    }
+    if let Some((backend_addr, router_ip)) = context.trace {
+        http1::push_header(out, "x-vcap-backend", backend_addr.to_string().as_bytes());
+        http1::push_header(out, "x-vcap-router", router_ip.as_bytes());
+    }
+    if session {
+        let cookie = format!(
+            "__VCAP_ID__={}; Path=/",
+            context.backend.private_instance_id()
+        );
+        http1::push_header(out, "set-cookie", cookie.as_bytes());
+    }
+    push_connection(out, context.http10, after);
+    out.extend_from_slice(b"\r\n");
+    let head = ResponseHead {
+        status,
+        body,
+        rechunk,
+        backend_keep_alive,
+        after,
+    };
+    Ok(Some((length, Some(head))))
+}
+
+impl After {
+    /// The more final of two.
+    fn max_with(self, other: After) -> After {
+        match (self, other) {
+            (After::Linger, _) | (_, After::Linger) => After::Linger,
+            (After::Close, _) | (_, After::Close) => After::Close,
+            _ => After::KeepAlive,
+        }
+    }
+}
+
+fn push_status_line(out: &mut Vec<u8>, http10: bool, status: u16, reason: &str) {
+    out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    // httparse took exactly three digits.
+    out.extend_from_slice(&[
+        b'0' + (status / 100 % 10) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The headers of a response that are for the client: all but the hop-by-hop ones.
+/// `Transfer-Encoding` stays when the body is passed through chunked as it came.
+fn push_end_to_end(
+    out: &mut Vec<u8>,
+    headers: &[httparse::Header<'_>],
+    connection: &ConnectionOptions<'_>,
+    chunked: bool,
+) {
+    for header in headers {
+        match http1::classify(header.name) {
+            Kind::Connection | Kind::HopByHop => continue,
+            Kind::TransferEncoding if !chunked => continue,
+            Kind::Other if connection.lists(header.name) => continue,
+            _ => {}
+        }
+        http1::push_header(out, header.name, header.value);
+    }
+}
+
+/// Says what becomes of the client's connection where its default would be wrong.
+fn push_connection(out: &mut Vec<u8>, http10: bool, after: After) {
+    match (http10, after) {
+        (true, After::KeepAlive) => http1::push_header(out, "connection", b"keep-alive"),
+        (false, After::Close | After::Linger) => http1::push_header(out, "connection", b"close"),
+        _ => {}
+    }
+}
+
+/// How much of a body is left.
+#[derive(Debug)]
+enum Progress {
+    Length(u64),
+    Chunked(ChunkScanner),
+    UntilClose,
+    Done,
+}
+
+impl Progress {
+    fn new(framing: Framing) -> Progress {
+        match framing {
+            Framing::Length(0) => Progress::Done,
+            Framing::Length(length) => Progress::Length(length),
+            Framing::Chunked => Progress::Chunked(ChunkScanner::default()),
+            Framing::UntilClose => Progress::UntilClose,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, Progress::Done)
+    }
+
+    /// How many bytes at the start of `input` belong to the body (and takes them).
+    fn take(&mut self, input: &[u8]) -> Result<usize, ChunkError> {
+        let taken = match self {
+            Progress::Length(left) => {
+                let taken = (*left).min(input.len() as u64);
+                *left -= taken;
+                if *left == 0 {
+                    *self = Progress::Done;
+                }
+                taken as usize
+            }
+            Progress::Chunked(scanner) => {
+                let taken = scanner.scan(input)?;
+                if scanner.is_done() {
+                    *self = Progress::Done;
+                }
+                taken
+            }
+            Progress::UntilClose => input.len(),
+            Progress::Done => 0,
+        };
+        Ok(taken)
+    }
+}
+
+/// The request body on its way to the app, read from the client as the app takes it.
+struct BodySender {
+    progress: Progress,
+    /// Bytes at the start of the client's buffer that belong to the body and are not written yet.
+    pending: usize,
+}
+
+impl BodySender {
+    fn new(framing: Framing) -> BodySender {
+        BodySender {
+            progress: Progress::new(framing),
+            pending: 0,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.progress.is_done() && self.pending == 0
+    }
+
+    /// Takes the part of the body in `buffer` to go out with the head.
+    fn take(&mut self, buffer: &[u8]) -> Result<usize, ForwardError> {
+        self.progress
+            .take(buffer)
+            .map_err(|_| ForwardError::RequestBody("a malformed chunked body"))
+    }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut TcpStream,
+        buffer: &mut BytesMut,
+        backend: &mut TcpStream,
+    ) -> Poll<Result<(), ForwardError>> {
+        loop {
+            while self.pending > 0 {
+                let written =
+                    ready!(Pin::new(&mut *backend).poll_write(cx, &buffer[..self.pending]))
+                        .map_err(ForwardError::Write)?;
+                if written == 0 {
+                    return Poll::Ready(Err(ForwardError::Write(
+                        std::io::ErrorKind::WriteZero.into(),
+                    )));
+                }
+                buffer.advance(written);
+                self.pending -= written;
+            }
+            if self.progress.is_done() {
+                return Poll::Ready(Ok(()));
+            }
+            if buffer.is_empty() {
+                reserve(buffer);
+                match ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(&mut *client),
+                    cx,
+                    buffer
+                )) {
+                    Ok(0) | Err(_) => {
+                        return Poll::Ready(Err(ForwardError::RequestBody(
+                            "the client's connection ended in the middle of the body",
+                        )));
+                    }
+                    Ok(_) => {}
+                }
+            }
+            self.pending = self.take(buffer)?;
+        }
+    }
+}
+
+/// Reads ahead from a client that is waiting for its response (it may pipeline its next request);
+/// `Ready` once the client has gone.
+fn poll_client_gone(
+    cx: &mut Context<'_>,
+    client: &mut TcpStream,
+    buffer: &mut BytesMut,
+) -> Poll<()> {
+    loop {
+        if buffer.len() >= MAX_REQUEST_HEAD {
+            // Enough read ahead: the rest waits in the kernel.
+            return Poll::Pending;
+        }
+        reserve(buffer);
+        match ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut *client),
+            cx,
+            buffer
+        )) {
+            Ok(0) | Err(_) => return Poll::Ready(()),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Why a response body was cut short.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error("the app's connection ended in the middle of the body")]
+    BackendClosed,
+    #[error("reading from the app: {0}")]
+    Backend(std::io::Error),
+    #[error("the app's chunked body is malformed")]
+    Chunked,
+    #[error("writing to the client: {0}")]
+    Client(std::io::Error),
+}
+
+/// Writes the response head in `out` and streams the body after it, as it was framed (or
+/// re-chunked).
+async fn relay_body(
+    connection: &mut Connection,
+    client: &mut TcpStream,
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+) -> Result<(), RelayError> {
+    /// Bigger reads go to the client straight from the read buffer, not copied after the head.
+    const DIRECT: usize = 4096;
+    let mut progress = Progress::new(head.body);
+    loop {
+        if !progress.is_done() && !connection.buffer.is_empty() {
+            let taken = progress
+                .take(&connection.buffer)
+                .map_err(|_| RelayError::Chunked)?;
+            let data = &connection.buffer[..taken];
+            if head.rechunk {
+                http1::push_chunk(out, data);
+            } else if out.is_empty() && taken >= DIRECT {
+                client.write_all(data).await.map_err(RelayError::Client)?;
+            } else {
+                out.extend_from_slice(data);
+            }
+            connection.buffer.advance(taken);
+        }
+        if !out.is_empty() {
+            client.write_all(out).await.map_err(RelayError::Client)?;
+            out.clear();
+        }
+        if progress.is_done() {
+            return Ok(());
+        }
+        reserve(&mut connection.buffer);
+        let read = connection
+            .stream
+            .read_buf(&mut connection.buffer)
+            .await
+            .map_err(RelayError::Backend)?;
+        if read == 0 {
+            if !matches!(progress, Progress::UntilClose) {
+                return Err(RelayError::BackendClosed);
+            }
+            progress = Progress::Done;
+            if head.rechunk {
+                out.extend_from_slice(http1::LAST_CHUNK);
+            }
+        }
+    }
+}
+
+/// Makes room to read into, reusing the buffer's space once what it held has been passed on.
+fn reserve(buffer: &mut BytesMut) {
+    if buffer.capacity() - buffer.len() < 1024 {
+        buffer.reserve(BUFFER);
+    }
+}
+
+/// Closes a connection whose client may still be sending: our side first, then what arrives is
+/// read and dropped for a while, so that the answer already written is not lost to a reset.
+async fn linger_close(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => total += read,
+            }
+        }
+    })
+    .await;
+}
+
 /// Picks the backend: the one named by a valid `__VCAP_ID__` sticky cookie, else the balancer's.
-fn choose<'a>(balance: Balance, route: &'a HostRoute, headers: &HeaderMap) -> &'a Arc<Backend> {
+fn choose<'a>(balance: Balance, route: &'a HostRoute, sticky: Option<&str>) -> &'a Arc<Backend> {
     let backends = route.backends();
-    if let Some(id) = sticky_id(headers)
+    if let Some(id) = sticky
         && let Some(backend) = backends.iter().find(|b| b.private_instance_id() == id)
     {
         return backend;
@@ -406,313 +1349,24 @@ fn choose<'a>(balance: Balance, route: &'a HostRoute, headers: &HeaderMap) -> &'
     &backends[balance.pick_index(route.next_request(), backends.len())]
 }
 
-/// The `__VCAP_ID__` value from the request's cookies, if any.
-fn sticky_id(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|cookies| cookies.split(';'))
+/// The `__VCAP_ID__` value in a `Cookie` header, if any.
+fn sticky_id(cookies: &[u8]) -> Option<&str> {
+    let cookies = std::str::from_utf8(cookies).ok()?;
+    cookies
+        .split(';')
         .find_map(|cookie| cookie.trim().strip_prefix("__VCAP_ID__="))
         .filter(|id| !id.is_empty())
 }
 
-/// When the app sets `JSESSIONID`, pin the client to this instance, as v1's routers did.
-fn add_sticky_cookie(headers: &mut HeaderMap, backend: &Backend) {
-    let sets_session = headers.get_all(header::SET_COOKIE).iter().any(|value| {
-        value
-            .as_bytes()
-            .windows(10)
-            .any(|window| window.eq_ignore_ascii_case(b"JSESSIONID"))
-    });
-    if sets_session
-        && let Ok(cookie) = HeaderValue::from_str(&format!(
-            "__VCAP_ID__={}; Path=/",
-            backend.private_instance_id()
-        ))
-    {
-        headers.append(header::SET_COOKIE, cookie);
-    }
-}
-
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), plus any the
-/// `Connection` header names.
-///
-/// Most messages carry none of them, or only `Connection: keep-alive`: one pass over the names
-/// finds out which are there, and only those are removed (a lookup per absent name was the
-/// router's single most expensive step of its own).
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let mut present = [false; 7];
-    let mut any = false;
-    for name in headers.keys() {
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present[index] = true;
-            any = true;
-        }
-    }
-    if !any {
-        return;
-    }
-    if present[0] {
-        // Connection: each value is a list of header names to drop along with it.
-        let mut listed = Vec::new();
-        for value in headers.get_all(header::CONNECTION) {
-            let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',').map(str::trim) {
-                // The usual values name no header worth a lookup.
-                if token.is_empty()
-                    || token.eq_ignore_ascii_case("close")
-                    || token.eq_ignore_ascii_case("keep-alive")
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    listed.push(name);
-                }
-            }
-        }
-        for name in listed {
-            headers.remove(name);
-        }
-    }
-    for (name, present) in HOP_BY_HOP.iter().zip(present) {
-        if present {
-            // `remove` drops every value of a repeated header.
-            headers.remove(name);
-        }
-    }
-}
-
-/// The hop-by-hop headers, `Connection` first.
-static HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    let name = X_FORWARDED_FOR;
-    let appended = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => {
-            let ip = client_ip.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{existing}, {ip}")).ok()
-        }
-        _ => None,
-    };
-    headers.insert(name, appended.unwrap_or_else(|| client_ip.clone()));
-}
-
-fn router_page(
-    shared: &Shared,
-    facts: RequestFacts,
-    host: Arc<str>,
-    version: u64,
-    backend: Option<&Arc<Backend>>,
-    error: RouterError,
-) -> Response<RouterBody> {
-    let page = shared.config.error_pages.page(error);
-    shared.journal.record(NewEntry {
-        start: facts.start,
-        end: facts.start + facts.started.elapsed(),
-        host: &host,
-        method: &facts.method,
-        path: facts.path(),
-        status: error.status(),
-        route_table_version: version,
-        app: backend.map(|b| b.app()),
-        instance: backend.map(|b| b.instance_index()),
-        router_error: Some(error),
-        aborted: false,
-    });
-    let mut response = Response::new(RouterBody::Page(Full::new(page.body.clone())));
-    *response.status_mut() = StatusCode::from_u16(error.status()).expect("valid status");
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(page.content_type),
-    );
-    headers.insert(
-        HeaderName::from_static(ROUTER_ERROR_HEADER),
-        HeaderValue::from_static(error.as_str()),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if error == RouterError::BadRequest {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
+/// A header value as text, when it is all visible ASCII (as `http::HeaderValue::to_str` has it).
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// The status journaled for a request whose client went away before the backend's response head
 /// came (nginx's "client closed request"): the client got no status at all.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
-
-/// A request on its way to its backend. When the client goes away before the response head
-/// comes back, hyper drops the handler at its `await`: dropping this then journals the request
-/// (aborted, [`CLIENT_CLOSED_REQUEST`]) and releases the backend, so that no request goes
-/// unaccounted and a drain does not wait for it.
-struct Abandoned<'a> {
-    journal: &'a Journal,
-    facts: &'a RequestFacts,
-    host: &'a Arc<str>,
-    version: u64,
-    backend: &'a Arc<Backend>,
-}
-
-impl Abandoned<'_> {
-    /// The handler got past the `await`: it accounts for the request itself.
-    fn disarm(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Abandoned<'_> {
-    fn drop(&mut self) {
-        let facts = self.facts;
-        self.journal.record(NewEntry {
-            start: facts.start,
-            end: facts.start + facts.started.elapsed(),
-            host: self.host,
-            method: &facts.method,
-            path: facts.path(),
-            status: CLIENT_CLOSED_REQUEST,
-            route_table_version: self.version,
-            app: Some(self.backend.app()),
-            instance: Some(self.backend.instance_index()),
-            router_error: None,
-            aborted: true,
-        });
-        self.backend.request_finished();
-    }
-}
-
-/// A proxied response that has not ended yet. Dropping it records the journal entry, whether the
-/// body ended, failed, or the client went away, and releases the backend (see `Backend::drain`).
-struct PendingEntry {
-    journal: Journal,
-    facts: RequestFacts,
-    host: Arc<str>,
-    status: u16,
-    version: u64,
-    backend: Arc<Backend>,
-    /// The keep-alive connection the response came on, back to the pool when the body ends.
-    connection: Option<Connection>,
-    completed: bool,
-}
-
-impl Drop for PendingEntry {
-    fn drop(&mut self) {
-        // Only a connection whose exchange ended can carry another; a cut one is closed.
-        if let Some(connection) = self.connection.take()
-            && self.completed
-        {
-            ConnectionPool::checkin(&self.backend, connection);
-        }
-        let facts = &self.facts;
-        self.journal.record(NewEntry {
-            start: facts.start,
-            end: facts.start + facts.started.elapsed(),
-            host: &self.host,
-            method: &facts.method,
-            path: facts.path(),
-            status: self.status,
-            route_table_version: self.version,
-            app: Some(self.backend.app()),
-            instance: Some(self.backend.instance_index()),
-            router_error: None,
-            aborted: !self.completed,
-        });
-        self.backend.request_finished();
-    }
-}
-
-/// The body of every response the router sends: a backend's, streamed, or one of its own pages.
-enum RouterBody {
-    Proxied {
-        inner: Incoming,
-        pending: Option<PendingEntry>,
-    },
-    Page(Full<Bytes>),
-}
-
-impl Body for RouterBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RouterBody::Proxied { inner, pending } => {
-                let mut polled = Pin::new(&mut *inner).poll_frame(cx);
-                if polled.is_pending()
-                    && let Some(connection) = pending.as_mut().and_then(|p| p.connection.as_mut())
-                {
-                    // Nothing buffered yet: move the backend's socket along (the body asked
-                    // for more just now), then look again.
-                    let _ = connection.poll_drive(cx);
-                    polled = Pin::new(&mut *inner).poll_frame(cx);
-                }
-                match &polled {
-                    Poll::Ready(None) => {
-                        if let Some(mut done) = pending.take() {
-                            done.completed = true;
-                        }
-                    }
-                    Poll::Ready(Some(Err(_))) => {
-                        // Recorded as aborted.
-                        pending.take();
-                    }
-                    _ => {}
-                }
-                polled
-            }
-            RouterBody::Page(full) => Pin::new(full)
-                .poll_frame(cx)
-                .map_err(|never: Infallible| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RouterBody::Proxied { inner, .. } => inner.is_end_stream(),
-            RouterBody::Page(full) => full.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RouterBody::Proxied { inner, .. } => inner.size_hint(),
-            RouterBody::Page(full) => full.size_hint(),
-        }
-    }
-}
-
-impl Drop for RouterBody {
-    fn drop(&mut self) {
-        // A body that was empty from the start (a HEAD, a 204, `Content-Length: 0`) may never be
-        // polled; it still completed.
-        if let RouterBody::Proxied { inner, pending } = self
-            && inner.is_end_stream()
-            && let Some(pending) = pending
-        {
-            pending.completed = true;
-        }
-    }
-}
-
-impl std::fmt::Debug for RouterBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RouterBody::Proxied { .. } => f.write_str("RouterBody::Proxied"),
-            RouterBody::Page(_) => f.write_str("RouterBody::Page"),
-        }
-    }
-}
