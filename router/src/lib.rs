@@ -34,5 +34,5 @@ pub use balance::Balance;
 pub use error_page::{ErrorPages, RouterError};
 pub use host::normalise_host;
 pub use journal::{Journal, JournalEntry};
-pub use proxy::{CLIENT_CLOSED_REQUEST, Router, RouterConfig};
+pub use proxy::{CLIENT_CLOSED_REQUEST, Router, RouterConfig, fuzzing};
 pub use table::{Backend, BackendSpec, HostRoute, RouteTable, Routes};

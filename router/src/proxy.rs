@@ -407,189 +407,13 @@ impl ClientConnection {
     /// Parses the request head at the start of the buffer, routes it, and writes the head for the
     /// backend into `out`. `Ok(None)`: the head is not complete yet.
     fn parse_request(&mut self) -> Result<Option<(usize, Exchange, Destination)>, Refusal> {
-        let shared = &*self.shared;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        let head_len = match request.parse(&self.buffer) {
-            Ok(httparse::Status::Complete(length)) if length <= MAX_REQUEST_HEAD => length,
-            Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-                return Err(Refusal::TooLarge);
-            }
-            Ok(httparse::Status::Partial) if self.buffer.len() >= MAX_REQUEST_HEAD => {
-                return Err(Refusal::TooLarge);
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::Version) if self.buffer.starts_with(b"PRI * HTTP/2.0") => {
-                return Err(Refusal::Http2);
-            }
-            Err(_) => return Err(Refusal::Malformed),
-        };
-        let start = SystemTime::now();
-        let started = Instant::now();
-        let (Some(method), Some(target), Some(minor)) =
-            (request.method, request.path, request.version)
-        else {
-            return Err(Refusal::Malformed);
-        };
-        let method = Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::Malformed)?;
-        let http10 = minor == 0;
-
-        // What the headers say, in one pass.
-        let mut host = None;
-        let mut hosts = 0;
-        let mut framing = FramingHeaders::default();
-        let mut connection = ConnectionOptions::default();
-        let mut trace = false;
-        let mut expect_continue = false;
-        let mut sticky = None;
-        for header in request.headers.iter() {
-            match http1::classify(header.name) {
-                Kind::Host => {
-                    hosts += 1;
-                    host = visible_ascii(header.value);
-                }
-                Kind::ContentLength => framing.content_length(header.value),
-                Kind::TransferEncoding => framing.transfer_encoding(header.value),
-                Kind::Connection => connection.add(header.value),
-                Kind::XVcapTrace => {
-                    trace |= header.value == shared.config.trace_key.as_bytes();
-                }
-                Kind::Cookie if sticky.is_none() => sticky = sticky_id(header.value),
-                Kind::Expect => {
-                    expect_continue |= header.value.eq_ignore_ascii_case(b"100-continue")
-                }
-                _ => {}
-            }
-        }
-        let body = framing.request(http10).map_err(|_| Refusal::Malformed)?;
-        // An HTTP/1.0 client cannot take an interim response; without a body there is nothing to
-        // wait for.
-        let expect_continue = expect_continue && !http10 && body != Framing::Length(0);
-
-        // The target: origin-form as a rule; an absolute-form target names the host instead of
-        // the Host header (RFC 9112 §3.2.2), and the app gets it in origin-form.
-        let (authority, target) = if target.starts_with('/') || target == "*" {
-            (None, target)
-        } else if method == Method::CONNECT {
-            return Err(Refusal::Malformed);
-        } else {
-            let uri: http::Uri = target.parse().map_err(|_| Refusal::Malformed)?;
-            let authority = uri.authority().ok_or(Refusal::Malformed)?.as_str();
-            let at = target.find(authority).ok_or(Refusal::Malformed)?;
-            let (authority, rest) = target[at..].split_at(authority.len());
-            (Some(authority), if rest.is_empty() { "/" } else { rest })
-        };
-        self.path.clear();
-        self.path.push_str(http1::path_of(target));
-
-        let exchange = Exchange {
-            start,
-            started,
-            head_request: method == Method::HEAD,
-            method,
-            http10,
-            keep_alive: if http10 {
-                connection.keep_alive && !connection.close
-            } else {
-                !connection.close
-            },
-            body,
-            trace,
-            expect_continue,
-        };
-
-        // Routing.
-        let raw_host = if authority.is_some() {
-            authority
-        } else if hosts == 1 {
-            host
-        } else {
-            None
-        };
-        let Some(host_key) =
-            raw_host.and_then(|raw| normalise_host(raw, &shared.config.dev_suffix))
-        else {
-            let page = Destination::Page {
-                error: RouterError::BadRequest,
-                host: Arc::from(""),
-                version: 0,
-            };
-            return Ok(Some((head_len, exchange, page)));
-        };
-        let table = shared.routes.load();
-        let version = table.version();
-        let Some(route) = table.lookup(&host_key) else {
-            let page = Destination::Page {
-                error: RouterError::NoRoute,
-                host: Arc::from(&*host_key),
-                version,
-            };
-            return Ok(Some((head_len, exchange, page)));
-        };
-        let backend = choose(shared.config.balance, route, sticky).clone();
-        let host = route.host().clone();
-        drop(table);
-
-        // The head the app gets: the client's, with the hop-by-hop headers left out and the
-        // forwarding headers added (RFC 9110 §7.6).
-        let out = &mut self.out;
-        out.clear();
-        out.extend_from_slice(exchange.method.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(target.as_bytes());
-        // An HTTP/1.0 client cannot take a chunked response: the app is asked in 1.0 too.
-        out.extend_from_slice(if http10 {
-            b" HTTP/1.0\r\n"
-        } else {
-            b" HTTP/1.1\r\n"
-        });
-        if let Some(authority) = authority {
-            http1::push_header(out, "Host", authority.as_bytes());
-        }
-        let mut forwarded_for: Option<Vec<u8>> = None;
-        let mut proto = false;
-        for header in request.headers.iter() {
-            match http1::classify(header.name) {
-                Kind::Host if authority.is_some() => continue,
-                Kind::Connection | Kind::HopByHop => continue,
-                Kind::XForwardedFor => {
-                    let value = header.value.trim_ascii();
-                    if !value.is_empty() {
-                        let list = forwarded_for.get_or_insert_with(Vec::new);
-                        if !list.is_empty() {
-                            list.extend_from_slice(b", ");
-                        }
-                        list.extend_from_slice(value);
-                    }
-                    continue;
-                }
-                Kind::XForwardedProto => proto = true,
-                // The router says `100 Continue` itself when it starts on the body, as hyper
-                // and nginx do, so the app is not asked to.
-                Kind::Expect if exchange.expect_continue => continue,
-                Kind::Other if connection.lists(header.name) => continue,
-                _ => {}
-            }
-            http1::push_header(out, header.name, header.value);
-        }
-        match forwarded_for {
-            Some(mut list) => {
-                list.extend_from_slice(b", ");
-                list.extend_from_slice(self.client_ip.as_bytes());
-                http1::push_header(out, "X-Forwarded-For", &list);
-            }
-            None => http1::push_header(out, "X-Forwarded-For", self.client_ip.as_bytes()),
-        }
-        if !proto {
-            http1::push_header(out, "X-Forwarded-Proto", b"http");
-        }
-        out.extend_from_slice(b"\r\n");
-        let destination = Destination::Backend {
-            backend,
-            host,
-            version,
-        };
-        Ok(Some((head_len, exchange, destination)))
+        parse_request(
+            &self.shared,
+            &self.buffer,
+            &mut self.out,
+            &mut self.path,
+            &self.client_ip,
+        )
     }
 
     /// Answers a head the router cannot route; the connection is closed after.
@@ -890,6 +714,206 @@ impl ClientConnection {
             aborted,
         });
     }
+}
+
+/// Parses the request head at the start of `buffer`, routes it, and writes the head for the
+/// backend into `out` and the request's path into `path`. `Ok(None)`: the head is not complete
+/// yet.
+fn parse_request(
+    shared: &Shared,
+    buffer: &[u8],
+    out: &mut Vec<u8>,
+    path: &mut String,
+    client_ip: &str,
+) -> Result<Option<(usize, Exchange, Destination)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_len = match request.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) if length <= MAX_REQUEST_HEAD => length,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::TooLarge);
+        }
+        Ok(httparse::Status::Partial) if buffer.len() >= MAX_REQUEST_HEAD => {
+            return Err(Refusal::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::Version) if buffer.starts_with(b"PRI * HTTP/2.0") => {
+            return Err(Refusal::Http2);
+        }
+        Err(_) => return Err(Refusal::Malformed),
+    };
+    let start = SystemTime::now();
+    let started = Instant::now();
+    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
+    else {
+        return Err(Refusal::Malformed);
+    };
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::Malformed)?;
+    let http10 = minor == 0;
+
+    // What the headers say, in one pass.
+    let mut host = None;
+    let mut hosts = 0;
+    let mut framing = FramingHeaders::default();
+    let mut connection = ConnectionOptions::default();
+    let mut trace = false;
+    let mut expect_continue = false;
+    let mut sticky = None;
+    for header in request.headers.iter() {
+        match http1::classify(header.name) {
+            Kind::Host => {
+                hosts += 1;
+                host = visible_ascii(header.value);
+            }
+            Kind::ContentLength => framing.content_length(header.value),
+            Kind::TransferEncoding => framing.transfer_encoding(header.value),
+            Kind::Connection => connection.add(header.value),
+            Kind::XVcapTrace => {
+                trace |= header.value == shared.config.trace_key.as_bytes();
+            }
+            Kind::Cookie if sticky.is_none() => sticky = sticky_id(header.value),
+            Kind::Expect => expect_continue |= header.value.eq_ignore_ascii_case(b"100-continue"),
+            _ => {}
+        }
+    }
+    let body = framing.request(http10).map_err(|_| Refusal::Malformed)?;
+    // An HTTP/1.0 client cannot take an interim response; without a body there is nothing to
+    // wait for.
+    let expect_continue = expect_continue && !http10 && body != Framing::Length(0);
+
+    // The target: origin-form as a rule; an absolute-form target names the host instead of
+    // the Host header (RFC 9112 §3.2.2), and the app gets it in origin-form.
+    let (authority, target) = if target.starts_with('/') || target == "*" {
+        (None, target)
+    } else if method == Method::CONNECT {
+        return Err(Refusal::Malformed);
+    } else {
+        let uri: http::Uri = target.parse().map_err(|_| Refusal::Malformed)?;
+        let authority = uri.authority().ok_or(Refusal::Malformed)?.as_str();
+        // The authority follows the scheme's "://"; the rest is the origin-form target.
+        let at = target.find("://").ok_or(Refusal::Malformed)? + 3;
+        let rest = target[at..]
+            .strip_prefix(authority)
+            .ok_or(Refusal::Malformed)?;
+        (Some(&target[at..at + authority.len()]), rest)
+    };
+    // "http://a.com" and "http://a.com?q" have an empty path: it is "/" (RFC 9112 §3.2.2).
+    let slash = if target.starts_with(['/', '*']) {
+        ""
+    } else {
+        "/"
+    };
+    path.clear();
+    path.push_str(slash);
+    path.push_str(http1::path_of(target));
+
+    let exchange = Exchange {
+        start,
+        started,
+        head_request: method == Method::HEAD,
+        method,
+        http10,
+        keep_alive: if http10 {
+            connection.keep_alive && !connection.close
+        } else {
+            !connection.close
+        },
+        body,
+        trace,
+        expect_continue,
+    };
+
+    // Routing.
+    let raw_host = if authority.is_some() {
+        authority
+    } else if hosts == 1 {
+        host
+    } else {
+        None
+    };
+    let Some(host_key) = raw_host.and_then(|raw| normalise_host(raw, &shared.config.dev_suffix))
+    else {
+        let page = Destination::Page {
+            error: RouterError::BadRequest,
+            host: Arc::from(""),
+            version: 0,
+        };
+        return Ok(Some((head_len, exchange, page)));
+    };
+    let table = shared.routes.load();
+    let version = table.version();
+    let Some(route) = table.lookup(&host_key) else {
+        let page = Destination::Page {
+            error: RouterError::NoRoute,
+            host: Arc::from(&*host_key),
+            version,
+        };
+        return Ok(Some((head_len, exchange, page)));
+    };
+    let backend = choose(shared.config.balance, route, sticky).clone();
+    let host = route.host().clone();
+    drop(table);
+
+    // The head the app gets: the client's, with the hop-by-hop headers left out and the
+    // forwarding headers added (RFC 9110 §7.6).
+    out.clear();
+    out.extend_from_slice(exchange.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(slash.as_bytes());
+    out.extend_from_slice(target.as_bytes());
+    // An HTTP/1.0 client cannot take a chunked response: the app is asked in 1.0 too.
+    out.extend_from_slice(if http10 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    if let Some(authority) = authority {
+        http1::push_header(out, "Host", authority.as_bytes());
+    }
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut proto = false;
+    for header in request.headers.iter() {
+        match http1::classify(header.name) {
+            Kind::Host if authority.is_some() => continue,
+            Kind::Connection | Kind::HopByHop => continue,
+            Kind::XForwardedFor => {
+                let value = header.value.trim_ascii();
+                if !value.is_empty() {
+                    let list = forwarded_for.get_or_insert_with(Vec::new);
+                    if !list.is_empty() {
+                        list.extend_from_slice(b", ");
+                    }
+                    list.extend_from_slice(value);
+                }
+                continue;
+            }
+            Kind::XForwardedProto => proto = true,
+            // The router says `100 Continue` itself when it starts on the body, as hyper
+            // and nginx do, so the app is not asked to.
+            Kind::Expect if exchange.expect_continue => continue,
+            Kind::Other if connection.lists(header.name) => continue,
+            _ => {}
+        }
+        http1::push_header(out, header.name, header.value);
+    }
+    match forwarded_for {
+        Some(mut list) => {
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(client_ip.as_bytes());
+            http1::push_header(out, "X-Forwarded-For", &list);
+        }
+        None => http1::push_header(out, "X-Forwarded-For", client_ip.as_bytes()),
+    }
+    if !proto {
+        http1::push_header(out, "X-Forwarded-Proto", b"http");
+    }
+    out.extend_from_slice(b"\r\n");
+    let destination = Destination::Backend {
+        backend,
+        host,
+        version,
+    };
+    Ok(Some((head_len, exchange, destination)))
 }
 
 impl ForwardError {
@@ -1370,3 +1394,182 @@ fn visible_ascii(value: &[u8]) -> Option<&str> {
 /// The status journaled for a request whose client went away before the backend's response head
 /// came (nginx's "client closed request"): the client got no status at all.
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Entry points for the `wire` fuzz target (`fuzz/`): what the router makes of any request head,
+/// response head or chunked body, checked against what it promises. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::LazyLock;
+
+    use super::*;
+    use crate::table::BackendSpec;
+
+    static BACKEND: LazyLock<Arc<Backend>> = LazyLock::new(|| {
+        Backend::new(BackendSpec {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1)),
+            app: "a".into(),
+            instance_index: 0,
+            instance_id: "a0".into(),
+            private_instance_id: "a0private".into(),
+        })
+    });
+
+    static SHARED: LazyLock<Shared> = LazyLock::new(|| {
+        let routes = Routes::new();
+        routes.publish([(Arc::from("a.com"), BACKEND.clone())]);
+        Shared {
+            config: RouterConfig::default(),
+            routes,
+            journal: Journal::new(16),
+            accepting: AtomicBool::new(false),
+        }
+    });
+
+    /// The framing a message's headers give it.
+    fn framing_of(headers: &[httparse::Header<'_>]) -> FramingHeaders {
+        let mut framing = FramingHeaders::default();
+        for header in headers {
+            match http1::classify(header.name) {
+                Kind::ContentLength => framing.content_length(header.value),
+                Kind::TransferEncoding => framing.transfer_encoding(header.value),
+                _ => {}
+            }
+        }
+        framing
+    }
+
+    /// A request head routed to a backend becomes, for the app, one complete and well-formed
+    /// HTTP/1.x head: an origin-form target, exactly one `Host`, no hop-by-hop header, and the
+    /// body framing the router itself measures the body by.
+    pub fn request_head(data: &[u8]) {
+        let (mut out, mut path) = (Vec::new(), String::new());
+        let Ok(Some((length, exchange, destination))) =
+            parse_request(&SHARED, data, &mut out, &mut path, "127.0.0.1")
+        else {
+            return;
+        };
+        assert!(length <= data.len());
+        assert!(path.starts_with(['/', '*']), "journaled path {path:?}");
+        let Destination::Backend { .. } = destination else {
+            return;
+        };
+        let shown = String::from_utf8_lossy(&out).into_owned();
+        let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS + 3];
+        let mut forwarded = httparse::Request::new(&mut headers);
+        assert_eq!(
+            forwarded.parse(&out),
+            Ok(httparse::Status::Complete(out.len())),
+            "{shown}"
+        );
+        let target = forwarded.path.unwrap_or_default();
+        assert!(target.starts_with(['/', '*']), "{shown}");
+        let hosts = forwarded
+            .headers
+            .iter()
+            .filter(|header| http1::classify(header.name) == Kind::Host)
+            .count();
+        assert_eq!(hosts, 1, "{shown}");
+        for header in forwarded.headers.iter() {
+            let kind = http1::classify(header.name);
+            assert!(
+                !matches!(kind, Kind::Connection | Kind::HopByHop),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            framing_of(forwarded.headers).request(forwarded.version == Some(0)),
+            Ok(exchange.body),
+            "{shown}"
+        );
+    }
+
+    /// Whatever an app sends, the head the client gets is one complete and well-formed response
+    /// head whose framing is the one the router sends the body in, with no hop-by-hop header
+    /// other than those that framing and the connection's fate need.
+    pub fn response_head(data: &[u8], http10: bool, head_request: bool) {
+        let context = ResponseContext {
+            http10,
+            head_request,
+            trace: Some((BACKEND.addr(), "127.0.0.1")),
+            backend: &BACKEND,
+        };
+        let (mut out, mut interim) = (Vec::new(), Vec::new());
+        let Ok(Some((length, head))) =
+            super::response_head(data, &context, After::KeepAlive, &mut out, &mut interim)
+        else {
+            return;
+        };
+        assert!(length <= data.len());
+        let Some(head) = head else {
+            if !http10 {
+                let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut parsed = httparse::Response::new(&mut headers);
+                assert_eq!(
+                    parsed.parse(&interim),
+                    Ok(httparse::Status::Complete(interim.len()))
+                );
+                assert!(parsed.code.is_some_and(|code| (100..200).contains(&code)));
+            }
+            return;
+        };
+        let shown = String::from_utf8_lossy(&out).into_owned();
+        let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS + 4];
+        let mut parsed = httparse::Response::new(&mut headers);
+        assert_eq!(
+            parsed.parse(&out),
+            Ok(httparse::Status::Complete(out.len())),
+            "{shown}"
+        );
+        assert_eq!(parsed.code, Some(head.status), "{shown}");
+        assert_eq!(parsed.version, Some(if http10 { 0 } else { 1 }), "{shown}");
+        let mut connection = ConnectionOptions::default();
+        for header in parsed.headers.iter() {
+            match http1::classify(header.name) {
+                Kind::Connection => connection.add(header.value),
+                Kind::HopByHop => panic!("{shown}"),
+                _ => {}
+            }
+        }
+        assert!(connection.listed.is_empty(), "{shown}");
+        let client_keeps_it = if http10 {
+            connection.keep_alive
+        } else {
+            !connection.close
+        };
+        assert_eq!(client_keeps_it, head.after == After::KeepAlive, "{shown}");
+        if !http1::response_is_bodiless(head_request, head.status) {
+            let expected = if head.rechunk {
+                Framing::Chunked
+            } else {
+                head.body
+            };
+            assert_eq!(
+                framing_of(parsed.headers).response(),
+                Ok(expected),
+                "{shown}"
+            );
+            if expected == Framing::UntilClose {
+                assert_ne!(head.after, After::KeepAlive, "{shown}");
+            }
+        }
+    }
+
+    /// The chunk scanner finds the same end (or the same fault) however the body is cut in two.
+    pub fn chunked(data: &[u8], cut: usize) {
+        let cut = cut.min(data.len());
+        let mut whole = ChunkScanner::default();
+        let at_once = whole.scan(data).map(|used| (used, whole.is_done()));
+        let mut parts = ChunkScanner::default();
+        let in_two = parts.scan(&data[..cut]).and_then(|first| {
+            if parts.is_done() {
+                return Ok(first);
+            }
+            parts.scan(&data[cut..]).map(|second| first + second)
+        });
+        let in_two = in_two.map(|used| (used, parts.is_done()));
+        assert_eq!(at_once, in_two, "cut at {cut}");
+        if let Ok((used, _)) = at_once {
+            assert!(used <= data.len());
+        }
+    }
+}
