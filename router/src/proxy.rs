@@ -159,7 +159,9 @@ impl Router {
                 client_ip: peer.ip().to_string().into(),
                 router_ip: router_ip.clone(),
             };
-            connections.spawn(client.run(shutdown.clone()));
+            // A token of its own: an idle connection waits on it for the shutdown, and waiting on
+            // the shared one would take that token's lock on every request of every connection.
+            connections.spawn(client.run(shutdown.child_token()));
         }
         self.shared.accepting.store(false, Ordering::Release);
         drop(listener);
@@ -549,7 +551,14 @@ impl ClientConnection {
 
         let mut retried = false;
         let outcome = loop {
-            let mut connection = match backend.pool().checkout() {
+            // A request sent again goes on a new connection, not on another idle one that may
+            // have been closed just the same.
+            let pooled = if retried {
+                None
+            } else {
+                backend.pool().checkout()
+            };
+            let mut connection = match pooled {
                 Some(connection) => connection,
                 None => {
                     let connecting = pool::connect(backend.addr(), connect_timeout);

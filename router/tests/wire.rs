@@ -613,3 +613,63 @@ async fn bodiless_responses_end_at_their_head_whatever_they_announce() {
     let entries = router.journal.wait_for(2, WAIT, |_| true).await.unwrap();
     assert!(!entries.aborted);
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_and_finishes_requests_in_flight() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::new();
+    let config = RouterConfig {
+        // Far longer than the test waits: returning at all means nothing waited for it.
+        shutdown_grace: Duration::from_secs(3600),
+        ..RouterConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(
+        Router::new(config, routes.clone(), Journal::new(16)).serve(listener, shutdown.clone()),
+    );
+    let harness = Harness {
+        addr,
+        routes,
+        journal: Journal::new(16),
+        shutdown: shutdown.clone(),
+    };
+    // An app that answers only once told to.
+    let (release, mut released) = mpsc::channel::<()>(1);
+    let (arrive, mut arrived) = mpsc::channel::<()>(1);
+    let slow = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = slow.accept().await.unwrap();
+        let mut buffer = Vec::new();
+        while find(&buffer, b"\r\n\r\n").is_none() {
+            assert!(read_more(&mut stream, &mut buffer).await);
+        }
+        arrive.send(()).await.unwrap();
+        released.recv().await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+            .await
+            .unwrap();
+    });
+    harness.map("a.com", slow_addr);
+
+    let mut idle = harness.connect().await;
+    idle.send(b"GET / HTTP/1.1\r\nHost: nowhere.com\r\n\r\n")
+        .await;
+    assert_eq!(idle.response(false).await.status(), 404);
+    let mut busy = harness.connect().await;
+    busy.send(b"GET / HTTP/1.1\r\nHost: a.com\r\n\r\n").await;
+    // The request is with the app when the shutdown begins.
+    arrived.recv().await.unwrap();
+    shutdown.cancel();
+    assert!(idle.closed().await, "the idle connection is closed at once");
+    release.send(()).await.unwrap();
+    let response = busy.response(false).await;
+    assert_eq!(response.body, b"late", "the request in flight finished");
+    assert_eq!(response.header("connection").as_deref(), Some("close"));
+    tokio::time::timeout(WAIT, served)
+        .await
+        .expect("serve returns once its connections are done")
+        .unwrap();
+}
