@@ -17,7 +17,8 @@ library is used. In one run it:
    per 1,000 requests, and the ratios afemu/direct and afemu/nginx; then times `afemu check` on a
    seed runbook.
 
-Settings (environment): DURATION (seconds per run, 5), REPEATS (5), WARMUP (seconds, 2),
+Settings (environment): DURATION (seconds per run, 5), REPEATS (9: the p99 of single runs on a shared
+machine is bimodal, for nginx as for afemu, so a median needs more runs than the throughput does), WARMUP (seconds, 2),
 CONNECTIONS ("1 32"), LOAD_CPUS and SERVER_CPUS (taskset lists; default: the first half of the
 cores for wrk, the rest for the servers), AFEMU (the binary), NGINX (the nginx binary), RESULTS (a
 file to write the report to as well), PROFILE (a file: after the benchmark, record a `perf record
@@ -49,7 +50,7 @@ EMAIL = "bench@afemu.local"
 TARGETS = ["direct", "nginx", "afemu"]
 
 DURATION = int(os.environ.get("DURATION", "5"))
-REPEATS = int(os.environ.get("REPEATS", "5"))
+REPEATS = int(os.environ.get("REPEATS", "9"))
 WARMUP = int(os.environ.get("WARMUP", "2"))
 CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "1 32").split()]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -387,6 +388,13 @@ def main():
             f"| {med('afemu', c, 'rps') / med('nginx', c, 'rps'):.2f} "
             f"| {med('afemu', c, 'p99_us') / max(med('nginx', c, 'p99_us'), 1):.2f} "
             f"| {med('afemu', c, 'cpu_ms_per_1k') / max(med('nginx', c, 'cpu_ms_per_1k'), 1e-9):.2f} |")
+    say()
+    say("p99 of each repeat, in the order run (ms):")
+    say()
+    for c in CONNECTIONS:
+        for target in ("nginx", "afemu"):
+            runs = ", ".join(f"{r['p99_us'] / 1e3:.2f}" for r in results[(target, c)])
+            say(f"- {c} connection(s), {target}: {runs}")
     say()
     say(f"afemu idle RSS (serving, no apps): {idle_rss / 1024:.1f} MiB; after the run, with "
         f"{journaled:,} requests journaled: {busy_rss / 1024:.1f} MiB")

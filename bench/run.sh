@@ -3,7 +3,7 @@
 # distribution's packages (wrk, nginx, python3, taskset), builds afemu in release mode, and runs
 # afemu's router against nginx in front of the same two backends.
 #
-#   bench/run.sh                          # the default run: 5 repeats × 5 s, 1 and 32 connections
+#   bench/run.sh                          # the default run: 9 repeats × 5 s, 1 and 32 connections
 #   REPEATS=3 DURATION=3 bench/run.sh     # quicker
 #   RESULTS=/tmp/bench.md bench/run.sh    # also write the tables to a file
 set -euo pipefail
