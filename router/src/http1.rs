@@ -165,10 +165,20 @@ impl FramingHeaders {
 
     /// The framing of a request (RFC 9112 §6.3): no body unless it says so.
     pub(crate) fn request(&self, http10: bool) -> Result<Framing, FramingError> {
+        if self.encoding && http10 {
+            return Err(FramingError::EncodingInHttp10);
+        }
+        self.framing(Framing::Length(0))
+    }
+
+    /// The framing of a response that can have a body: until the close unless it says otherwise.
+    pub(crate) fn response(&self) -> Result<Framing, FramingError> {
+        self.framing(Framing::UntilClose)
+    }
+
+    fn framing(&self, unsaid: Framing) -> Result<Framing, FramingError> {
         if self.encoding {
-            return if http10 {
-                Err(FramingError::EncodingInHttp10)
-            } else if self.length.is_some() || self.bad_length {
+            return if self.length.is_some() || self.bad_length {
                 // Smuggling territory: refused rather than guessed (RFC 9112 §6.3, item 3).
                 Err(FramingError::LengthAndEncoding)
             } else if self.chunked_last {
@@ -178,22 +188,7 @@ impl FramingHeaders {
             };
         }
         self.length_framing()
-            .map(|length| Framing::Length(length.unwrap_or(0)))
-    }
-
-    /// The framing of a response that can have a body: until the close unless it says otherwise.
-    pub(crate) fn response(&self) -> Result<Framing, FramingError> {
-        if self.encoding {
-            return if self.length.is_some() || self.bad_length {
-                Err(FramingError::LengthAndEncoding)
-            } else if self.chunked_last {
-                Ok(Framing::Chunked)
-            } else {
-                Err(FramingError::NotChunked)
-            };
-        }
-        self.length_framing()
-            .map(|length| length.map_or(Framing::UntilClose, Framing::Length))
+            .map(|length| length.map_or(unsaid, Framing::Length))
     }
 
     fn length_framing(&self) -> Result<Option<u64>, FramingError> {

@@ -172,6 +172,8 @@ struct Harness {
     routes: Routes,
     journal: Journal,
     shutdown: CancellationToken,
+    /// The router's `serve`, which returns once it has shut down.
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Harness {
@@ -181,18 +183,23 @@ impl Drop for Harness {
 }
 
 async fn router() -> Harness {
+    router_with(RouterConfig::default()).await
+}
+
+async fn router_with(config: RouterConfig) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let routes = Routes::new();
     let journal = Journal::new(1024);
     let shutdown = CancellationToken::new();
-    let router = Router::new(RouterConfig::default(), routes.clone(), journal.clone());
-    tokio::spawn(router.serve(listener, shutdown.clone()));
+    let router = Router::new(config, routes.clone(), journal.clone());
+    let served = tokio::spawn(router.serve(listener, shutdown.clone()));
     Harness {
         addr,
         routes,
         journal,
         shutdown,
+        served: Some(served),
     }
 }
 
@@ -616,24 +623,13 @@ async fn bodiless_responses_end_at_their_head_whatever_they_announce() {
 
 #[tokio::test]
 async fn shutdown_closes_idle_keep_alive_connections_and_finishes_requests_in_flight() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let routes = Routes::new();
-    let config = RouterConfig {
+    let mut harness = router_with(RouterConfig {
         // Far longer than the test waits: returning at all means nothing waited for it.
         shutdown_grace: Duration::from_secs(3600),
         ..RouterConfig::default()
-    };
-    let shutdown = CancellationToken::new();
-    let served = tokio::spawn(
-        Router::new(config, routes.clone(), Journal::new(16)).serve(listener, shutdown.clone()),
-    );
-    let harness = Harness {
-        addr,
-        routes,
-        journal: Journal::new(16),
-        shutdown: shutdown.clone(),
-    };
+    })
+    .await;
+    let served = harness.served.take().unwrap();
     // An app that answers only once told to.
     let (release, mut released) = mpsc::channel::<()>(1);
     let (arrive, mut arrived) = mpsc::channel::<()>(1);
@@ -662,7 +658,7 @@ async fn shutdown_closes_idle_keep_alive_connections_and_finishes_requests_in_fl
     busy.send(b"GET / HTTP/1.1\r\nHost: a.com\r\n\r\n").await;
     // The request is with the app when the shutdown begins.
     arrived.recv().await.unwrap();
-    shutdown.cancel();
+    harness.shutdown.cancel();
     assert!(idle.closed().await, "the idle connection is closed at once");
     release.send(()).await.unwrap();
     let response = busy.response(false).await;
