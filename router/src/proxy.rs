@@ -602,8 +602,9 @@ impl ClientConnection {
                         {
                             return Poll::Ready(head);
                         }
-                        if !interim.is_empty() {
-                            // An interim response (100 Continue): on to the client at once.
+                        // An interim response (100 Continue): on to the client at once, all of
+                        // it or until the socket is full (which registers for when it is not).
+                        while !interim.is_empty() {
                             match Pin::new(&mut *client).poll_write(cx, interim) {
                                 Poll::Ready(Ok(n)) if n > 0 => {
                                     interim.drain(..n);
@@ -611,7 +612,7 @@ impl ClientConnection {
                                 Poll::Ready(_) => {
                                     return Poll::Ready(Err(ForwardError::ClientGone));
                                 }
-                                Poll::Pending => {}
+                                Poll::Pending => break,
                             }
                         }
                         if !body_sent {
