@@ -28,6 +28,7 @@ async fn perform(af: &V1Client, step: &Step) -> Result<(), ClientError> {
             app,
             uris,
             instances,
+            start,
         } => {
             af.create_app(&json!({
                 "name": app,
@@ -38,7 +39,20 @@ async fn perform(af: &V1Client, step: &Step) -> Result<(), ClientError> {
             }))
             .await?;
             af.upload_dir(app, &bits).await?;
-            af.start(app, timeout).await
+            if *start {
+                af.start(app, timeout).await?;
+            }
+            Ok(())
+        }
+        // As af env-add does it: change the app, then restart it if it is started.
+        Step::Reconfigure { app } => {
+            let started = af.app(app).await?["state"] == "STARTED";
+            af.modify(app, |doc| doc["env"] = json!(["RECONFIGURED=1"]))
+                .await?;
+            if started {
+                af.restart(app, timeout).await?;
+            }
+            Ok(())
         }
         Step::Update { app } => af.update(app, &bits, timeout).await,
         Step::Start { app } => af.start(app, timeout).await,
@@ -150,6 +164,7 @@ async fn unmap_needs_the_uri_as_stored() {
             app: "red".into(),
             uris: vec!["WWW.C.com".into()],
             instances: 1,
+            start: true,
         },
         Step::Unmap {
             app: "red".into(),
@@ -168,17 +183,19 @@ async fn unmap_needs_the_uri_as_stored() {
 /// find one and shrink it to a single step that leaves the host without a backend.
 #[test]
 fn the_interleaving_property_shrinks_to_a_minimal_counter_example() {
-    use afemu::model::strategy::no_default_error_page;
+    use afemu::check::{CheckOptions, no_default_error_page};
     let setup = [
         Step::Push {
             app: "blue".into(),
             uris: vec!["www.a.com".into()],
             instances: 1,
+            start: true,
         },
         Step::Push {
             app: "green".into(),
-            uris: vec![],
+            uris: vec!["green.aws.af.cm".into()],
             instances: 1,
+            start: true,
         },
     ];
     // A fixed seed: proptest's shrinking is a local search, and from an unlucky first failure
@@ -195,13 +212,13 @@ fn the_interleaving_property_shrinks_to_a_minimal_counter_example() {
     );
     let found = runner.run(
         &strategy::procedure(&["blue", "green"], &["www.a.com"], 8),
-        |steps| no_default_error_page(&setup, &steps, &["www.a.com"], false),
+        |steps| no_default_error_page(&setup, &steps, &["www.a.com"], CheckOptions::default()),
     );
     match found {
         Err(TestError::Fail(reason, steps)) => {
             assert_eq!(steps.len(), 1, "shrunk to one step: {steps:?}");
             assert!(
-                matches!(&steps[0], Step::Stop { app } | Step::Delete { app } | Step::Update { app } | Step::Restart { app } | Step::Unmap { app, .. } if app == "blue"),
+                matches!(&steps[0], Step::Stop { app } | Step::Delete { app } | Step::Update { app } | Step::Restart { app } | Step::Reconfigure { app } | Step::Unmap { app, .. } if app == "blue"),
                 "{steps:?}"
             );
             assert!(reason.message().contains("www.a.com"), "{reason}");
@@ -219,7 +236,11 @@ fn the_interleaving_property_shrinks_to_a_minimal_counter_example() {
             uri: "www.a.com".into(),
         },
     ];
-    no_default_error_page(&setup, &swap, &["www.a.com"], false).unwrap();
+    no_default_error_page(&setup, &swap, &["www.a.com"], CheckOptions::default()).unwrap();
     // ...but not when route changes can land late (v1's NATS).
-    assert!(no_default_error_page(&setup, &swap, &["www.a.com"], true).is_err());
+    let late = CheckOptions {
+        route_delay: Some("0..50ms".parse().unwrap()),
+        ..CheckOptions::default()
+    };
+    assert!(no_default_error_page(&setup, &swap, &["www.a.com"], late).is_err());
 }

@@ -64,4 +64,6 @@ mod yaml_out;
 
 pub use client::{ClientError, V1Client};
 pub use context::{Captured, Context};
-pub use runner::{BASIC_USAGE, COMMAND_USAGE, run, run_line, split_words};
+pub use runner::{
+    BASIC_USAGE, COMMAND_USAGE, CommandLine, parse_command, run, run_line, split_words,
+};

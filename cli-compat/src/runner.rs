@@ -497,6 +497,63 @@ fn route(args: &mut Vec<String>, options: &Options, help_only: bool) -> Routed {
     Routed::Route(r)
 }
 
+/// An `af` command line as af reads it, without running it: the command it means, its words
+/// and its options. What a runbook's steps are checked with before anything runs, so that a line
+/// af would refuse is refused up front, with af's own words.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommandLine {
+    /// af's name for the action (`push`, `map`, `environment_add`, `instances`, …).
+    pub action: &'static str,
+    /// The words after the command, options taken out.
+    pub args: Vec<String>,
+    pub options: Options,
+}
+
+/// Reads `args` (without the program name) as af would (options, abbreviations, which command
+/// and how many arguments), with no aliases. The error is what af would print instead of running
+/// anything: `Unknown command [pussh]`, `Not enough arguments for [map] (usage: af map <appname>
+/// <url>)`, `invalid option: --frob`.
+pub fn parse_command(args: &[String]) -> Result<CommandLine, String> {
+    let (options, mut words, version) = match options::parse(args) {
+        Ok(Parsed::Run {
+            options,
+            args,
+            version,
+        }) => (*options, args, version),
+        Ok(Parsed::Help | Parsed::OptionSummary) => {
+            return Err("asks for af's help, which does nothing to the platform".into());
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    if version {
+        return Ok(CommandLine {
+            action: Action::Version.names().1,
+            args: Vec::new(),
+            options,
+        });
+    }
+    match route(&mut words, &options, false) {
+        Routed::Route(Route {
+            action: Some(action),
+            failed: false,
+            ..
+        }) => Ok(CommandLine {
+            action: action.names().1,
+            args: words,
+            options,
+        }),
+        Routed::Route(route) => Err(match (route.usage_error, route.usage) {
+            (Some(error), Some(usage)) => format!("{error} (usage: {usage})"),
+            (None, Some(usage)) => format!("usage: {usage}"),
+            (error, None) => error.unwrap_or_else(|| "no command".into()),
+        }),
+        Routed::Unknown(verb) => Err(format!("Unknown command [{verb}]")),
+        Routed::FullHelp | Routed::BasicUsage | Routed::OptionSummary => {
+            Err("asks for af's help, which does nothing to the platform".into())
+        }
+    }
+}
+
 /// Runs a command line as a person types it (`af map example2 example.com`, the leading `af`
 /// optional; words split as a shell splits them, with `'…'`, `"…"` and `\` quoting); returns
 /// the exit status. What runbook steps go through.
@@ -728,6 +785,32 @@ mod tests {
             ["af", "map", "example2", "www.example.com", "a b", "c d", ""]
         );
         assert!(split_words("   ").is_empty());
+    }
+
+    #[test]
+    fn command_lines_parse_as_af_reads_them() {
+        let parse = |line: &str| parse_command(&split_words(line));
+        let push = parse("push shop --path apps/v2 --url shop.com --instances 2 -n").unwrap();
+        assert_eq!(push.action, "push");
+        assert_eq!(push.args, ["shop"]);
+        assert_eq!(push.options.url.as_deref(), Some("shop.com"));
+        assert_eq!(push.options.instances, Some(2));
+        assert!(push.options.no_prompt);
+        let scale = parse("scale shop -1").unwrap();
+        assert_eq!(
+            (scale.action, scale.args.as_slice()),
+            ("instances", &["shop".to_owned(), "-1".to_owned()][..])
+        );
+        assert_eq!(parse("pussh shop").unwrap_err(), "Unknown command [pussh]");
+        assert_eq!(
+            parse("map shop").unwrap_err(),
+            "Not enough arguments for [map] (usage: af map <appname> <url>)"
+        );
+        assert_eq!(
+            parse("map a b --frob").unwrap_err(),
+            "invalid option: --frob"
+        );
+        assert!(parse("help").is_err());
     }
 
     #[tokio::test]

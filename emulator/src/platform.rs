@@ -386,6 +386,7 @@ impl Platform {
             instance_index: 0,
             instance_id: Arc::from("api"),
             private_instance_id: Arc::from("api"),
+            version: Arc::from("api"),
         });
         if self.inner.api_route.set((host, backend)).is_ok() {
             let state = self.state();
@@ -1574,6 +1575,7 @@ impl Platform {
         let Some(droplet) = app.droplet.clone() else {
             return;
         };
+        let version = format!("{}-{}", droplet.hash, app.run_count);
         for &index in indices {
             let instance_id: Arc<str> = Arc::from(random_hex(16));
             let dir = self
@@ -1592,7 +1594,7 @@ impl Platform {
                     app_name: app.name.clone(),
                     owner: app.owner.clone(),
                     uris: app.uris.clone(),
-                    version: format!("{}-{}", droplet.hash, app.run_count),
+                    version: version.clone(),
                     runtime: app.runtime.clone(),
                     memory_mb: app.memory_mb,
                     disk_mb: app.disk_mb,
@@ -1613,6 +1615,7 @@ impl Platform {
                     dir,
                     port: None,
                     pid: None,
+                    version: Arc::from(version.as_str()),
                     backend: None,
                     retired: Vec::new(),
                     control,
@@ -1908,6 +1911,7 @@ impl Platform {
             instance_index: instance.index,
             instance_id: instance.id.clone(),
             private_instance_id: instance.private_id.clone(),
+            version: instance.version.clone(),
         }));
         tracing::info!(app = %app.name, index = instance.index, port, "instance running");
         self.publish(&state);

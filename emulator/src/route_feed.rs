@@ -250,6 +250,7 @@ mod tests {
             instance_index: 0,
             instance_id: "i".into(),
             private_instance_id: "p".into(),
+            version: "v".into(),
         })
     }
 

@@ -1,13 +1,19 @@
 //! Runbooks: the procedure a person would follow — the `af` commands they would type, verbatim —
 //! plus a few directives that say which hosts get traffic, where to wait, and what must hold.
+//! `afemu check` and `afemu rehearse` read a runbook through this one parser, so that they refuse
+//! the same lines with the same words (docs/RUNBOOKS.md is the reference).
 //!
 //! ```text
 //! # comment
 //! af push example --path apps/blue --url example.com -n   # any af command line: a step
-//! @traffic HOST [HOST ...] [rate=N/s]   # start traffic (default 100/s each); earlier steps are setup
-//! @wait DURATION                        # keep traffic flowing, e.g. 300ms, 2s
-//! @await served-by APP HOST [timeout=DURATION]  # until a request to HOST is served by APP
-//! @expect no-default-error-page [HOST ...]      # implied for every traffic host over the run
+//! @traffic HOST [HOST ...] [rate=N/s]   # traffic from here on, once the router has every route
+//!                                       # change so far (default 100/s a host)
+//! @wait DURATION                        # let time pass, e.g. 300ms, 2s
+//! @await served-by APP HOST [timeout=D]       # until a request to HOST is served by APP
+//! @await new-version APP HOST [timeout=D]     # ... by APP's newest version (its last push,
+//!                                             # update or restart)
+//! @await not-served-by APP HOST [timeout=D]   # until the router no longer sends HOST to APP
+//! @expect no-default-error-page [HOST ...]    # implied for every traffic host over the run
 //! @expect served-by APP HOST            # at the end, HOST is served only by APP
 //! ```
 //!
@@ -15,6 +21,8 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use afemu_cli::{CommandLine, parse_command};
 
 use crate::model::Step;
 
@@ -37,16 +45,15 @@ pub struct Item {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ItemKind {
-    /// An `af` command line, split as a shell would (without `af`).
+    /// An `af` command line, split as a shell would (without `af`); af's parser accepts it.
     Af(Vec<String>),
     Traffic {
         hosts: Vec<String>,
         rate: u32,
     },
     Wait(Duration),
-    AwaitServedBy {
-        app: String,
-        host: String,
+    Await {
+        until: Await,
         timeout: Duration,
     },
     ExpectNoDefaultErrorPage {
@@ -58,13 +65,64 @@ pub enum ItemKind {
     },
 }
 
-/// A line that is not a step or a directive, with its number.
+/// What an `@await` waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Await {
+    /// A request to `host` is served by `app` (any of its instances).
+    ServedBy { app: String, host: String },
+    /// A request to `host` is served by an instance of `app` that runs the app's newest version:
+    /// the one its last push, update or restart started (v1's `<droplet>-<run_count>`).
+    NewVersion { app: String, host: String },
+    /// The router sends no request for `host` to `app` any more.
+    NotServedBy { app: String, host: String },
+}
+
+impl Await {
+    pub fn app(&self) -> &str {
+        match self {
+            Await::ServedBy { app, .. }
+            | Await::NewVersion { app, .. }
+            | Await::NotServedBy { app, .. } => app,
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        match self {
+            Await::ServedBy { host, .. }
+            | Await::NewVersion { host, .. }
+            | Await::NotServedBy { host, .. } => host,
+        }
+    }
+}
+
+impl std::fmt::Display for Await {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Await::ServedBy { app, host } => write!(f, "{host} served by {app}"),
+            Await::NewVersion { app, host } => {
+                write!(f, "{host} served by {app}'s newest version")
+            }
+            Await::NotServedBy { app, host } => write!(f, "{host} no longer sent to {app}"),
+        }
+    }
+}
+
+/// A line that is not a step or a directive, with its number (0: the runbook as a whole).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
 pub struct RunbookError {
     pub file: String,
     pub line: usize,
     pub message: String,
+}
+
+impl std::fmt::Display for RunbookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        }
+    }
 }
 
 /// The default traffic rate per host.
@@ -99,6 +157,8 @@ impl Runbook {
     }
 
     /// Parses runbook text; `file` names it in errors, `dir` is what its paths are relative to.
+    /// A runbook with neither traffic nor an expectation is refused: it could only pass by
+    /// observing nothing.
     pub fn parse(text: &str, file: &str, dir: PathBuf) -> Result<Runbook, RunbookError> {
         let mut items = Vec::new();
         for (number, raw) in text.lines().enumerate() {
@@ -118,7 +178,9 @@ impl Runbook {
                     if words.len() < 2 {
                         return Err(error("`af` needs a command".into()));
                     }
-                    ItemKind::Af(words[1..].to_vec())
+                    let args = words[1..].to_vec();
+                    check_af_line(&args).map_err(error)?;
+                    ItemKind::Af(args)
                 }
                 "@traffic" => parse_traffic(&words[1..]).map_err(error)?,
                 "@wait" => {
@@ -136,6 +198,47 @@ impl Runbook {
                 }
             };
             items.push(Item { line, text, kind });
+        }
+        // An await that watches requests needs requests to watch.
+        let mut with_traffic: Vec<&str> = Vec::new();
+        for item in &items {
+            match &item.kind {
+                ItemKind::Traffic { hosts, .. } => {
+                    with_traffic.extend(hosts.iter().map(String::as_str));
+                }
+                ItemKind::Await {
+                    until: until @ (Await::ServedBy { .. } | Await::NewVersion { .. }),
+                    ..
+                } if !with_traffic.contains(&until.host()) => {
+                    return Err(RunbookError {
+                        file: file.to_owned(),
+                        line: item.line,
+                        message: format!(
+                            "{} gets no traffic before this line, so no request could show what \
+                             this @await waits for: name it in an earlier @traffic",
+                            until.host()
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let observes = items.iter().any(|item| {
+            matches!(
+                item.kind,
+                ItemKind::Traffic { .. }
+                    | ItemKind::ExpectNoDefaultErrorPage { .. }
+                    | ItemKind::ExpectServedBy { .. }
+            )
+        });
+        if !observes {
+            return Err(RunbookError {
+                file: file.to_owned(),
+                line: 0,
+                message: "nothing to observe: the runbook has no @traffic and no @expect, so it \
+                          could only pass by seeing nothing"
+                    .into(),
+            });
         }
         Ok(Runbook { dir, items })
     }
@@ -203,6 +306,9 @@ fn parse_traffic(words: &[String]) -> Result<ItemKind, String> {
     Ok(ItemKind::Traffic { hosts, rate })
 }
 
+const AWAIT_USAGE: &str =
+    "expected: @await served-by|new-version|not-served-by APP HOST [timeout=DURATION]";
+
 fn parse_await(words: &[String]) -> Result<ItemKind, String> {
     let mut timeout = DEFAULT_AWAIT_TIMEOUT;
     let mut rest = Vec::new();
@@ -212,14 +318,17 @@ fn parse_await(words: &[String]) -> Result<ItemKind, String> {
             None => rest.push(word.as_str()),
         }
     }
-    match rest.as_slice() {
-        ["served-by", app, host] => Ok(ItemKind::AwaitServedBy {
-            app: app_of(app)?,
-            host: host_of(host)?,
-            timeout,
-        }),
-        _ => Err("expected: @await served-by APP HOST [timeout=DURATION]".into()),
-    }
+    let [what, app, host] = rest.as_slice() else {
+        return Err(AWAIT_USAGE.into());
+    };
+    let (app, host) = (app_of(app)?, host_of(host)?);
+    let until = match *what {
+        "served-by" => Await::ServedBy { app, host },
+        "new-version" => Await::NewVersion { app, host },
+        "not-served-by" => Await::NotServedBy { app, host },
+        _ => return Err(AWAIT_USAGE.into()),
+    };
+    Ok(ItemKind::Await { until, timeout })
 }
 
 fn parse_expect(words: &[String]) -> Result<ItemKind, String> {
@@ -257,6 +366,14 @@ fn host_of(word: &str) -> Result<String, String> {
     afemu_router::normalise_host(word, "")
         .map(|h| h.into_owned())
         .ok_or_else(|| format!("{word:?} is not a host"))
+}
+
+/// An `af` line as a runbook may hold it: one af itself accepts, and whose effect on the routes
+/// the reference model knows, so that `check` can prove what `rehearse` runs.
+fn check_af_line(args: &[String]) -> Result<(), String> {
+    let command = parse_command(args).map_err(|e| format!("af refuses this line: {e}"))?;
+    // The step with any current instance count: only the shape of the line matters here.
+    model_step(&command, |_| Some(1)).map(|_| ())
 }
 
 /// Splits a line as a POSIX shell would (quotes and backslashes), up to a `#` comment.
@@ -316,99 +433,84 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// What an `af` command does to the routes, as a model step (`None`: it changes no route, like
-/// `af apps`, or it is not one the model knows).
+/// `af apps`). `current_instances` gives an app's instance count now, for `af instances APP +1`.
+/// The error says why the line cannot be modelled (af would run it, but `check` could not say
+/// what it does to the routes, so a runbook may not hold it).
 pub fn model_step(
-    args: &[String],
+    command: &CommandLine,
     current_instances: impl Fn(&str) -> Option<u32>,
 ) -> Result<Option<Step>, String> {
-    let Some(command) = args.first() else {
-        return Ok(None);
-    };
-    // Positional arguments, without flags and their values.
-    const VALUED: &[&str] = &[
-        "--path",
-        "--url",
-        "--instances",
-        "--mem",
-        "--runtime",
-        "--infra",
-        "-m",
-        "--manifest",
-        "--label",
-        "--user",
-        "--email",
-        "--passwd",
-        "-u",
-        "--instance",
-        "--framework",
-        "--debug",
-    ];
-    let mut positional = Vec::new();
-    let mut urls = Vec::new();
-    let mut instances: Option<u32> = None;
-    let mut no_start = false;
-    let mut iter = args[1..].iter();
-    while let Some(arg) = iter.next() {
-        if let Some((flag, value)) = arg.split_once('=').filter(|(f, _)| f.starts_with("--")) {
-            match flag {
-                "--url" => urls.push(value.to_owned()),
-                "--instances" => instances = value.parse().ok(),
-                _ => {}
-            }
-        } else if VALUED.contains(&arg.as_str()) {
-            let value = iter.next().ok_or_else(|| format!("{arg} needs a value"))?;
-            match arg.as_str() {
-                "--url" => urls.push(value.clone()),
-                "--instances" => {
-                    instances = Some(
-                        value
-                            .parse()
-                            .map_err(|_| format!("--instances {value}: not a number"))?,
-                    )
-                }
-                _ => {}
-            }
-        } else if arg == "--no-start" {
-            no_start = true;
-        } else if !arg.starts_with('-') || is_negative_number(arg) {
-            positional.push(arg.clone());
+    let action = command.action;
+    let app = |what: &str| -> Result<String, String> {
+        match command.args.first() {
+            Some(app) if !app.is_empty() => Ok(app.clone()),
+            _ => Err(format!(
+                "af {what} in a runbook names its app (the app names of a manifest.yml are not read)"
+            )),
         }
-    }
-    let app = |position: usize| -> Result<String, String> {
-        positional.get(position).cloned().ok_or_else(|| {
-            format!("af {command} needs an app name here (the model does not read manifests)")
-        })
     };
-    let step = match command.as_str() {
+    let step = match action {
         "push" => {
-            if no_start {
-                return Err("af push --no-start is not modelled".into());
-            }
+            let app = app("push")?;
+            let Some(url) = command.options.url.clone() else {
+                return Err(
+                    "af push in a runbook names its URL with --url (the default af would choose \
+                     depends on the app's framework)"
+                        .into(),
+                );
+            };
+            let instances = match command.options.instances {
+                None => 1,
+                Some(n) => u32::try_from(n)
+                    .map_err(|_| format!("--instances {n}: not a number of instances"))?,
+            };
             Step::Push {
-                app: app(0)?,
-                uris: urls,
-                instances: within_limit(instances.unwrap_or(1))?,
+                app,
+                uris: vec![url],
+                instances: within_limit(instances)?,
+                start: !command.options.no_start,
             }
         }
-        "update" => Step::Update { app: app(0)? },
-        "start" => Step::Start { app: app(0)? },
-        "stop" => Step::Stop { app: app(0)? },
-        // These restart a started app.
-        "restart" | "env-add" | "env-del" | "mem" | "bind-service" | "unbind-service" => {
-            Step::Restart { app: app(0)? }
+        "update" => Step::Update {
+            app: app("update")?,
+        },
+        "start" => Step::Start { app: app("start")? },
+        "stop" => Step::Stop { app: app("stop")? },
+        "restart" => Step::Restart {
+            app: app("restart")?,
+        },
+        // `af mem APP` alone shows the memory.
+        "mem" if command.args.len() < 2 => return Ok(None),
+        // These change the app, then af restarts it if it is started.
+        "mem" | "environment_add" | "environment_del" => Step::Reconfigure {
+            app: app("mem, env-add and env-del")?,
+        },
+        "bind_service" | "unbind_service" => Step::Reconfigure {
+            app: command
+                .args
+                .get(1)
+                .cloned()
+                .ok_or("bind-service needs an app")?,
+        },
+        "map" | "unmap" => {
+            let (app, uri) = (command.args[0].clone(), command.args[1].clone());
+            if action == "map" {
+                Step::Map { app, uri }
+            } else {
+                Step::Unmap { app, uri }
+            }
         }
-        "map" => Step::Map {
-            app: app(0)?,
-            uri: app(1)?,
-        },
-        "unmap" => Step::Unmap {
-            app: app(0)?,
-            uri: app(1)?,
-        },
-        "delete" => Step::Delete { app: app(0)? },
-        "instances" | "scale" => {
-            let name = app(0)?;
-            let Some(count) = positional.get(1) else {
+        "delete" => {
+            if command.options.all {
+                return Err("af delete --all is not for a runbook: name the app to delete".into());
+            }
+            Step::Delete {
+                app: app("delete")?,
+            }
+        }
+        "instances" => {
+            let name = app("instances")?;
+            let Some(count) = command.args.get(1) else {
                 return Ok(None); // listing instances
             };
             let now = i64::from(current_instances(&name).unwrap_or(1));
@@ -434,6 +536,19 @@ pub fn model_step(
                 )?,
             }
         }
+        "rename" | "clone" => {
+            return Err(format!(
+                "af {action} moves an app's routes in a way afemu check does not model; \
+                 a runbook may not use it"
+            ));
+        }
+        "create_service" if command.options.bind.is_some() || command.args.len() == 3 => {
+            return Err(
+                "af create-service with an app binds and restarts it: use af create-service, \
+                 then af bind-service"
+                    .into(),
+            );
+        }
         _ => return Ok(None),
     };
     Ok(Some(step))
@@ -451,17 +566,16 @@ fn within_limit(instances: u32) -> Result<u32, String> {
     Ok(instances)
 }
 
-/// `-1` in `af instances app -1` is a count, not a flag.
-fn is_negative_number(arg: &str) -> bool {
-    arg.len() > 1 && arg[1..].bytes().all(|b| b.is_ascii_digit())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Runbook, RunbookError> {
         Runbook::parse(text, "test.runbook", PathBuf::from("/rb"))
+    }
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| w.to_string()).collect()
     }
 
     #[test]
@@ -475,7 +589,9 @@ mod tests {
              @await served-by example2 example.com timeout=5s\n\
              @wait 300ms\n\
              @expect served-by example2 example.com\n\
-             @expect no-default-error-page other.com\n",
+             @expect no-default-error-page other.com\n\
+             @await new-version example2 example.com\n\
+             @await not-served-by example example.com timeout=1s\n",
         )
         .unwrap();
         let kinds: Vec<_> = runbook
@@ -483,24 +599,21 @@ mod tests {
             .iter()
             .map(|i| (i.line, i.kind.clone()))
             .collect();
+        let (app, host) = ("example2".to_owned(), "example.com".to_owned());
         assert_eq!(
             kinds,
             vec![
                 (
                     2,
-                    ItemKind::Af(
-                        [
-                            "push",
-                            "example",
-                            "--path",
-                            "apps/v1",
-                            "--url",
-                            "example.com",
-                            "-n"
-                        ]
-                        .map(String::from)
-                        .to_vec()
-                    )
+                    ItemKind::Af(words(&[
+                        "push",
+                        "example",
+                        "--path",
+                        "apps/v1",
+                        "--url",
+                        "example.com",
+                        "-n"
+                    ]))
                 ),
                 (
                     4,
@@ -509,19 +622,14 @@ mod tests {
                         rate: 150
                     }
                 ),
-                (
-                    5,
-                    ItemKind::Af(
-                        ["map", "example2", "example.com"]
-                            .map(String::from)
-                            .to_vec()
-                    )
-                ),
+                (5, ItemKind::Af(words(&["map", "example2", "example.com"]))),
                 (
                     6,
-                    ItemKind::AwaitServedBy {
-                        app: "example2".into(),
-                        host: "example.com".into(),
+                    ItemKind::Await {
+                        until: Await::ServedBy {
+                            app: app.clone(),
+                            host: host.clone()
+                        },
                         timeout: Duration::from_secs(5)
                     }
                 ),
@@ -529,14 +637,34 @@ mod tests {
                 (
                     8,
                     ItemKind::ExpectServedBy {
-                        app: "example2".into(),
-                        host: "example.com".into()
+                        app: app.clone(),
+                        host: host.clone()
                     }
                 ),
                 (
                     9,
                     ItemKind::ExpectNoDefaultErrorPage {
                         hosts: vec!["other.com".into()]
+                    }
+                ),
+                (
+                    10,
+                    ItemKind::Await {
+                        until: Await::NewVersion {
+                            app,
+                            host: host.clone()
+                        },
+                        timeout: DEFAULT_AWAIT_TIMEOUT
+                    }
+                ),
+                (
+                    11,
+                    ItemKind::Await {
+                        until: Await::NotServedBy {
+                            app: "example".into(),
+                            host
+                        },
+                        timeout: Duration::from_secs(1)
                     }
                 ),
             ]
@@ -551,7 +679,7 @@ mod tests {
     fn errors_name_the_line() {
         let table = [
             (
-                "af push x\nmake coffee\n",
+                "af push x --url x.com\nmake coffee\n",
                 2,
                 "neither an af command nor a directive",
             ),
@@ -559,6 +687,12 @@ mod tests {
             ("@traffic\n", 1, "at least one host"),
             ("@traffic a.com rate=fast\n", 1, "requests per second"),
             ("\n\n@await served-by x\n", 3, "expected: @await"),
+            (
+                "@await new-version x b.com\n",
+                1,
+                "b.com gets no traffic before this line",
+            ),
+            ("@await arrived x a.com\n", 1, "expected: @await"),
             ("@expect nothing-bad\n", 1, "expected: @expect"),
             ("af push \"unterminated\n", 1, "unterminated"),
             ("af\n", 1, "needs a command"),
@@ -572,17 +706,49 @@ mod tests {
                 1,
                 "app name cannot be empty",
             ),
+            // What af itself refuses, in af's words.
+            (
+                "af pussh shop --url a.com\n",
+                1,
+                "af refuses this line: Unknown command [pussh]",
+            ),
+            (
+                "af map shop\n",
+                1,
+                "Not enough arguments for [map] (usage: af map <appname> <url>)",
+            ),
+            ("af map a b --frob\n", 1, "invalid option: --frob"),
+            // What the model cannot follow.
+            ("af push shop -n\n", 1, "names its URL with --url"),
+            ("af push --url a.com\n", 1, "names its app"),
+            ("af rename a b\n", 1, "does not model"),
+            ("af delete --all\n", 1, "name the app"),
         ];
         for (text, line, message) in table {
-            let error = parse(text).unwrap_err();
+            let error = parse(&format!("{text}@traffic a.com\n")).unwrap_err();
             assert_eq!(error.line, line, "{text:?}: {error}");
             assert!(error.message.contains(message), "{text:?}: {error}");
             assert!(
                 error
                     .to_string()
-                    .starts_with(&format!("test.runbook:{line}: "))
+                    .starts_with(&format!("test.runbook:{line}: ")),
+                "{error}"
             );
         }
+    }
+
+    #[test]
+    fn a_runbook_that_observes_nothing_is_refused() {
+        for text in ["", "# nothing\n", "af push x --url x.com -n\n@wait 1s\n"] {
+            let error = parse(text).unwrap_err();
+            assert_eq!(error.line, 0);
+            assert!(error.message.contains("nothing to observe"), "{error}");
+            assert!(
+                error.to_string().starts_with("test.runbook: nothing"),
+                "{error}"
+            );
+        }
+        assert!(parse("@expect served-by a a.com\n").is_ok());
     }
 
     #[test]
@@ -593,18 +759,32 @@ mod tests {
         );
     }
 
+    fn step_of(line: &str, instances: u32) -> Result<Option<Step>, String> {
+        let words = split_words(line).unwrap();
+        let command = parse_command(&words[1..]).unwrap();
+        model_step(&command, |_| Some(instances))
+    }
+
     #[test]
     fn af_commands_as_model_steps() {
-        let step = |line: &str| {
-            let words = split_words(line).unwrap();
-            model_step(&words[1..], |_| Some(2)).unwrap()
-        };
+        let step = |line: &str| step_of(line, 2).unwrap();
+        // af keeps the last --url, as Ruby's OptionParser does.
         assert_eq!(
             step("af push ex --path p --url a.com --url=b.com --instances 2 -n"),
             Some(Step::Push {
                 app: "ex".into(),
-                uris: vec!["a.com".into(), "b.com".into()],
-                instances: 2
+                uris: vec!["b.com".into()],
+                instances: 2,
+                start: true,
+            })
+        );
+        assert_eq!(
+            step("af push ex --url a.com --no-start"),
+            Some(Step::Push {
+                app: "ex".into(),
+                uris: vec!["a.com".into()],
+                instances: 1,
+                start: false,
             })
         );
         assert_eq!(
@@ -618,10 +798,19 @@ mod tests {
             step("af update ex --path p"),
             Some(Step::Update { app: "ex".into() })
         );
-        assert_eq!(
-            step("af env-add ex A=b"),
-            Some(Step::Restart { app: "ex".into() })
-        );
+        for line in [
+            "af env-add ex A=b",
+            "af env-del ex A",
+            "af mem ex 256M",
+            "af bind-service db ex",
+        ] {
+            assert_eq!(
+                step(line),
+                Some(Step::Reconfigure { app: "ex".into() }),
+                "{line}"
+            );
+        }
+        assert_eq!(step("af mem ex"), None);
         assert_eq!(
             step("af instances ex +1"),
             Some(Step::Scale {
@@ -638,6 +827,7 @@ mod tests {
         );
         assert_eq!(step("af instances ex"), None);
         assert_eq!(step("af apps"), None);
+        assert_eq!(step("af stats ex"), None);
     }
 
     /// A rehearsal adds an `@await` timeout to the time now, which used to panic for a timeout
@@ -648,14 +838,14 @@ mod tests {
             "@await served-by x a.com timeout=292300000000y\n",
             "@wait 25h\n",
         ] {
-            let error = parse(text).unwrap_err();
+            let error = parse(&format!("{text}@traffic a.com\n")).unwrap_err();
             assert!(
                 error.message.contains("longer than a runbook may wait"),
                 "{error}"
             );
         }
         assert_eq!(
-            parse("@wait 1day\n").unwrap().items[0].kind,
+            parse("@wait 1day\n@traffic a.com\n").unwrap().items[0].kind,
             ItemKind::Wait(LONGEST_WAIT)
         );
     }
@@ -664,16 +854,15 @@ mod tests {
     /// to truncate a count beyond a u32 silently.
     #[test]
     fn instance_counts_beyond_a_u32_are_refused() {
-        let step = |args: &[&str]| {
-            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            model_step(&args, |_| Some(u32::MAX))
-        };
         for count in ["+9223372036854775807", "4294967296"] {
-            assert!(step(&["instances", "ex", count]).is_err(), "{count}");
+            assert!(
+                step_of(&format!("af instances ex {count}"), u32::MAX).is_err(),
+                "{count}"
+            );
         }
-        assert!(step(&["instances", "ex", "+1"]).is_err());
+        assert!(step_of("af instances ex +1", u32::MAX).is_err());
         assert_eq!(
-            step(&["scale", "ex", "-4294967295"]),
+            step_of("af scale ex -4294967295", u32::MAX),
             Ok(Some(Step::Scale {
                 app: "ex".into(),
                 instances: 0
@@ -681,14 +870,10 @@ mod tests {
         );
         // Within a u32 but beyond what the emulator allows: refused before the model builds
         // registrations for each of them.
-        let few = |args: &[&str]| {
-            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-            model_step(&args, |_| Some(2))
-        };
-        assert!(few(&["instances", "ex", "4000000000"]).is_err());
-        assert!(few(&["push", "ex", "--instances", "101", "-n"]).is_err());
+        assert!(step_of("af instances ex 4000000000", 2).is_err());
+        assert!(step_of("af push ex --url a.com --instances 101 -n", 2).is_err());
         assert_eq!(
-            few(&["instances", "ex", "+98"]),
+            step_of("af instances ex +98", 2),
             Ok(Some(Step::Scale {
                 app: "ex".into(),
                 instances: 100

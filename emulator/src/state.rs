@@ -96,6 +96,8 @@ pub(crate) struct Instance {
     pub(crate) port: Option<u16>,
     /// The app process (the leader of its process group), for stats; none for a static server.
     pub(crate) pid: Option<u32>,
+    /// The app version it runs (`<droplet sha1>-<run_count>`).
+    pub(crate) version: Arc<str>,
     /// Set while the instance is RUNNING: what the route table holds.
     pub(crate) backend: Option<Arc<Backend>>,
     /// Backends it had under an earlier name (a rename re-registers it): requests may still hold

@@ -1,11 +1,13 @@
 //! The runbook parser (`afemu_emulator::runbook::Runbook::parse`), on any text: nothing panics;
-//! an error names a line of the text; every item is well-formed (its line's own text, hosts as
-//! the router keys them, a rate above zero, durations that fit a deadline, named apps) and
-//! parses the same on its own; the model steps of its `af` lines never panic.
+//! an error names a line of the text (or line 0, the runbook as a whole); every item is
+//! well-formed (its line's own text, hosts as the router keys them, a rate above zero, durations
+//! that fit a deadline, named apps, af lines af accepts) and parses the same on its own; the
+//! model steps of its `af` lines never panic; and `afemu check` explores it without panicking.
 #![no_main]
 
 use std::path::PathBuf;
 
+use afemu_emulator::check::{CheckOptions, check};
 use afemu_emulator::runbook::{ItemKind, LONGEST_WAIT, Runbook, model_step};
 use libfuzzer_sys::fuzz_target;
 
@@ -16,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(runbook) => runbook,
         Err(error) => {
             assert!(
-                (1..=n_lines).contains(&error.line),
+                error.line <= n_lines,
                 "{error} names line {} of {n_lines}",
                 error.line
             );
@@ -35,17 +37,18 @@ fuzz_target!(|data: &[u8]| {
         match &item.kind {
             ItemKind::Af(args) => {
                 assert!(!args.is_empty(), "{item:?}");
-                let _ = model_step(args, |_| Some(1));
-                let _ = model_step(args, |_| Some(u32::MAX));
+                let command = afemu_cli::parse_command(args).expect("the parser checked it");
+                let _ = model_step(&command, |_| Some(1));
+                let _ = model_step(&command, |_| Some(u32::MAX));
             }
             ItemKind::Traffic { hosts, rate } => {
                 assert!(!hosts.is_empty() && *rate > 0, "{item:?}");
                 hosts.iter().for_each(|host| assert_host(host));
             }
             ItemKind::Wait(duration) => assert_wait(*duration),
-            ItemKind::AwaitServedBy { app, host, timeout } => {
-                assert!(!app.is_empty(), "{item:?}");
-                assert_host(host);
+            ItemKind::Await { until, timeout } => {
+                assert!(!until.app().is_empty(), "{item:?}");
+                assert_host(until.host());
                 assert_wait(*timeout);
             }
             ItemKind::ExpectNoDefaultErrorPage { hosts } => {
@@ -56,16 +59,44 @@ fuzz_target!(|data: &[u8]| {
                 assert_host(host);
             }
         }
-        // A line means the same on its own.
-        let alone =
-            Runbook::parse(lines[item.line - 1], "alone", PathBuf::new()).expect("parses alone");
-        assert_eq!(alone.items.len(), 1, "{item:?}");
-        assert_eq!(alone.items[0].kind, item.kind, "{item:?}");
+        // A line means the same on its own (with traffic to observe, which an @await of
+        // requests needs before it).
+        let alone = Runbook::parse(
+            &format!("@traffic x.com {}\n{}\n@expect no-default-error-page\n", first_host(&item.kind), lines[item.line - 1]),
+            "alone",
+            PathBuf::new(),
+        )
+        .expect("parses alone");
+        assert_eq!(alone.items.len(), 3, "{item:?}");
+        assert_eq!(alone.items[1].kind, item.kind, "{item:?}");
     }
     for host in runbook.watched_hosts() {
         assert_host(&host);
     }
+    // The checker explores whatever parses, within a small state budget to keep runs quick;
+    // a search cut short must say so.
+    for options in [
+        CheckOptions::default(),
+        CheckOptions {
+            route_delay: Some("10ms..50ms".parse().expect("a delay")),
+            stop_hard: true,
+            state_limit: None,
+        },
+    ] {
+        let report = check(&runbook, CheckOptions { state_limit: Some(2_000), ..options });
+        if !report.complete {
+            assert!(!report.passed());
+        }
+    }
 });
+
+/// A host an item awaits, so that the line alone gets traffic to it first.
+fn first_host(kind: &ItemKind) -> String {
+    match kind {
+        ItemKind::Await { until, .. } => until.host().to_owned(),
+        _ => "y.com".to_owned(),
+    }
+}
 
 /// A host as the router keys it: non-empty, and its own key.
 fn assert_host(host: &str) {

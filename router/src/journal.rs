@@ -53,6 +53,8 @@ pub struct JournalEntry {
     /// The app and instance chosen for the request (also set when that backend then failed).
     pub app: Option<Arc<str>>,
     pub instance: Option<u32>,
+    /// The version the instance runs (v1's `<droplet>-<run_count>`).
+    pub version: Option<Arc<str>>,
     /// Set when the router answered with its own error page instead of an app's response.
     pub router_error: Option<RouterError>,
     /// The response was cut before its end (the backend died or the client left mid-body).
@@ -89,6 +91,7 @@ pub struct NewEntry<'a> {
     pub route_table_version: u64,
     pub app: Option<&'a Arc<str>>,
     pub instance: Option<u32>,
+    pub version: Option<&'a Arc<str>>,
     pub router_error: Option<RouterError>,
     pub aborted: bool,
 }
@@ -243,6 +246,7 @@ impl Journal {
                     route_table_version: new.route_table_version,
                     app: new.app.cloned(),
                     instance: new.instance,
+                    version: new.version.cloned(),
                     router_error: new.router_error,
                     aborted: new.aborted,
                 }));
@@ -470,6 +474,10 @@ fn overwrite(entry: &mut JournalEntry, seq: u64, new: &NewEntry<'_>) {
         (_, app) => entry.app = app.cloned(),
     }
     entry.instance = new.instance;
+    match (&entry.version, new.version) {
+        (Some(old), Some(version)) if Arc::ptr_eq(old, version) => {}
+        (_, version) => entry.version = version.cloned(),
+    }
     entry.router_error = new.router_error;
     entry.aborted = new.aborted;
 }
@@ -518,6 +526,7 @@ mod tests {
             route_table_version: 1,
             app: app.as_ref(),
             instance: app.as_ref().map(|_| 0),
+            version: None,
             router_error: error,
             aborted: false,
         })
@@ -539,6 +548,7 @@ mod tests {
             route_table_version: 1,
             app: None,
             instance: None,
+            version: None,
             router_error: Some(RouterError::NoRoute),
             aborted: false,
         });
@@ -611,6 +621,7 @@ mod tests {
                 route_table_version: 7,
                 app: app.as_ref(),
                 instance: app.as_ref().map(|_| 1),
+                version: None,
                 router_error: None,
                 aborted: false,
             })

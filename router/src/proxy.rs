@@ -488,6 +488,7 @@ impl ClientConnection {
             route_table_version: version,
             app: backend.map(|b| b.app()),
             instance: backend.map(|b| b.instance_index()),
+            version: backend.map(|b| b.version()),
             router_error: Some(error),
             aborted: written.is_err(),
         });
@@ -720,6 +721,7 @@ impl ClientConnection {
             route_table_version: version,
             app: Some(backend.app()),
             instance: Some(backend.instance_index()),
+            version: Some(backend.version()),
             router_error: None,
             aborted,
         });
@@ -1421,6 +1423,7 @@ pub mod fuzzing {
             instance_index: 0,
             instance_id: "a0".into(),
             private_instance_id: "a0private".into(),
+            version: "v".into(),
         })
     });
 

@@ -27,6 +27,9 @@ pub struct BackendSpec {
     pub instance_id: Arc<str>,
     /// v1's 64-hex private instance id: the value of the `__VCAP_ID__` sticky-session cookie.
     pub private_instance_id: Arc<str>,
+    /// The app version the instance runs (v1's `<droplet sha1>-<run_count>`, new with every
+    /// start of the app), so the journal can tell a new version's answers from an old one's.
+    pub version: Arc<str>,
 }
 
 /// One registered instance. The control plane creates it once, when the instance becomes RUNNING,
@@ -66,6 +69,9 @@ impl Backend {
     }
     pub fn instance_index(&self) -> u32 {
         self.spec.instance_index
+    }
+    pub fn version(&self) -> &Arc<str> {
+        &self.spec.version
     }
     pub fn private_instance_id(&self) -> &str {
         &self.spec.private_instance_id
@@ -254,6 +260,7 @@ mod tests {
             instance_index: index,
             instance_id: format!("{app}-{index}").into(),
             private_instance_id: format!("{app}-{index}-private").into(),
+            version: Arc::from("v"),
         })
     }
 

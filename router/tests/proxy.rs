@@ -98,6 +98,7 @@ fn spec(app: &str, index: u32, addr: SocketAddr) -> Arc<Backend> {
         instance_index: index,
         instance_id: format!("{app}{index}").into(),
         private_instance_id: format!("{app}{index}private").into(),
+        version: "v".into(),
     })
 }
 

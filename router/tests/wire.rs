@@ -211,6 +211,7 @@ impl Harness {
             instance_index: 0,
             instance_id: "app0".into(),
             private_instance_id: "app0private".into(),
+            version: "v".into(),
         });
         self.routes.publish([(host.into(), backend)]);
     }

@@ -27,9 +27,9 @@ enum Command {
     /// fails, 2 for a runbook or usage error.
     Rehearse(RehearseArgs),
     /// Prove or refute a runbook on the model, without wall-clock luck: every moment a request
-    /// can arrive, and (with --route-delay) every order route changes can reach the router in.
-    /// Exit 0 when no request on a traffic host can see the default error page, 1 with the
-    /// shortest schedule that shows one, 2 for a runbook error.
+    /// can arrive, and (with --route-delay) every order and time route changes can reach the
+    /// router in. Exit 0 when every expectation holds in every schedule, 1 with the shortest
+    /// schedule that breaks one, 2 for a runbook error.
     Check(CheckArgs),
 }
 
@@ -62,14 +62,42 @@ struct RehearseArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = CHECK_SEMANTICS)]
 struct CheckArgs {
     /// The runbook: af command lines and @ directives.
     runbook: std::path::PathBuf,
-    /// Route changes reach the router after a delay in MIN..MAX, as v1's NATS delivered them
-    /// (any maximum above zero lets them arrive late and out of order across apps).
-    #[arg(long, env = "AFEMU_ROUTE_DELAY")]
+    /// Route changes reach the router between MIN and MAX after they are published, as v1's
+    /// NATS delivered them (e.g. 0..50ms): in order per app, in any order across apps.
+    #[arg(long, env = "AFEMU_ROUTE_DELAY", value_name = "MIN..MAX")]
     route_delay: Option<afemu_emulator::RouteDelay>,
+    /// How a stop treats the instances it stops: drain them (afemu's default: the router lets go
+    /// of them first) or kill them at once, as v1 did.
+    #[arg(long, env = "AFEMU_STOP", value_parser = ["drain", "hard"], default_value = "drain")]
+    stop: String,
+    /// Write the shortest counter-example here as a schedule that `afemu rehearse --replay`
+    /// makes happen for real.
+    #[arg(long, value_name = "FILE")]
+    schedule: Option<std::path::PathBuf>,
+    /// Write the whole report as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
 }
+
+/// `afemu check --help`: the timed semantics, in short.
+const CHECK_SEMANTICS: &str = "\
+What check assumes (docs/RUNBOOKS.md is the whole reference):
+  - an af step takes any time, zero included, and publishes its route changes in order as it
+    runs; a step that stops instances goes on only once the router has let go of them (afemu's
+    drain), or kills them at once with --stop hard;
+  - with --route-delay MIN..MAX a route change reaches the router between MIN and MAX after it
+    is published: in order per app, in any order across apps that time allows; a change due at
+    the moment a line would begin lands first;
+  - @wait D lets at least D pass, so waits that add up to MAX settle every change made before
+    them; @await ends once what it waits for holds; @traffic starts once every route change so
+    far has landed, and its hosts are watched from then to the end of the run;
+  - @expect served-by is judged at the end, once every route change has landed.
+Every schedule these rules allow is explored; each failure comes with a shortest schedule that
+shows it.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -170,7 +198,7 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
 
 /// `afemu check`: pure, no emulator, no async.
 fn check(args: &CheckArgs) -> ExitCode {
-    use afemu_emulator::check;
+    use afemu_emulator::check::{self, CheckOptions, Schedule};
     use afemu_emulator::runbook::Runbook;
     let runbook = match Runbook::load(&args.runbook) {
         Ok(runbook) => runbook,
@@ -179,23 +207,52 @@ fn check(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let delayed = args.route_delay.is_some_and(|delay| !delay.max.is_zero());
-    match check::check(&runbook, delayed) {
-        Ok(report) => {
-            print!(
-                "{}",
-                check::render(&report, &args.runbook.display().to_string(), delayed)
-            );
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+    let options = CheckOptions {
+        route_delay: args.route_delay,
+        stop_hard: args.stop == "hard",
+        state_limit: None,
+    };
+    let name = args.runbook.display().to_string();
+    let report = check::check(&runbook, options);
+    print!("{}", check::render(&report, &name));
+    let mut outputs: Vec<(&std::path::Path, String)> = Vec::new();
+    if let Some(path) = &args.json {
+        outputs.push((
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        ));
+    }
+    if let Some(path) = &args.schedule {
+        match report.counter_examples.first() {
+            Some(found) => {
+                let schedule = Schedule {
+                    runbook: name.clone(),
+                    route_delay: args.route_delay.map(|d| d.to_string()),
+                    stop_hard: options.stop_hard,
+                    breach: found.breach.clone(),
+                    moves: found.moves.clone(),
+                };
+                outputs.push((
+                    path,
+                    serde_json::to_string_pretty(&schedule).unwrap_or_default(),
+                ));
             }
+            None => eprintln!(
+                "afemu check: no counter-example, so no schedule written to {}",
+                path.display()
+            ),
         }
-        Err(error) => {
-            eprintln!("afemu check: {}: {error}", args.runbook.display());
-            ExitCode::from(2)
+    }
+    for (path, content) in outputs {
+        if let Err(error) = std::fs::write(path, content) {
+            eprintln!("afemu check: cannot write {}: {error}", path.display());
+            return ExitCode::from(2);
         }
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

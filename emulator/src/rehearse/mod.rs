@@ -331,7 +331,8 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
                 });
             }
             ItemKind::Wait(duration) => tokio::time::sleep(*duration).await,
-            ItemKind::AwaitServedBy { app, host, timeout } => {
+            ItemKind::Await { until, timeout } => {
+                let (app, host) = (&until.app().to_owned(), &until.host().to_owned());
                 let deadline = tokio::time::Instant::now() + *timeout;
                 let mut since = oracle.last_seq().await;
                 let mut served = false;
