@@ -244,23 +244,8 @@ pub struct ServeArgs {
     /// How the router picks among a host's backends: round-robin, or random (v1) with --seed.
     #[arg(long, env = "AFEMU_BALANCE", default_value = "round-robin")]
     pub balance: Balance,
-    /// The seed of every random choice: --balance random, the faults.
-    #[arg(long, env = "AFEMU_SEED", default_value_t = 0)]
-    pub seed: u64,
-    /// Fault: route changes reach the router after a random delay in MIN..MAX (e.g. 0..50ms), in
-    /// order per app, in any order across apps, as v1's NATS delivered them.
-    #[arg(long, env = "AFEMU_ROUTE_DELAY")]
-    pub route_delay: Option<crate::route_feed::RouteDelay>,
-    /// Fault: how a stop treats requests in flight: drain them (afemu's default) or cut them
-    /// (hard, as v1's SIGKILL did).
-    #[arg(long, env = "AFEMU_STOP", value_parser = ["drain", "hard"], default_value = "drain")]
-    pub stop: String,
-    /// Fault: APP=DURATION, extra boot time for an app's instances (repeatable).
-    #[arg(long, value_parser = parse_slow_start)]
-    pub slow_start: Vec<(String, Duration)>,
-    /// Fault: staging this app fails (repeatable).
-    #[arg(long)]
-    pub fail_staging: Vec<String>,
+    #[command(flatten)]
+    pub faults: FaultArgs,
     /// Stripped from request hosts, so http://example.com.localhost:9080/ works from a browser;
     /// empty to disable.
     #[arg(long, env = "AFEMU_DEV_SUFFIX", default_value = afemu_router::host::DEFAULT_DEV_SUFFIX)]
@@ -322,7 +307,9 @@ impl ServeArgs {
         }
         config.router.error_pages = self.error_pages.clone();
         config.router.balance = match self.balance {
-            Balance::Random { .. } => Balance::Random { seed: self.seed },
+            Balance::Random { .. } => Balance::Random {
+                seed: self.faults.seed,
+            },
             other => other,
         };
         config.router.dev_suffix = self.dev_suffix.clone();
@@ -347,16 +334,46 @@ impl ServeArgs {
             config.timing.flapping_backoff = backoff;
         }
         config.crash_retention = self.crash_retention;
-        config.faults.route_delay = self.route_delay;
-        config.faults.seed = self.seed;
-        config.faults.stop_hard = self.stop == "hard";
-        config.faults.slow_start = self.slow_start.iter().cloned().collect();
-        config.faults.fail_staging = self.fail_staging.iter().cloned().collect();
+        config.faults = self.faults.to_faults();
         config.service_credentials = self.service_credentials.clone().unwrap_or_default();
         config.max_json_body = self.max_json_body;
         config.max_upload = self.max_upload;
         config.admins = self.admins.iter().map(|a| a.to_ascii_lowercase()).collect();
         config
+    }
+}
+
+/// The faults, as `afemu serve` and `afemu rehearse` take them on the command line.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FaultArgs {
+    /// The seed of every random choice: --balance random, the faults.
+    #[arg(long, env = "AFEMU_SEED", default_value_t = 0)]
+    pub seed: u64,
+    /// Fault: route changes reach the router after a random delay in MIN..MAX (e.g. 0..50ms), in
+    /// order per app, in any order across apps, as v1's NATS delivered them.
+    #[arg(long, env = "AFEMU_ROUTE_DELAY")]
+    pub route_delay: Option<crate::route_feed::RouteDelay>,
+    /// Fault: how a stop treats requests in flight: drain them (afemu's default) or cut them
+    /// (hard, as v1's SIGKILL did).
+    #[arg(long, env = "AFEMU_STOP", value_parser = ["drain", "hard"], default_value = "drain")]
+    pub stop: String,
+    /// Fault: APP=DURATION, extra boot time for an app's instances (repeatable).
+    #[arg(long, value_parser = parse_slow_start)]
+    pub slow_start: Vec<(String, Duration)>,
+    /// Fault: staging this app fails (repeatable).
+    #[arg(long)]
+    pub fail_staging: Vec<String>,
+}
+
+impl FaultArgs {
+    pub fn to_faults(&self) -> Faults {
+        Faults {
+            route_delay: self.route_delay,
+            seed: self.seed,
+            stop_hard: self.stop == "hard",
+            slow_start: self.slow_start.iter().cloned().collect(),
+            fail_staging: self.fail_staging.iter().cloned().collect(),
+        }
     }
 }
 

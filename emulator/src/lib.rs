@@ -60,10 +60,10 @@ mod static_server;
 mod watchdog;
 
 pub use api::api;
-pub use config::{Config, Faults, Profile, ServeArgs, Timing};
+pub use config::{Config, FaultArgs, Faults, Profile, ServeArgs, Timing};
 pub use error::ApiError;
 pub use harness::{Emulator, EmulatorBuilder, RouterAnswer};
 pub use platform::Platform;
-pub use route_feed::RouteDelay;
+pub use route_feed::{RouteDelay, Submission};
 pub use runtime::StartPlan;
 pub use traffic::Traffic;

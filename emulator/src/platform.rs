@@ -370,6 +370,56 @@ impl Platform {
         self.inner.feed.settled()
     }
 
+    /// Waits until every route change has reached the router, or `limit` passes; says which.
+    pub async fn wait_routes_settled(&self, limit: std::time::Duration) -> bool {
+        self.inner.feed.wait_settled(limit).await
+    }
+
+    /// How long a route change may take to reach the router now (the route delay's maximum).
+    pub fn longest_route_delay(&self) -> std::time::Duration {
+        self.inner.feed.longest_delay()
+    }
+
+    /// Holds every app's route changes until [`Platform::release_route`] lets them through one
+    /// by one (`afemu rehearse --replay`), or lets what is held through and stops holding.
+    pub fn hold_routes(&self, held: bool) {
+        self.inner.feed.set_held(held);
+        self.journal().record_event(
+            "fault",
+            json!({"route_delay": if held { "held" } else { "released" }}),
+        );
+    }
+
+    /// The route changes submitted since routes were held, in order.
+    pub fn held_route_changes(&self) -> Vec<crate::route_feed::Submission> {
+        self.inner.feed.submissions()
+    }
+
+    /// How many route changes of an app are held now.
+    pub fn held_route_count(&self, app_id: u64) -> usize {
+        self.inner.feed.held_count(app_id)
+    }
+
+    /// Lets the oldest held route change of an app reach the router.
+    pub fn release_route(&self, app_id: u64) -> Result<(), String> {
+        self.inner.feed.release(app_id)
+    }
+
+    /// Ticks on every route change submitted or delivered.
+    pub fn route_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.feed.subscribe()
+    }
+
+    /// How many apps there are, of every user.
+    pub fn app_count(&self) -> usize {
+        self.state().apps.len()
+    }
+
+    /// The name of the app with this id, if it still exists.
+    pub fn app_name(&self, app_id: u64) -> Option<String> {
+        self.state().apps.get(&app_id).map(|app| app.name.clone())
+    }
+
     /// The host the API is served at through the router: `api.<domain>`.
     pub fn api_host(&self) -> String {
         format!("api.{}", self.inner.config.domain)

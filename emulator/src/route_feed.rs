@@ -3,7 +3,9 @@
 //! route table. Normally delivery is immediate (within the change that caused it). With the fault
 //! `--route-delay MIN..MAX` it is what v1's NATS made it: each app's changes arrive after a seeded
 //! random delay, in order per app, in any order across apps — so `af map` can return before the
-//! router knows, and a swap that is safe with instant routing can fail.
+//! router knows, and a swap that is safe with instant routing can fail. Held (for
+//! `afemu rehearse --replay`), changes wait until they are released one by one, so that a
+//! schedule `afemu check` found can be made to happen exactly.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,6 +14,7 @@ use std::time::Duration;
 use afemu_router::{Backend, Routes};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,6 +74,23 @@ struct FeedState {
     /// A test-only defect: the next shrinking change of an app is not delivered (see
     /// `Config::defect_skip_one_unregister`).
     skip_one_unregister: bool,
+    /// Changes wait until [`RouteFeed::release`] lets them through, one at a time.
+    held: bool,
+    /// While held: every app change submitted, in order.
+    log: Vec<Submission>,
+}
+
+/// One change submitted while the feed holds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    pub app_id: u64,
+    /// The hosts the app is registered on after it.
+    pub hosts: Vec<String>,
+}
+
+/// When a change is due while held: never, until released.
+fn held_due() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 60 * 60)
 }
 
 pub(crate) struct RouteFeed {
@@ -79,6 +99,8 @@ pub(crate) struct RouteFeed {
     rng: Mutex<StdRng>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Counts submissions and deliveries, so a waiter can wait for the next one.
+    events: watch::Sender<u64>,
 }
 
 impl RouteFeed {
@@ -100,6 +122,7 @@ impl RouteFeed {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             shutdown,
             tasks,
+            events: watch::Sender::new(0),
         }
     }
 
@@ -115,6 +138,80 @@ impl RouteFeed {
         self.state().delay = delay;
     }
 
+    /// Holds every app change from now on until it is released (true), or lets the held ones
+    /// through in order and goes back to the delay in force (false).
+    pub(crate) fn set_held(self: &Arc<Self>, held: bool) {
+        let mut state = self.state();
+        state.held = held;
+        if held {
+            state.log.clear();
+            return;
+        }
+        let mut delivered = false;
+        let queues: Vec<u64> = state.queues.keys().copied().collect();
+        for app in queues {
+            if let Some(queue) = state.queues.remove(&app)
+                && let Some((_, entries)) = queue.into_iter().last()
+            {
+                state.delivered.insert(app, entries);
+                delivered = true;
+            }
+        }
+        if delivered {
+            self.publish(&state);
+        }
+        drop(state);
+        self.events.send_modify(|n| *n += 1);
+    }
+
+    /// The changes submitted while held, in order.
+    pub(crate) fn submissions(&self) -> Vec<Submission> {
+        self.state().log.clone()
+    }
+
+    /// How many changes of an app are held.
+    pub(crate) fn held_count(&self, app: u64) -> usize {
+        self.state().queues.get(&app).map_or(0, VecDeque::len)
+    }
+
+    /// Delivers the oldest held change of an app.
+    pub(crate) fn release(&self, app: u64) -> Result<(), String> {
+        let mut state = self.state();
+        if !state.held {
+            return Err("route changes are not held".into());
+        }
+        let Some(queue) = state.queues.get_mut(&app) else {
+            return Err(format!("no route change of app {app} is held"));
+        };
+        let Some((_, entries)) = queue.pop_front() else {
+            return Err(format!("no route change of app {app} is held"));
+        };
+        if queue.is_empty() {
+            state.queues.remove(&app);
+        }
+        state.delivered.insert(app, entries);
+        self.publish(&state);
+        drop(state);
+        self.events.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Waits for the next submission or delivery (or `limit`); false when `limit` passed.
+    pub(crate) async fn next_event(
+        &self,
+        seen: &mut watch::Receiver<u64>,
+        limit: Duration,
+    ) -> bool {
+        matches!(
+            tokio::time::timeout(limit, seen.changed()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
     pub(crate) fn reseed(&self, seed: u64) {
         *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = StdRng::seed_from_u64(seed);
     }
@@ -126,6 +223,7 @@ impl RouteFeed {
     pub(crate) fn submit(self: &Arc<Self>, changes: Vec<(u64, Entries)>) {
         let mut state = self.state();
         let mut delivered_now = false;
+        let mut submitted = false;
         for (app, entries) in changes {
             let previous = state.submitted.get(&app).map_or(&[][..], Vec::as_slice);
             if same_entries(previous, &entries) {
@@ -133,9 +231,22 @@ impl RouteFeed {
             }
             let shrinks = entries.len() < previous.len();
             state.submitted.insert(app, entries.clone());
+            submitted = true;
             if shrinks && state.skip_one_unregister {
                 // The deliberate defect: this unregister never reaches the router.
                 state.skip_one_unregister = false;
+                continue;
+            }
+            if state.held && app != 0 {
+                let mut hosts: Vec<String> = entries.iter().map(|(h, _)| h.to_string()).collect();
+                hosts.sort();
+                hosts.dedup();
+                state.log.push(Submission { app_id: app, hosts });
+                state
+                    .queues
+                    .entry(app)
+                    .or_default()
+                    .push_back((held_due(), entries));
                 continue;
             }
             match state.delay {
@@ -166,6 +277,10 @@ impl RouteFeed {
         }
         if delivered_now {
             self.publish(&state);
+        }
+        drop(state);
+        if submitted {
+            self.events.send_modify(|n| *n += 1);
         }
     }
 
@@ -206,6 +321,8 @@ impl RouteFeed {
             }
             state.delivered.insert(app, entries);
             self.publish(&state);
+            drop(state);
+            self.events.send_modify(|n| *n += 1);
             if done {
                 return;
             }
@@ -226,6 +343,33 @@ impl RouteFeed {
     /// Whether every submitted change has reached the router.
     pub(crate) fn settled(&self) -> bool {
         self.state().queues.is_empty()
+    }
+
+    /// Waits until every submitted change has reached the router, or `limit` passes; says which.
+    pub(crate) async fn wait_settled(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut events = self.subscribe();
+        loop {
+            events.borrow_and_update();
+            if self.settled() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.next_event(&mut events, left).await {
+                return self.settled();
+            }
+        }
+    }
+
+    /// How long a change may take to reach the router: the maximum delay (or, while held, until
+    /// somebody releases it: a long time).
+    pub(crate) fn longest_delay(&self) -> Duration {
+        let state = self.state();
+        if state.held {
+            Duration::from_secs(120)
+        } else {
+            state.delay.map_or(Duration::ZERO, |d| d.max)
+        }
     }
 }
 

@@ -381,7 +381,11 @@ pub(crate) async fn supervise(
                     // Unregistered already: let the requests in flight finish, then kill
                     // (unless the stop-hard fault cuts them, as v1 did).
                     if !platform.stop_hard() {
-                        let deadline = tokio::time::Instant::now() + timing.drain;
+                        // The router may route to it until its unregistration lands: a route
+                        // delay's worth on top of the drain.
+                        let deadline = tokio::time::Instant::now()
+                            + timing.drain
+                            + platform.longest_route_delay();
                         for backend in backends {
                             let left = backend
                                 .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))

@@ -1,6 +1,7 @@
 //! `afemu`: run the emulator. Parses flags, sets up logging (`RUST_LOG`), binds the listeners and
 //! hands them to the library; the first signal (SIGINT/SIGTERM) shuts down gracefully.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -56,9 +57,18 @@ struct RehearseArgs {
     /// Write a self-contained HTML page with the timeline here.
     #[arg(long)]
     html: Option<std::path::PathBuf>,
-    /// The seed of every random choice.
-    #[arg(long, env = "AFEMU_SEED", default_value_t = 0)]
-    seed: u64,
+    /// With --target: reset the running emulator first (one that already holds apps is refused,
+    /// since what the rehearsal saw would depend on them).
+    #[arg(long, requires = "target")]
+    reset: bool,
+    /// Make a counter-example of `afemu check --schedule` happen: every route change is held and
+    /// released in the schedule's order (its route delay and stop mode apply).
+    #[arg(long, value_name = "SCHEDULE", conflicts_with = "target")]
+    replay: Option<std::path::PathBuf>,
+    /// The faults of the emulator the rehearsal starts (with --target, applied to the running
+    /// one through /_afemu/faults).
+    #[command(flatten)]
+    faults: afemu_emulator::FaultArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,6 +125,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person: none in a file, a pipe or CI's log.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     // The router is the busiest part: its tasks poll briefly and are woken by I/O, so the
     // worker looks for I/O events every 16 task polls rather than tokio's default 61. Interleaved
@@ -151,12 +163,31 @@ fn main() -> ExitCode {
 /// `afemu rehearse`: runs it, prints the report, writes the files asked for.
 async fn rehearse(args: RehearseArgs) -> ExitCode {
     use afemu_emulator::rehearse::{self, Options, RehearseError, render};
-    use std::io::IsTerminal;
+    let replay = match &args.replay {
+        None => None,
+        Some(path) => {
+            let read = std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()));
+            match read {
+                Ok(schedule) => Some(schedule),
+                Err(error) => {
+                    eprintln!(
+                        "afemu rehearse: --replay {}: not a schedule of afemu check: {error}",
+                        path.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     let options = Options {
         runbook: args.runbook.clone(),
         profile: args.profile,
         target: args.target.clone().zip(args.router.clone()),
-        seed: args.seed,
+        faults: args.faults.to_faults(),
+        reset: args.reset,
+        replay,
         progress: std::io::stderr().is_terminal(),
     };
     let report = match rehearse::rehearse(&options).await {
@@ -170,10 +201,7 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    print!(
-        "{}",
-        render::terminal(&report, std::io::stdout().is_terminal())
-    );
+    print!("{}", render::terminal(&report, render::Terminal::stdout()));
     let outputs: [(&Option<std::path::PathBuf>, &dyn Fn() -> String); 3] = [
         (&args.json, &|| {
             serde_json::to_string_pretty(&report).unwrap_or_default()

@@ -174,18 +174,25 @@ async fn journal(
 
 async fn routes_table(State(platform): State<Platform>) -> Json<serde_json::Value> {
     let table = platform.routes().snapshot();
-    let hosts: serde_json::Map<String, serde_json::Value> = table
-        .summary()
-        .into_iter()
-        .map(|(host, backends)| {
-            let backends: Vec<_> = backends
-                .into_iter()
-                .map(|(app, index)| json!({"app": app, "instance": index}))
+    let mut hosts: Vec<(String, serde_json::Value)> = table
+        .hosts()
+        .map(|route| {
+            let backends: Vec<_> = route
+                .backends()
+                .iter()
+                .map(|b| json!({"app": b.app(), "instance": b.instance_index(), "version": b.version()}))
                 .collect();
-            (host, json!(backends))
+            (route.host().to_string(), json!(backends))
         })
         .collect();
-    Json(json!({"version": table.version(), "hosts": hosts}))
+    hosts.sort_by(|a, b| a.0.cmp(&b.0));
+    Json(json!({
+        "version": table.version(),
+        // Whether every route change made has reached the router (see --route-delay).
+        "settled": platform.routes_settled(),
+        "apps": platform.app_count(),
+        "hosts": hosts.into_iter().collect::<serde_json::Map<_, _>>(),
+    }))
 }
 
 async fn counters(State(platform): State<Platform>) -> Json<serde_json::Value> {

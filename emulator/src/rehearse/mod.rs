@@ -1,10 +1,22 @@
 //! `afemu rehearse RUNBOOK`: a swap or downtime procedure run for real, with traffic flowing, and
 //! a report of what every visitor saw. The `af` steps run through the same command code as `af`
-//! itself (`afemu_cli::run`), against an emulator started for the purpose on free ports, or
-//! against one already running (`--target`, `--router`). The router's journal says what each
-//! request got.
+//! itself (`afemu_cli::run`), against an emulator started for the purpose on free ports (with the
+//! faults asked for), or against one already running (`--target`, `--router`). The router's
+//! journal says what each request got.
+//!
+//! The rules are those `afemu check` proves things under (docs/RUNBOOKS.md): `@traffic` starts
+//! once every route change so far has reached the router; each request belongs to the line
+//! during which it was sent; the run ends once every route change has landed and every traffic
+//! host has been asked again, and `@expect served-by` is judged on that last window. Nothing
+//! passes that observed nothing, and what a failed step kept from running is "not evaluated".
+//!
+//! With `--replay SCHEDULE` the emulator holds every route change and the rehearsal releases
+//! them in the order a counter-example of `afemu check` gives (`replay.rs`), so the failure it
+//! describes happens in front of the traffic.
 
+mod oracle;
 pub mod render;
+mod replay;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -12,13 +24,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Profile;
+use crate::check::{Outcome, Schedule};
+use crate::config::{Faults, Profile};
 use crate::harness::Emulator;
-use crate::runbook::{ItemKind, Runbook, RunbookError};
+use crate::runbook::{Await, Item, ItemKind, Runbook, RunbookError};
 use crate::traffic::Traffic;
+use oracle::Oracle;
 use report::{Expectation, Offending, Report, Request, StepReport, TimelinePoint, ms_since, stats};
 
 /// How to rehearse.
@@ -28,7 +42,13 @@ pub struct Options {
     pub profile: Profile,
     /// A running emulator's API and router URLs, instead of starting one.
     pub target: Option<(String, String)>,
-    pub seed: u64,
+    /// The faults of the emulator (started, or running: applied through `/_afemu/faults`).
+    pub faults: Faults,
+    /// With `target`: reset the running emulator first (otherwise one that holds apps is
+    /// refused: what the rehearsal saw would depend on them).
+    pub reset: bool,
+    /// Make this counter-example of `afemu check` happen.
+    pub replay: Option<Schedule>,
     /// Show progress on the terminal while it runs.
     pub progress: bool,
 }
@@ -40,6 +60,9 @@ pub enum RehearseError {
     Runbook(#[from] RunbookError),
     #[error("{0}")]
     Setup(String),
+    /// The emulator did not do what the replayed schedule says, so it shows nothing.
+    #[error("the replay diverged from the schedule: {0}")]
+    Replay(String),
 }
 
 /// The user the rehearsal logs in as.
@@ -47,125 +70,8 @@ const USER: &str = "rehearsal@afemu.local";
 const PASSWORD: &str = "rehearse";
 /// At most this many offending requests are listed per expectation.
 const OFFENDING_SHOWN: usize = 5;
-
-/// Where the requests are learnt from: the in-process emulator, or a running one over HTTP.
-enum Oracle {
-    Local(Box<Emulator>),
-    Remote {
-        api: String,
-        router: std::net::SocketAddr,
-        http: reqwest::Client,
-    },
-}
-
-impl Oracle {
-    fn api_url(&self) -> String {
-        match self {
-            // `localhost`, as a person would target it (af derives default URLs from the
-            // target; 127.0.0.1 would give odd ones).
-            Oracle::Local(emu) => format!("http://localhost:{}", emu.api_addr().port()),
-            Oracle::Remote { api, .. } => api.clone(),
-        }
-    }
-
-    fn router_addr(&self) -> std::net::SocketAddr {
-        match self {
-            Oracle::Local(emu) => emu.router_addr(),
-            Oracle::Remote { router, .. } => *router,
-        }
-    }
-
-    async fn last_seq(&self) -> u64 {
-        match self {
-            Oracle::Local(emu) => emu.journal().last_seq(),
-            Oracle::Remote { api, http, .. } => {
-                let counters: Option<Value> =
-                    match http.get(format!("{api}/_afemu/counters")).send().await {
-                        Ok(response) => response.json().await.ok(),
-                        Err(_) => None,
-                    };
-                counters.and_then(|c| c["last_seq"].as_u64()).unwrap_or(0)
-            }
-        }
-    }
-
-    /// Requests after `seq`, waiting up to `wait` for one when there is none.
-    async fn since(&self, seq: u64, wait: Duration) -> Vec<Request> {
-        match self {
-            Oracle::Local(emu) => {
-                let journal = emu.journal();
-                if journal.last_seq() <= seq && !wait.is_zero() {
-                    journal.wait_for(seq, wait, |_| true).await;
-                }
-                journal
-                    .since(seq)
-                    .iter()
-                    .map(|e| Request {
-                        seq: e.seq,
-                        start_us: e.start_us,
-                        end_us: e.end_us,
-                        host: e.host.to_string(),
-                        path: e.path.clone(),
-                        status: e.status,
-                        app: e.app.as_deref().map(str::to_owned),
-                        instance: e.instance,
-                        router_error: e.router_error.map(|r| r.as_str().to_owned()),
-                        aborted: e.aborted,
-                    })
-                    .collect()
-            }
-            Oracle::Remote { api, http, .. } => {
-                let wait = humantime::format_duration(wait)
-                    .to_string()
-                    .replace(' ', "");
-                let url = format!("{api}/_afemu/journal?since={seq}&wait={wait}");
-                let Ok(response) = http.get(url).send().await else {
-                    return Vec::new();
-                };
-                let text = response.text().await.unwrap_or_default();
-                text.lines()
-                    .filter_map(|line| serde_json::from_str::<Request>(line).ok())
-                    .collect()
-            }
-        }
-    }
-
-    /// Host → the apps its backends belong to, now.
-    async fn routes(&self) -> BTreeMap<String, Vec<String>> {
-        match self {
-            Oracle::Local(emu) => emu
-                .routes()
-                .snapshot()
-                .summary()
-                .into_iter()
-                .map(|(host, backends)| (host, backends.into_iter().map(|(app, _)| app).collect()))
-                .collect(),
-            Oracle::Remote { api, http, .. } => {
-                let table: Value = match http.get(format!("{api}/_afemu/routes")).send().await {
-                    Ok(response) => response.json().await.unwrap_or(Value::Null),
-                    Err(_) => Value::Null,
-                };
-                table["hosts"]
-                    .as_object()
-                    .map(|hosts| {
-                        hosts
-                            .iter()
-                            .map(|(host, backends)| {
-                                let apps = backends
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .filter_map(|b| b["app"].as_str().map(str::to_owned))
-                                    .collect();
-                                (host.clone(), apps)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            }
-        }
-    }
-}
+/// How long the end of a run waits for each traffic host to be asked once more.
+const LAST_LOOK: Duration = Duration::from_secs(5);
 
 /// Everything the journal said during the run, gathered as it goes (the journal's ring is
 /// bounded; the collector keeps up with it).
@@ -181,35 +87,315 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The faults as one `PUT /_afemu/faults` body each (the API takes one app per key).
+fn fault_bodies(faults: &Faults) -> Vec<serde_json::Value> {
+    let mut bodies = Vec::new();
+    if let Some(delay) = faults.route_delay {
+        bodies.push(json!({"route_delay": delay.to_string()}));
+    }
+    if faults.stop_hard {
+        bodies.push(json!({"stop": "hard"}));
+    }
+    if faults.seed != 0 {
+        bodies.push(json!({"seed": faults.seed}));
+    }
+    for (app, delay) in &faults.slow_start {
+        bodies.push(
+            json!({"slow_start": {"app": app, "delay": humantime::format_duration(*delay).to_string()}}),
+        );
+    }
+    for app in &faults.fail_staging {
+        bodies.push(json!({"fail_staging": {"app": app}}));
+    }
+    bodies
+}
+
+/// The faults in a phrase, for the report.
+fn describe_faults(faults: &Faults) -> String {
+    let mut parts = Vec::new();
+    if let Some(delay) = faults.route_delay {
+        parts.push(format!("route delay {delay}"));
+    }
+    if faults.stop_hard {
+        parts.push("hard stops".into());
+    }
+    for (app, delay) in &faults.slow_start {
+        parts.push(format!(
+            "slow start {app} {}",
+            humantime::format_duration(*delay)
+        ));
+    }
+    for app in &faults.fail_staging {
+        parts.push(format!("failing staging {app}"));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// The runbook's lines as the rehearsal runs them, and what it has seen so far.
+struct Run<'a> {
+    oracle: Arc<Oracle>,
+    runbook: &'a Runbook,
+    home: &'a std::path::Path,
+    poll: Duration,
+    started: Instant,
+    traffic: Option<Traffic>,
+    traffic_hosts: Vec<String>,
+    /// When each host's traffic began (µs since the epoch).
+    traffic_from: BTreeMap<String, u64>,
+    steps: Vec<StepReport>,
+    /// The line of the first step that failed: nothing after it runs.
+    failed: Option<usize>,
+    progress: render::Progress,
+}
+
+impl Run<'_> {
+    fn context(&self) -> (afemu_cli::Context, afemu_cli::Captured) {
+        afemu_cli::Context::new(self.home)
+            .with_cwd(self.runbook.dir.clone())
+            .with_poll_interval(self.poll)
+            .captured()
+    }
+
+    fn kind(&self, item: &Item) -> &'static str {
+        match (&item.kind, self.traffic.is_some()) {
+            (ItemKind::Af(_), false) => "setup",
+            (ItemKind::Af(_), true) => "step",
+            _ => "directive",
+        }
+    }
+
+    /// Begins a line's report.
+    fn begin(&self, item: &Item) -> StepReport {
+        self.progress.step(item.line, &item.text);
+        StepReport {
+            line: item.line,
+            text: item.text.clone(),
+            kind: self.kind(item).into(),
+            started_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            took_ms: 0.0,
+            result: "ok".into(),
+            output: String::new(),
+            traffic: BTreeMap::new(),
+        }
+    }
+
+    /// Runs one line; what it did goes into `step`.
+    async fn perform(&mut self, item: &Item, step: &mut StepReport) {
+        match &item.kind {
+            ItemKind::Af(args) => {
+                let (mut context, captured) = self.context();
+                let status = afemu_cli::run(args, &mut context).await;
+                step.output = captured.text();
+                if status != 0 {
+                    step.result = format!("failed (exit {status})");
+                }
+            }
+            ItemKind::Traffic { hosts, rate } => {
+                // Traffic starts once the router knows every route change made so far.
+                let limit = self.oracle.longest_route_delay().await + Duration::from_secs(5);
+                if !self.oracle.settle(limit).await {
+                    step.result = format!(
+                        "failed: route changes still on their way after {}",
+                        humantime::format_duration(limit)
+                    );
+                    return;
+                }
+                let fresh: Vec<&str> = hosts
+                    .iter()
+                    .filter(|h| !self.traffic_hosts.contains(h))
+                    .map(String::as_str)
+                    .collect();
+                let now = now_us();
+                for host in &fresh {
+                    self.traffic_from.insert(host.to_string(), now);
+                }
+                self.traffic_hosts
+                    .extend(fresh.iter().map(|h| h.to_string()));
+                let more = Traffic::start(self.oracle.router_addr(), &fresh, Some(*rate));
+                self.traffic = Some(match self.traffic.take() {
+                    Some(running) => running.merge(more),
+                    None => more,
+                });
+            }
+            ItemKind::Wait(duration) => tokio::time::sleep(*duration).await,
+            ItemKind::Await { until, timeout } => {
+                if let Err(why) = self.await_until(until, *timeout).await {
+                    step.result = format!(
+                        "timed out after {}: {why}",
+                        humantime::format_duration(*timeout)
+                    );
+                }
+            }
+            ItemKind::ExpectServedBy { .. } | ItemKind::ExpectNoDefaultErrorPage { .. } => {}
+        }
+    }
+
+    /// Waits until what an `@await` waits for is observed: a request served as it says (sent
+    /// after the await began), or, for not-served-by, the router's table without the app.
+    /// On a timeout, says what was seen instead.
+    async fn await_until(&self, until: &Await, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let began = now_us();
+        let (app, host) = (until.app(), until.host());
+        if let Await::NotServedBy { .. } = until {
+            // Looked at again whenever the routes change (or, over HTTP, every few ms).
+            let mut events = self.oracle.local().map(|emu| emu.platform().route_events());
+            loop {
+                if let Some(events) = events.as_mut() {
+                    events.borrow_and_update();
+                }
+                let routes = self.oracle.routes().await;
+                let backends = routes.get(host).cloned().unwrap_or_default();
+                if !backends.iter().any(|(a, _)| a == app) {
+                    return Ok(());
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return Err(format!(
+                        "the router still sends {host} to {app} ({} of its {} backends)",
+                        backends.iter().filter(|(a, _)| a == app).count(),
+                        backends.len()
+                    ));
+                }
+                match events.as_mut() {
+                    Some(events) => {
+                        let _ = tokio::time::timeout(left, events.changed()).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(20).min(left)).await,
+                }
+            }
+        }
+        let version = match until {
+            Await::NewVersion { .. } => match self.oracle.app_version(app).await {
+                Some(version) => Some(version),
+                None => return Err(format!("there is no app {app}")),
+            },
+            _ => None,
+        };
+        let mut since = self.oracle.last_seq().await;
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let fresh = self
+                .oracle
+                .since(since, left.min(Duration::from_secs(1)))
+                .await;
+            if let Some(last) = fresh.last() {
+                since = last.seq;
+            }
+            for request in fresh
+                .iter()
+                .filter(|r| r.host == host && r.start_us >= began)
+            {
+                let served =
+                    !request.is_default_error_page() && request.app.as_deref() == Some(app);
+                let current = version.is_none() || request.version == version;
+                if served && current {
+                    return Ok(());
+                }
+                let what = if request.is_default_error_page() {
+                    "the default error page".to_owned()
+                } else if served {
+                    format!(
+                        "{app} {}",
+                        request.version.as_deref().unwrap_or("(an older version)")
+                    )
+                } else {
+                    request.app.clone().unwrap_or_else(|| "nothing".into())
+                };
+                *seen.entry(what).or_default() += 1;
+            }
+        }
+        let wanted = match &version {
+            Some(version) => format!("{app}'s version {version}"),
+            None => app.to_owned(),
+        };
+        if seen.is_empty() {
+            return Err(format!("no request to {host} was answered while it waited"));
+        }
+        let total: u64 = seen.values().sum();
+        let shares: Vec<String> = seen.iter().map(|(what, n)| format!("{what} {n}")).collect();
+        Err(format!(
+            "none of the {total} requests to {host} was served by {wanted}: {}",
+            shares.join(", ")
+        ))
+    }
+
+    /// Runs a line and records it (or records it as not run, after a failure).
+    async fn run_line(&mut self, item: &Item) {
+        if matches!(
+            item.kind,
+            ItemKind::ExpectServedBy { .. } | ItemKind::ExpectNoDefaultErrorPage { .. }
+        ) {
+            return;
+        }
+        let mut step = self.begin(item);
+        if self.failed.is_some() {
+            step.result = "not run".into();
+            self.steps.push(step);
+            return;
+        }
+        let began = self.started.elapsed();
+        self.perform(item, &mut step).await;
+        step.took_ms = (self.started.elapsed() - began).as_secs_f64() * 1000.0;
+        if step.result != "ok" {
+            self.failed = Some(item.line);
+        }
+        self.steps.push(step);
+    }
+}
+
 /// Runs a rehearsal and returns its report.
 pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
     let runbook = Runbook::load(&options.runbook)?;
+    let mut faults = options.faults.clone();
+    if let Some(schedule) = &options.replay {
+        if options.target.is_some() {
+            return Err(RehearseError::Setup(
+                "--replay holds and releases route changes inside the emulator it starts; it \
+                 cannot be combined with --target"
+                    .into(),
+            ));
+        }
+        replay::check_fits(schedule, &runbook)?;
+        faults.route_delay = match &schedule.route_delay {
+            Some(delay) => Some(delay.parse().map_err(|e| {
+                RehearseError::Setup(format!("the schedule's route delay {delay:?}: {e}"))
+            })?),
+            None => None,
+        };
+        faults.stop_hard = schedule.stop_hard;
+    }
     let oracle = match &options.target {
         None => Oracle::Local(Box::new(
             Emulator::builder()
                 .profile(options.profile)
-                .seed(options.seed)
+                .faults(faults.clone())
+                .seed(faults.seed)
                 .start()
                 .await
                 .map_err(|e| RehearseError::Setup(format!("cannot start the emulator: {e}")))?,
         )),
         Some((api, router)) => {
-            let router_addr = router
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .parse()
-                .map_err(|e| {
-                    RehearseError::Setup(format!(
-                        "--router {router}: expected http://HOST:PORT with an IP address ({e})"
-                    ))
-                })?;
-            Oracle::Remote {
-                api: api.trim_end_matches('/').to_owned(),
-                router: router_addr,
-                http: reqwest::Client::new(),
+            let oracle = Oracle::remote(api, router, options.reset).await?;
+            for body in fault_bodies(&faults) {
+                oracle.apply_faults(&body).await?;
             }
+            oracle
         }
     };
+    if options.replay.is_some()
+        && let Some(emu) = oracle.local()
+    {
+        emu.platform().hold_routes(true);
+    }
     let oracle = Arc::new(oracle);
 
     // af, as a library, in a home of its own, targeting the emulator and logged in.
@@ -219,18 +405,13 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         Profile::Fast => Duration::from_millis(50),
         Profile::Realistic => Duration::from_secs(1),
     };
-    let af = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-    let new_context = || {
-        afemu_cli::Context::new(home.path())
-            .with_cwd(runbook.dir.clone())
-            .with_poll_interval(poll)
-            .captured()
-    };
     for args in [
-        af(&["target", &oracle.api_url()]),
-        af(&["login", "--email", USER, "--passwd", PASSWORD]),
+        vec!["target".to_owned(), oracle.api_url()],
+        ["login", "--email", USER, "--passwd", PASSWORD]
+            .map(String::from)
+            .to_vec(),
     ] {
-        let (mut context, captured) = new_context();
+        let (mut context, captured) = afemu_cli::Context::new(home.path()).captured();
         let status = afemu_cli::run(&args, &mut context).await;
         if status != 0 {
             return Err(RehearseError::Setup(format!(
@@ -274,95 +455,58 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         })
     };
 
-    let mut steps: Vec<StepReport> = Vec::new();
-    let mut traffic: Option<Traffic> = None;
-    let mut traffic_hosts: Vec<String> = Vec::new();
-    let mut failed = false;
-    for item in &runbook.items {
-        let step_started = started.elapsed();
-        let kind = match (&item.kind, traffic.is_some()) {
-            (ItemKind::Af(_), false) => "setup",
-            (ItemKind::Af(_), true) => "step",
-            _ => "directive",
-        };
-        if matches!(
-            item.kind,
-            ItemKind::ExpectServedBy { .. } | ItemKind::ExpectNoDefaultErrorPage { .. }
-        ) {
-            continue;
-        }
-        progress.step(item.line, &item.text);
-        let mut step = StepReport {
-            line: item.line,
-            text: item.text.clone(),
-            kind: kind.into(),
-            started_ms: step_started.as_secs_f64() * 1000.0,
-            took_ms: 0.0,
-            result: "ok".into(),
-            output: String::new(),
-            traffic: BTreeMap::new(),
-        };
-        if failed {
-            step.result = "skipped".into();
-            steps.push(step);
-            continue;
-        }
-        match &item.kind {
-            ItemKind::Af(args) => {
-                let (mut context, captured) = new_context();
-                let status = afemu_cli::run(args, &mut context).await;
-                step.output = captured.text();
-                if status != 0 {
-                    step.result = format!("failed (exit {status})");
-                    failed = true;
-                }
-            }
-            ItemKind::Traffic { hosts, rate } => {
-                let fresh: Vec<&str> = hosts
-                    .iter()
-                    .filter(|h| !traffic_hosts.contains(h))
-                    .map(String::as_str)
-                    .collect();
-                traffic_hosts.extend(fresh.iter().map(|h| h.to_string()));
-                let more = Traffic::start(oracle.router_addr(), &fresh, Some(*rate));
-                traffic = Some(match traffic.take() {
-                    Some(running) => running.merge(more),
-                    None => more,
-                });
-            }
-            ItemKind::Wait(duration) => tokio::time::sleep(*duration).await,
-            ItemKind::Await { until, timeout } => {
-                let (app, host) = (&until.app().to_owned(), &until.host().to_owned());
-                let deadline = tokio::time::Instant::now() + *timeout;
-                let mut since = oracle.last_seq().await;
-                let mut served = false;
-                while !served && tokio::time::Instant::now() < deadline {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let fresh = oracle.since(since, left.min(Duration::from_secs(1))).await;
-                    served = fresh.iter().any(|r| {
-                        &r.host == host
-                            && !r.is_default_error_page()
-                            && r.app.as_deref() == Some(app)
-                    });
-                    if let Some(last) = fresh.last() {
-                        since = last.seq;
-                    }
-                }
-                if !served {
-                    step.result =
-                        format!("timed out after {}", humantime::format_duration(*timeout));
-                    failed = true;
-                }
-            }
-            ItemKind::ExpectServedBy { .. } | ItemKind::ExpectNoDefaultErrorPage { .. } => {}
-        }
-        step.took_ms = (started.elapsed() - step_started).as_secs_f64() * 1000.0;
-        steps.push(step);
+    let mut run = Run {
+        oracle: oracle.clone(),
+        runbook: &runbook,
+        home: home.path(),
+        poll,
+        started,
+        traffic: None,
+        traffic_hosts: Vec::new(),
+        traffic_from: BTreeMap::new(),
+        steps: Vec::new(),
+        failed: None,
+        progress: progress.clone(),
+    };
+    let mut next_item = 0;
+    let mut replayed = None;
+    if let (Some(schedule), Some(emu)) = (&options.replay, oracle.local()) {
+        let outcome = replay::replay(&mut run, emu, schedule).await;
+        // Whatever happened, the routes flow again and the rest of the run goes on as usual.
+        emu.platform().hold_routes(false);
+        let (done, seen) = outcome?;
+        next_item = done;
+        replayed = Some(seen);
+    }
+    for item in &runbook.items[next_item..] {
+        run.run_line(item).await;
     }
 
-    // The end: what the routes say now, then the traffic stops and the last requests come in.
+    // The end: every route change lands, then every traffic host is asked once more.
+    let end_started = run.started.elapsed();
+    let settle_limit = oracle.longest_route_delay().await + Duration::from_secs(5);
+    let settled = run.failed.is_some() || oracle.settle(settle_limit).await;
+    let end_us = now_us();
     let final_routes = oracle.routes().await;
-    if let Some(traffic) = traffic {
+    let last_look = last_look(&oracle, &run.traffic_hosts, &final_routes, end_us).await;
+    run.steps.push(StepReport {
+        line: 0,
+        text: "(end: every route change landed)".into(),
+        kind: "end".into(),
+        started_ms: end_started.as_secs_f64() * 1000.0,
+        took_ms: (run.started.elapsed() - end_started).as_secs_f64() * 1000.0,
+        result: if settled {
+            "ok".into()
+        } else {
+            format!(
+                "failed: route changes still on their way after {}",
+                humantime::format_duration(settle_limit)
+            )
+        },
+        output: String::new(),
+        traffic: BTreeMap::new(),
+    });
+    if let Some(traffic) = run.traffic.take() {
         traffic.stop().await;
     }
     let end_seq = oracle.last_seq().await;
@@ -382,32 +526,32 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
     stop_collecting.cancel();
     let _ = collector.await;
     progress.finish();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let duration_ms = run.started.elapsed().as_secs_f64() * 1000.0;
 
     let mut requests: Vec<Request> =
         std::mem::take(&mut collected.lock().unwrap_or_else(|e| e.into_inner()).requests);
     requests.sort_by_key(|r| r.seq);
     requests.dedup_by_key(|r| r.seq);
+    let Run {
+        traffic_hosts,
+        traffic_from,
+        mut steps,
+        failed,
+        ..
+    } = run;
     let watched = runbook.watched_hosts();
     let relevant: Vec<&Request> = requests
         .iter()
         .filter(|r| watched.contains(&r.host) || traffic_hosts.contains(&r.host))
         .collect();
 
-    // Each request belongs to the step it arrived during (or after, until the next one).
+    // Each request belongs to the line during which it was sent.
     let step_starts_us: Vec<u64> = steps
         .iter()
         .map(|s| started_us + (s.started_ms * 1000.0) as u64)
         .collect();
-    // An offending request is charged to the last af command before it: directives (a wait)
-    // cause nothing.
-    let is_command: Vec<bool> = steps.iter().map(|s| s.kind != "directive").collect();
-    let step_of = |at_us: u64| -> Option<usize> {
-        is_command
-            .iter()
-            .zip(&step_starts_us)
-            .rposition(|(command, start)| *command && *start <= at_us)
-    };
+    let step_of =
+        |at_us: u64| -> Option<usize> { step_starts_us.iter().rposition(|s| *s <= at_us) };
     for (index, step) in steps.iter_mut().enumerate() {
         let from = step_starts_us[index];
         let until = step_starts_us.get(index + 1).copied().unwrap_or(u64::MAX);
@@ -435,100 +579,74 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         })
         .collect();
 
-    // The expectations.
+    let failed_step = failed.and_then(|line| steps.iter().find(|s| s.line == line).cloned());
+    let verdicts = Verdicts {
+        steps: &steps,
+        step_of: &step_of,
+        started_us,
+        failed_step: failed_step.as_ref(),
+    };
     let mut expectations = Vec::new();
     for host in &watched {
         let line = runbook.items.iter().find_map(|item| match &item.kind {
             ItemKind::ExpectNoDefaultErrorPage { hosts } if hosts.contains(host) => Some(item.line),
             _ => None,
         });
-        let errors: Vec<&Request> = relevant
+        let window: Vec<&Request> = relevant
             .iter()
             .copied()
-            .filter(|r| &r.host == host && r.is_default_error_page())
+            .filter(|r| &r.host == host)
             .collect();
-        let offending = errors
-            .iter()
-            .take(OFFENDING_SHOWN)
-            .map(|r| {
-                let step = step_of(r.start_us).and_then(|i| steps.get(i));
-                Offending {
-                    at_ms: ms_since(started_us, r.start_us),
-                    host: r.host.clone(),
-                    path: r.path.clone(),
-                    status: r.status,
-                    router_error: r.router_error.clone(),
-                    step_line: step.map_or(0, |s| s.line),
-                    step: step.map_or_else(String::new, |s| s.text.clone()),
-                }
-            })
-            .collect::<Vec<_>>();
-        let detail = match offending.first() {
-            None => format!("no request to {host} saw the default error page"),
-            Some(first) => format!(
-                "{} request{} to {host} saw the default error page, the first at {:.0} ms during line {} ({})",
-                errors.len(),
-                if errors.len() == 1 { "" } else { "s" },
-                first.at_ms,
-                first.step_line,
-                first.step
-            ),
-        };
-        expectations.push(Expectation {
-            name: format!("no-default-error-page {host}"),
+        expectations.push(verdicts.no_default_error_page(
+            host,
             line,
-            passed: errors.is_empty(),
-            detail,
-            offending,
-        });
+            traffic_from.contains_key(host),
+            &window,
+        ));
     }
     for item in &runbook.items {
         if let ItemKind::ExpectServedBy { app, host } = &item.kind {
-            let apps = final_routes.get(host).cloned().unwrap_or_default();
-            let mut distinct: Vec<String> = apps.clone();
-            distinct.sort();
-            distinct.dedup();
-            // And the last requests to it (after the last step) agree.
-            let last_start = step_starts_us.last().copied().unwrap_or(0);
-            let strays: Vec<&Request> = relevant
+            let window: Vec<&Request> = relevant
                 .iter()
                 .copied()
-                .filter(|r| {
-                    &r.host == host
-                        && r.start_us >= last_start
-                        && r.app.as_deref() != Some(app.as_str())
-                })
+                .filter(|r| &r.host == host && r.start_us >= end_us)
                 .collect();
-            let passed = distinct == [app.clone()] && strays.is_empty();
-            let detail = if passed {
-                format!("{host} is served only by {app}")
-            } else if distinct.is_empty() {
-                format!("{host} is served by nothing at the end")
-            } else {
-                format!("{host} is served by {} at the end", distinct.join(" and "))
-            };
-            expectations.push(Expectation {
-                name: format!("served-by {app} {host}"),
-                line: Some(item.line),
-                passed,
-                detail,
-                offending: Vec::new(),
-            });
+            let table: Vec<String> = final_routes
+                .get(host)
+                .map(|b| b.iter().map(|(a, _)| a.clone()).collect())
+                .unwrap_or_default();
+            expectations.push(verdicts.served_by(
+                item.line,
+                app,
+                host,
+                traffic_from.contains_key(host),
+                &window,
+                &table,
+                last_look.get(host).copied().unwrap_or(false),
+            ));
         }
     }
     for step in steps
         .iter()
-        .filter(|s| s.result != "ok" && s.result != "skipped")
+        .filter(|s| s.result != "ok" && s.result != "not run")
     {
         expectations.push(Expectation {
-            name: format!("line {}: {}", step.line, step.text),
-            line: Some(step.line),
-            passed: false,
-            detail: format!("{}: {}", step.result, step.output.trim()),
+            name: if step.line == 0 {
+                step.text.clone()
+            } else {
+                format!("line {}: {}", step.line, step.text)
+            },
+            line: Some(step.line).filter(|l| *l > 0),
+            outcome: Outcome::Failed,
+            detail: if step.output.trim().is_empty() {
+                step.result.clone()
+            } else {
+                format!("{}: {}", step.result, step.output.trim())
+            },
             offending: Vec::new(),
         });
     }
-    let passed = expectations.iter().all(|e| e.passed);
+    let passed = expectations.iter().all(|e| e.outcome == Outcome::Held);
     let host_index: BTreeMap<&str, usize> = traffic_hosts
         .iter()
         .enumerate()
@@ -554,6 +672,8 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
     Ok(Report {
         runbook: options.runbook.display().to_string(),
         profile: options.profile.name().into(),
+        faults: describe_faults(&faults),
+        replayed,
         started_us,
         duration_ms,
         hosts: traffic_hosts,
@@ -564,4 +684,234 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         passed,
         verdict,
     })
+}
+
+/// After the last line and the settling: waits until each traffic host has been asked again, at
+/// least once per backend the router lists for it (round-robin then reaches each of them), with
+/// requests sent after `from`; says, per host, whether it was.
+async fn last_look(
+    oracle: &Oracle,
+    hosts: &[String],
+    routes: &BTreeMap<String, oracle::Backends>,
+    from: u64,
+) -> BTreeMap<String, bool> {
+    let mut wanted: BTreeMap<String, usize> = hosts
+        .iter()
+        .map(|h| (h.clone(), routes.get(h).map_or(1, |b| b.len().max(1))))
+        .collect();
+    let deadline = tokio::time::Instant::now() + LAST_LOOK;
+    let mut since = oracle.last_seq().await;
+    while wanted.values().any(|n| *n > 0) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let fresh = oracle
+            .since(since, left.min(Duration::from_millis(500)))
+            .await;
+        if let Some(last) = fresh.last() {
+            since = last.seq;
+        }
+        for request in fresh.iter().filter(|r| r.start_us >= from) {
+            if let Some(left) = wanted.get_mut(&request.host) {
+                *left = left.saturating_sub(1);
+            }
+        }
+    }
+    wanted.into_iter().map(|(host, left)| (host, left == 0)).collect()
+}
+
+/// Judges the expectations from the requests.
+struct Verdicts<'a> {
+    steps: &'a [StepReport],
+    step_of: &'a dyn Fn(u64) -> Option<usize>,
+    started_us: u64,
+    failed_step: Option<&'a StepReport>,
+}
+
+impl Verdicts<'_> {
+    fn offending(&self, requests: &[&Request]) -> Vec<Offending> {
+        requests
+            .iter()
+            .filter(|r| r.is_default_error_page())
+            .take(OFFENDING_SHOWN)
+            .map(|r| {
+                let index = (self.step_of)(r.start_us);
+                let step = index.and_then(|i| self.steps.get(i));
+                let after = index
+                    .filter(|_| step.is_some_and(|s| s.kind == "directive" || s.kind == "end"))
+                    .and_then(|i| {
+                        self.steps[..i]
+                            .iter()
+                            .rev()
+                            .find(|s| s.kind == "step" || s.kind == "setup")
+                    })
+                    .map(|s| format!("line {}: {}", s.line, s.text));
+                Offending {
+                    at_ms: ms_since(self.started_us, r.start_us),
+                    host: r.host.clone(),
+                    path: r.path.clone(),
+                    status: r.status,
+                    router_error: r.router_error.clone(),
+                    step_line: step.map_or(0, |s| s.line),
+                    step: step.map_or_else(String::new, |s| s.text.clone()),
+                    after,
+                }
+            })
+            .collect()
+    }
+
+    fn not_run(&self) -> Option<String> {
+        self.failed_step.map(|step| {
+            format!(
+                "not evaluated: line {} ({}) {}, so the rest of the run did not happen",
+                step.line, step.text, step.result
+            )
+        })
+    }
+
+    fn no_default_error_page(
+        &self,
+        host: &str,
+        line: Option<usize>,
+        has_traffic: bool,
+        window: &[&Request],
+    ) -> Expectation {
+        let name = format!("no-default-error-page {host}");
+        let offending = self.offending(window);
+        let errors = window.iter().filter(|r| r.is_default_error_page()).count();
+        let (outcome, detail) = if !has_traffic {
+            (
+                Outcome::Failed,
+                format!("{host} got no traffic (no @traffic names it): nothing was observed"),
+            )
+        } else if let Some(first) = offending.first() {
+            (
+                Outcome::Failed,
+                format!(
+                    "{errors} of {} requests to {host} saw the default error page ({}), the first at {:.0} ms, sent during line {} ({}){}",
+                    window.len(),
+                    error_kinds(window),
+                    first.at_ms,
+                    first.step_line,
+                    first.step,
+                    first
+                        .after
+                        .as_ref()
+                        .map_or_else(String::new, |after| format!(", after {after}"))
+                ),
+            )
+        } else if window.is_empty() {
+            (
+                Outcome::Failed,
+                format!("no request to {host} was answered: nothing was observed"),
+            )
+        } else if let Some(why) = self.not_run() {
+            (Outcome::NotEvaluated, why)
+        } else {
+            (
+                Outcome::Held,
+                format!(
+                    "none of the {} to {host} saw the default error page",
+                    plural(window.len(), "request")
+                ),
+            )
+        };
+        Expectation {
+            name,
+            line,
+            outcome,
+            detail,
+            offending,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn served_by(
+        &self,
+        line: usize,
+        app: &str,
+        host: &str,
+        has_traffic: bool,
+        window: &[&Request],
+        table: &[String],
+        asked_again: bool,
+    ) -> Expectation {
+        let name = format!("served-by {app} {host}");
+        let shares = report::shares(window.iter().copied());
+        let mut listed: Vec<&str> = table.iter().map(String::as_str).collect();
+        listed.sort();
+        listed.dedup();
+        let (outcome, detail) = if let Some(why) = self.not_run() {
+            (Outcome::NotEvaluated, why)
+        } else if !has_traffic {
+            (
+                Outcome::Failed,
+                format!("{host} got no traffic (no @traffic names it): nothing was observed"),
+            )
+        } else if window.is_empty() || !asked_again {
+            (
+                Outcome::Failed,
+                format!(
+                    "no request to {host} was answered once every route change had landed: nothing was observed"
+                ),
+            )
+        } else if listed == [app] && window.iter().all(|r| r.served_by(app)) {
+            (
+                Outcome::Held,
+                format!(
+                    "at the end {host} is served only by {app} ({} sent once every route change had landed)",
+                    plural(window.len(), "request")
+                ),
+            )
+        } else {
+            let router = if listed.is_empty() {
+                "no backend".to_owned()
+            } else {
+                listed.join(" and ")
+            };
+            (
+                Outcome::Failed,
+                format!(
+                    "at the end {host} was answered by {shares} (of {} sent once every route change had landed); the router's table lists {router}",
+                    plural(window.len(), "request")
+                ),
+            )
+        };
+        Expectation {
+            name,
+            line: Some(line),
+            outcome,
+            detail,
+            offending: self.offending(window),
+        }
+    }
+}
+
+/// `1 request`, `3 requests`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// `404 no-route ×3, 502 bad-gateway ×1`.
+fn error_kinds(requests: &[&Request]) -> String {
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+    for request in requests.iter().filter(|r| r.is_default_error_page()) {
+        *kinds
+            .entry(format!(
+                "{} {}",
+                request.status,
+                request.router_error.as_deref().unwrap_or("")
+            ))
+            .or_default() += 1;
+    }
+    kinds
+        .iter()
+        .map(|(kind, n)| format!("{kind} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use comfy_table::{Cell, ContentArrangement, Table, presets};
 
 use super::report::{Expectation, Report, TrafficStats};
+use crate::check::Outcome;
 
 /// The progress line on a terminal (nothing otherwise).
 #[derive(Clone)]
@@ -62,7 +63,7 @@ impl Progress {
     }
 }
 
-/// The one-line verdict.
+/// The one-line verdict: PASSED only when every expectation held and something was observed.
 pub fn verdict(passed: bool, expectations: &[Expectation], requests: usize) -> String {
     if passed {
         format!(
@@ -70,23 +71,23 @@ pub fn verdict(passed: bool, expectations: &[Expectation], requests: usize) -> S
             expectations.len()
         )
     } else {
-        let failed: Vec<&str> = expectations
+        let failed = expectations
             .iter()
-            .filter(|e| !e.passed)
-            .map(|e| e.detail.as_str())
-            .collect();
-        format!("FAILED: {}", failed.join("; "))
+            .filter(|e| e.outcome == Outcome::Failed)
+            .count();
+        let unevaluated = expectations
+            .iter()
+            .filter(|e| e.outcome == Outcome::NotEvaluated)
+            .count();
+        let mut parts = vec![format!(
+            "{failed} of {} expectations failed",
+            expectations.len()
+        )];
+        if unevaluated > 0 {
+            parts.push(format!("{unevaluated} not evaluated"));
+        }
+        format!("FAILED: {} ({requests} requests)", parts.join(", "))
     }
-}
-
-fn served_share(stats: &TrafficStats) -> String {
-    let served: u64 = stats.served_by.values().sum();
-    stats
-        .served_by
-        .iter()
-        .map(|(app, count)| format!("{app} {:.0}%", 100.0 * *count as f64 / served.max(1) as f64))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn requests(count: u64) -> String {
@@ -111,14 +112,237 @@ fn latency(stats: &TrafficStats) -> String {
     }
 }
 
-/// The terminal report: a row per step and host, then the expectations and the verdict.
-pub fn terminal(report: &Report, colour: bool) -> String {
+/// Who served a window's requests, the router's own pages a share of their own.
+fn served_share(stats: &TrafficStats) -> String {
+    let mut parts: Vec<(u64, String)> = stats
+        .served_by
+        .iter()
+        .map(|(app, n)| (*n, app.clone()))
+        .collect();
+    parts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    if stats.default_error_pages > 0 {
+        parts.push((stats.default_error_pages, "default error page".into()));
+    }
+    parts
+        .iter()
+        .map(|(n, who)| format!("{who} {}", super::report::percent(*n, stats.requests)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn took(ms: f64) -> String {
+    if ms >= 10_000.0 {
+        format!("{:.0} s", ms / 1000.0)
+    } else if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// How the terminal report is drawn.
+#[derive(Clone, Copy, Debug)]
+pub struct Terminal {
+    /// Columns to fit in.
+    pub width: usize,
+    /// Colours and box-drawing characters (only on a terminal, and not with `NO_COLOR`).
+    pub colour: bool,
+}
+
+impl Terminal {
+    /// Stdout as it is: its width when it is a terminal (`COLUMNS` wins), 80 columns otherwise.
+    pub fn stdout() -> Terminal {
+        let term = console::Term::stdout();
+        let columns = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|c| *c >= 20);
+        let width = columns
+            .or_else(|| term.size_checked().map(|(_, w)| usize::from(w)))
+            .unwrap_or(80);
+        let colour = term.is_term() && std::env::var_os("NO_COLOR").is_none();
+        Terminal { width, colour }
+    }
+}
+
+/// Wraps `text` to `width` columns, every line after the first indented by `indent` (the first
+/// keeps its own leading spaces).
+fn wrap(text: &str, width: usize, indent: usize) -> String {
+    let width = width.max(indent + 20);
+    let body = text.trim_start_matches(' ');
     let mut out = String::new();
-    let _ = writeln!(
+    let mut line = " ".repeat(text.len() - body.len());
+    let mut first = true;
+    for word in body.split(' ').filter(|w| !w.is_empty()) {
+        let room = if first { width } else { width - indent };
+        if !line.trim().is_empty() && line.chars().count() + 1 + word.chars().count() > room {
+            if !first {
+                out.push_str(&" ".repeat(indent));
+            }
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+            first = false;
+        }
+        if !line.trim().is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.trim().is_empty() {
+        if !first {
+            out.push_str(&" ".repeat(indent));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn mark(outcome: Outcome, colour: bool) -> String {
+    let (text, code) = match outcome {
+        Outcome::Held => ("ok  ", "32"),
+        Outcome::Failed => ("FAIL", "31"),
+        Outcome::NotEvaluated => ("N/E ", "33"),
+    };
+    if colour {
+        format!("\u{1b}[{code}m{text}\u{1b}[0m")
+    } else {
+        text.into()
+    }
+}
+
+/// The terminal report: what failed first (with the requests that show it), then one block per
+/// line with what the traffic saw while it ran, then what held, then the verdict. It fits
+/// `terminal.width` columns: a table when there is room, compact blocks otherwise.
+pub fn terminal(report: &Report, terminal: Terminal) -> String {
+    let width = terminal.width.max(40);
+    let mut out = String::new();
+    let total: u64 = report.totals.values().map(|t| t.requests).sum();
+    out.push_str(&wrap(
+        &format!("afemu rehearse {}", report.runbook),
+        width,
+        4,
+    ));
+    out.push_str(&wrap(
+        &format!(
+            "profile {}, faults: {}, {}, {} on {} host{}",
+            report.profile,
+            report.faults,
+            took(report.duration_ms),
+            requests(total),
+            report.hosts.len(),
+            if report.hosts.len() == 1 { "" } else { "s" }
+        ),
+        width,
+        4,
+    ));
+    if let Some(replayed) = &report.replayed {
+        out.push_str(&wrap(&format!("replayed: {replayed}"), width, 4));
+    }
+    let failing: Vec<&Expectation> = report
+        .expectations
+        .iter()
+        .filter(|e| e.outcome != Outcome::Held)
+        .collect();
+    if !failing.is_empty() {
+        out.push('\n');
+        for expectation in &failing {
+            expectation_lines(&mut out, expectation, terminal, width);
+        }
+    }
+    out.push('\n');
+    if width >= 120 {
+        out.push_str(&steps_table(report, terminal.colour, width));
+        out.push('\n');
+    } else {
+        out.push_str(&steps_blocks(report, width));
+    }
+    let held: Vec<&Expectation> = report
+        .expectations
+        .iter()
+        .filter(|e| e.outcome == Outcome::Held)
+        .collect();
+    if !held.is_empty() {
+        out.push('\n');
+        for expectation in held {
+            expectation_lines(&mut out, expectation, terminal, width);
+        }
+    }
+    let _ = writeln!(out, "\n{}", report.verdict);
+    out
+}
+
+fn expectation_lines(
+    out: &mut String,
+    expectation: &Expectation,
+    terminal: Terminal,
+    width: usize,
+) {
+    let text = format!("{}: {}", expectation.name, expectation.detail);
+    let wrapped = wrap(&text, width.saturating_sub(5), 5);
+    let _ = write!(
         out,
-        "afemu rehearse {} (profile {})",
-        report.runbook, report.profile
+        "{} {wrapped}",
+        mark(expectation.outcome, terminal.colour)
     );
+    for offending in &expectation.offending {
+        let line = format!(
+            "{:.0} ms: {}{} -> {} {} (sent during line {}: {})",
+            offending.at_ms,
+            offending.host,
+            offending.path,
+            offending.status,
+            offending.router_error.as_deref().unwrap_or(""),
+            offending.step_line,
+            offending.step
+        );
+        out.push_str("       ");
+        out.push_str(&wrap(&line, width.saturating_sub(7), 9));
+    }
+}
+
+/// One block per line: the line, how long it took and how it ended; then, per host, the
+/// requests sent while it ran.
+fn steps_blocks(report: &Report, width: usize) -> String {
+    let mut out = String::new();
+    for step in &report.steps {
+        let label = if step.line == 0 {
+            "end ".to_owned()
+        } else {
+            format!("{:>4}", step.line)
+        };
+        let head = format!(
+            "{label} {} [{}, {}]",
+            step.text,
+            took(step.took_ms),
+            step.result
+        );
+        out.push_str(&wrap(&head, width, 6));
+        if step.result.starts_with("failed") || step.result.starts_with("timed out") {
+            for line in step.output.trim().lines().filter(|l| !l.trim().is_empty()) {
+                out.push_str("      | ");
+                out.push_str(&wrap(line.trim(), width.saturating_sub(8), 8));
+            }
+        }
+        for (host, stats) in &step.traffic {
+            let mut parts = vec![
+                format!("{host}: {}", requests(stats.requests)),
+                served_share(stats),
+            ];
+            if let Some(first) = stats.first_error_ms {
+                parts.push(format!("first error page at {first:.0} ms"));
+            }
+            parts.push(format!("p50/p99 {}", latency(stats)));
+            out.push_str("      ");
+            out.push_str(&wrap(&parts.join(" · "), width.saturating_sub(6), 8));
+        }
+    }
+    out
+}
+
+/// The steps as a table, for a wide terminal.
+fn steps_table(report: &Report, colour: bool, width: usize) -> String {
     let mut table = Table::new();
     table
         .load_style(if colour {
@@ -127,7 +351,7 @@ pub fn terminal(report: &Report, colour: bool) -> String {
             presets::ASCII_FULL_CONDENSED
         })
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(160)
+        .set_width(u16::try_from(width).unwrap_or(u16::MAX))
         .set_header(vec![
             "line",
             "step",
@@ -140,12 +364,18 @@ pub fn terminal(report: &Report, colour: bool) -> String {
             "p50 / p99",
         ]);
     for step in &report.steps {
-        let took = format!("{:.0} ms", step.took_ms);
         let mut result = step.result.clone();
-        if step.result.starts_with("failed") && !step.output.trim().is_empty() {
+        if (step.result.starts_with("failed") || step.result.starts_with("timed out"))
+            && !step.output.trim().is_empty()
+        {
             result = format!("{}\n{}", step.result, step.output.trim());
         }
-        let first = [step.line.to_string(), step.text.clone(), took, result];
+        let line = if step.line == 0 {
+            "end".to_owned()
+        } else {
+            step.line.to_string()
+        };
+        let first = [line, step.text.clone(), took(step.took_ms), result];
         if step.traffic.is_empty() {
             let mut row: Vec<Cell> = first.iter().map(Cell::new).collect();
             row.extend((0..5).map(|_| Cell::new("")));
@@ -167,26 +397,7 @@ pub fn terminal(report: &Report, colour: bool) -> String {
             table.add_row(row);
         }
     }
-    let _ = writeln!(out, "{table}");
-    for expectation in &report.expectations {
-        let mark = if expectation.passed { "ok  " } else { "FAIL" };
-        let _ = writeln!(out, "{mark} {}: {}", expectation.name, expectation.detail);
-        for offending in &expectation.offending {
-            let _ = writeln!(
-                out,
-                "       {:.0} ms  {} {} -> {} {}  (line {}: {})",
-                offending.at_ms,
-                offending.host,
-                offending.path,
-                offending.status,
-                offending.router_error.as_deref().unwrap_or(""),
-                offending.step_line,
-                offending.step
-            );
-        }
-    }
-    let _ = writeln!(out, "\n{}", report.verdict);
-    out
+    format!("{table}\n")
 }
 
 /// JUnit XML: a test suite with a test case per expectation (failing steps among them).
@@ -197,8 +408,12 @@ pub fn junit(report: &Report) -> String {
         report.duration_ms / 1000.0,
     ));
     for expectation in &report.expectations {
-        let status = if expectation.passed {
+        let status = if expectation.outcome == Outcome::Held {
             TestCaseStatus::success()
+        } else if expectation.outcome == Outcome::NotEvaluated {
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(expectation.detail.clone());
+            status
         } else {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(expectation.detail.clone());
@@ -372,12 +587,16 @@ pub fn html(report: &Report) -> String {
         let _ = write!(
             steps,
             "<tr class=\"{}\"><td>{}</td><td><code>{}</code></td><td>{:.0} ms</td><td>{}</td><td>{traffic}</td></tr>",
-            if step.result == "ok" || step.result == "skipped" {
+            if step.result == "ok" || step.result == "not run" {
                 "ok"
             } else {
                 "failed"
             },
-            step.line,
+            if step.line == 0 {
+                "end".to_owned()
+            } else {
+                step.line.to_string()
+            },
             escape(&step.text),
             step.took_ms,
             escape(&step.result)
@@ -388,8 +607,16 @@ pub fn html(report: &Report) -> String {
         let _ = write!(
             expectations,
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if expectation.passed { "ok" } else { "failed" },
-            if expectation.passed { "ok" } else { "FAILED" },
+            match expectation.outcome {
+                Outcome::Held => "ok",
+                Outcome::Failed => "failed",
+                Outcome::NotEvaluated => "unevaluated",
+            },
+            match expectation.outcome {
+                Outcome::Held => "ok",
+                Outcome::Failed => "FAILED",
+                Outcome::NotEvaluated => "not evaluated",
+            },
             escape(&expectation.name),
             escape(&expectation.detail)
         );
@@ -402,11 +629,11 @@ body {{ font-family: Helvetica, Arial, sans-serif; margin: 2em; color: #222; }}
 h1 {{ font-size: 1.4em; }} .verdict {{ font-weight: bold; padding: .5em; }}
 .passed {{ background: #e6f4ea; }} .failedv {{ background: #fce8e6; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccd; padding: 4px 8px; text-align: left; vertical-align: top; }}
-tr.failed td {{ background: #fce8e6; }}
+tr.failed td {{ background: #fce8e6; }} tr.unevaluated td {{ background: #fff4d6; }}
 </style></head>
 <body data-hosts="{hosts}">
 <h1>afemu rehearse {title}</h1>
-<p>Profile {profile}; {duration:.0} ms; traffic on {host_list}.</p>
+<p>Profile {profile}; faults: {faults}; {duration:.0} ms; traffic on {host_list}.</p>{replayed}
 <p class="verdict {verdict_class}">{verdict}</p>
 <h2>Timeline</h2>
 {svg}
@@ -432,6 +659,14 @@ window.addEventListener('load', function () {{
         title = escape(&report.runbook),
         hosts = report.hosts.len(),
         profile = report.profile,
+        faults = escape(&report.faults),
+        replayed = report
+            .replayed
+            .as_ref()
+            .map_or_else(String::new, |r| format!(
+                "<p class=\"replayed\">Replayed: {}</p>",
+                escape(r)
+            )),
         duration = report.duration_ms,
         host_list = escape(&report.hosts.join(", ")),
         verdict_class = if report.passed { "passed" } else { "failedv" },

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::Outcome;
+
 /// One request as the journal recorded it (local or fetched from `/_afemu/journal`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 pub struct Request {
@@ -19,6 +21,9 @@ pub struct Request {
     pub app: Option<String>,
     #[serde(default)]
     pub instance: Option<u32>,
+    /// The version the instance runs (v1's `<droplet>-<run_count>`).
+    #[serde(default)]
+    pub version: Option<String>,
     #[serde(default)]
     pub router_error: Option<String>,
     #[serde(default)]
@@ -32,6 +37,11 @@ impl Request {
             .as_deref()
             .is_some_and(|e| e != "bad-request")
     }
+
+    /// Answered by the app itself (not the router's own page).
+    pub fn served_by(&self, app: &str) -> bool {
+        self.router_error.is_none() && self.app.as_deref() == Some(app)
+    }
 }
 
 /// The whole report.
@@ -39,6 +49,10 @@ impl Request {
 pub struct Report {
     pub runbook: String,
     pub profile: String,
+    /// The faults the emulator ran with, in a phrase (`none`).
+    pub faults: String,
+    /// With `--replay`: what the traffic saw at the end of the schedule.
+    pub replayed: Option<String>,
     /// When the rehearsal began, in microseconds since the Unix epoch; times below are
     /// milliseconds from then.
     pub started_us: u64,
@@ -61,15 +75,16 @@ pub struct Report {
 pub struct StepReport {
     pub line: usize,
     pub text: String,
-    /// `setup` (before traffic), `step` (an af command), or `directive`.
+    /// `setup` (before traffic), `step` (an af command), `directive`, or `end` (after the last
+    /// line: every route change lands, every traffic host is asked once more).
     pub kind: String,
     pub started_ms: f64,
     pub took_ms: f64,
-    /// What happened: `ok`, `failed`, `timed out`, `skipped`.
+    /// What happened: `ok`, `failed …`, `timed out …`, or `not run` (after a failed line).
     pub result: String,
     /// What af printed (kept for every af step; shown when it failed).
     pub output: String,
-    /// The traffic from the step's start to the next step's, per host.
+    /// The requests sent from the step's start to the next step's, per host.
     pub traffic: BTreeMap<String, TrafficStats>,
 }
 
@@ -93,7 +108,7 @@ pub struct Expectation {
     pub name: String,
     /// The runbook line that states it (none for the implied ones).
     pub line: Option<usize>,
-    pub passed: bool,
+    pub outcome: Outcome,
     pub detail: String,
     /// The first offending requests, each with the step it fell in.
     pub offending: Vec<Offending>,
@@ -109,6 +124,10 @@ pub struct Offending {
     /// The runbook line and text of the step the request fell in.
     pub step_line: usize,
     pub step: String,
+    /// When that line is a directive (a wait, say): the last af command before it, which is
+    /// what changed the routes.
+    #[serde(default)]
+    pub after: Option<String>,
 }
 
 /// A request on the timeline: when, which host (index into `hosts`), who served it (an app
@@ -146,6 +165,52 @@ pub fn stats<'a>(requests: impl IntoIterator<Item = &'a Request>, started_us: u6
 }
 
 /// The nearest-rank percentile of sorted values.
+/// Who answered some requests, as shares: `example2 60%, example 30%, default error page 10%`
+/// (the router's own pages are a share of their own, never an app's).
+pub fn shares<'a>(requests: impl IntoIterator<Item = &'a Request>) -> String {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut errors = 0u64;
+    let mut total = 0u64;
+    for request in requests {
+        total += 1;
+        if request.is_default_error_page() {
+            errors += 1;
+        } else {
+            let who = match (&request.app, &request.router_error) {
+                (Some(app), None) => app.clone(),
+                (_, Some(error)) => format!("router {error}"),
+                (None, None) => "nothing".into(),
+            };
+            *counts.entry(who).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<(u64, String)> = counts.into_iter().map(|(who, n)| (n, who)).collect();
+    parts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    if errors > 0 {
+        parts.push((errors, "default error page".into()));
+    }
+    parts
+        .iter()
+        .map(|(n, who)| format!("{who} {}", percent(*n, total)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A share in whole percent, never rounded to 0% or 100% when it is neither.
+pub fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    let value = 100.0 * part as f64 / whole as f64;
+    if part > 0 && value < 1.0 {
+        "<1%".into()
+    } else if part < whole && value > 99.0 {
+        ">99%".into()
+    } else {
+        format!("{value:.0}%")
+    }
+}
+
 pub fn percentile(sorted: &[f64], fraction: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -172,6 +237,7 @@ mod tests {
             status: if error.is_some() { 404 } else { 200 },
             app: app.map(Into::into),
             instance: app.map(|_| 0),
+            version: app.map(|_| "v-1".into()),
             router_error: error.map(Into::into),
             aborted: false,
         }
@@ -196,6 +262,19 @@ mod tests {
         assert_eq!(stats.first_error_ms, Some(25.0));
         assert_eq!(stats.p50_ms, Some(3.0));
         assert_eq!(stats.p99_ms, Some(10.0));
+    }
+
+    #[test]
+    fn error_pages_are_a_share_of_their_own() {
+        let mut requests = vec![request(1, 1, Some("example"), None)];
+        requests.extend((0..3).map(|i| request(2 + i, 1, None, Some("no-route"))));
+        assert_eq!(shares(&requests), "example 25%, default error page 75%");
+        let many: Vec<Request> = (0..300)
+            .map(|i| request(i, 1, Some("example"), None))
+            .chain([request(400, 1, None, Some("timeout"))])
+            .collect();
+        assert_eq!(shares(&many), "example >99%, default error page <1%");
+        assert_eq!(shares(&[]), "");
     }
 
     #[test]
