@@ -43,6 +43,10 @@ pub async fn run(
     let router_task = tokio::spawn(platform.router().clone().serve(router, shutdown.clone()));
     tokio::spawn(reap_crashes(platform.clone(), shutdown.clone()));
     let app = crate::api::api(platform.clone());
+    // As every server here: no Nagle delay between a response's head and its body.
+    let api = axum::serve::ListenerExt::tap_io(api, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let serve = axum::serve(
         api,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -30,6 +30,11 @@ pub(crate) async fn serve(
                 }
             },
         ));
+    // The body follows the head in a second write; without TCP_NODELAY it waits for the head's
+    // ACK, which a kept-alive peer (the router's pooled connection) delays by 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

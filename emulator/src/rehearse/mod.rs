@@ -718,7 +718,10 @@ async fn last_look(
             }
         }
     }
-    wanted.into_iter().map(|(host, left)| (host, left == 0)).collect()
+    wanted
+        .into_iter()
+        .map(|(host, left)| (host, left == 0))
+        .collect()
 }
 
 /// Judges the expectations from the requests.
