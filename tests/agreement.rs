@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use afemu::check::{self, Breach, CheckOptions, Schedule};
-use afemu::model::strategy::proptest;
-use afemu::model::{Model, Step, strategy};
-use afemu::rehearse::{self, Options};
-use afemu::runbook::Runbook;
+use afemu::procedure::check::{self, Breach, CheckOptions, Schedule};
+use afemu::procedure::model::strategy::proptest;
+use afemu::procedure::model::{Model, Step, strategy};
+use afemu::procedure::rehearse::{self, Options};
+use afemu::procedure::runbook::Runbook;
 use afemu::{Faults, Profile, RouteDelay};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};

@@ -136,15 +136,15 @@ fn the_counter_example_is_written_as_a_schedule() {
         ],
     );
     assert_eq!(code, 1, "{out}");
-    let schedule: afemu::check::Schedule =
+    let schedule: afemu::procedure::check::Schedule =
         serde_json::from_str(&std::fs::read_to_string(&schedule).unwrap()).unwrap();
     assert_eq!(schedule.route_delay.as_deref(), Some("0ns..50ms"));
     assert_eq!(schedule.breach.host(), Some("example.aws.af.cm"));
     assert!(matches!(
         schedule.moves.last(),
-        Some(afemu::check::Move::Request { status: 404, .. })
+        Some(afemu::procedure::check::Move::Request { status: 404, .. })
     ));
-    let report: afemu::check::CheckReport =
+    let report: afemu::procedure::check::CheckReport =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(!report.passed());
     assert_eq!(report.counter_examples[0].moves, schedule.moves);

@@ -71,7 +71,7 @@ async fn run_af(program: &Path, home: &Path, cwd: &Path, line: &str, stdin: &str
 
 /// Asserts that every host got traffic and none of it saw a router page or no answer.
 fn assert_no_default_error_page(
-    tallies: &std::collections::BTreeMap<String, afemu::traffic::HostTally>,
+    tallies: &std::collections::BTreeMap<String, afemu::procedure::traffic::HostTally>,
 ) {
     for (host, tally) in tallies {
         assert!(tally.requests > 0, "{host} got no traffic");

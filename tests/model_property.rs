@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use afemu::cli::{ClientError, V1Client};
-use afemu::model::strategy::proptest;
-use afemu::model::{Model, Step, strategy};
+use afemu::procedure::model::strategy::proptest;
+use afemu::procedure::model::{Model, Step, strategy};
 use afemu::{Emulator, Profile};
 use common::fixture;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
@@ -183,7 +183,7 @@ async fn unmap_needs_the_uri_as_stored() {
 /// find one and shrink it to a single step that leaves the host without a backend.
 #[test]
 fn the_interleaving_property_shrinks_to_a_minimal_counter_example() {
-    use afemu::check::{CheckOptions, no_default_error_page};
+    use afemu::procedure::check::{CheckOptions, no_default_error_page};
     let setup = [
         Step::Push {
             app: "blue".into(),

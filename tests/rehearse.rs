@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use afemu::check::Outcome;
-use afemu::rehearse::report::{Expectation, Report};
+use afemu::procedure::check::Outcome;
+use afemu::procedure::rehearse::report::{Expectation, Report};
 
 struct Rehearsal {
     code: i32,

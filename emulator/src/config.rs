@@ -144,12 +144,52 @@ pub struct Config {
     pub defect_skip_one_unregister: bool,
 }
 
+/// The route-delay fault: every change waits a uniformly random time in `min..=max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteDelay {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl std::str::FromStr for RouteDelay {
+    type Err = String;
+    /// `MIN..MAX` (`0..50ms`, `10ms..1s`), or one duration for a fixed delay.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parse = |part: &str| -> Result<Duration, String> {
+            let part = part.trim();
+            if part == "0" {
+                return Ok(Duration::ZERO);
+            }
+            humantime::parse_duration(part).map_err(|e| format!("{part:?}: {e}"))
+        };
+        let (min, max) = match text.split_once("..") {
+            Some((min, max)) => (parse(min)?, parse(max)?),
+            None => {
+                let fixed = parse(text)?;
+                (fixed, fixed)
+            }
+        };
+        if min > max {
+            return Err(format!(
+                "route delay {text:?}: the minimum is above the maximum"
+            ));
+        }
+        Ok(RouteDelay { min, max })
+    }
+}
+
+impl std::fmt::Display for RouteDelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}..{:?}", self.min, self.max)
+    }
+}
+
 /// The faults afemu can inject, all seeded and reproducible.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Faults {
     /// v1's asynchronous route propagation: each app's route changes reach the router after a
     /// random delay in this range, in order per app, in any order across apps.
-    pub route_delay: Option<crate::route_feed::RouteDelay>,
+    pub route_delay: Option<RouteDelay>,
     /// The seed of every random choice the faults make.
     pub seed: u64,
     /// Extra boot time for these apps (by name).
@@ -205,7 +245,7 @@ impl Config {
             service_credentials: ServiceCredentials::default(),
             faults: Faults::default(),
             state_file: None,
-            admin_token: crate::state::random_hex(16),
+            admin_token: crate::clock::random_hex(16),
             defect_skip_one_unregister: false,
         }
     }
@@ -352,7 +392,7 @@ pub struct FaultArgs {
     /// Fault: route changes reach the router after a random delay in MIN..MAX (e.g. 0..50ms), in
     /// order per app, in any order across apps, as v1's NATS delivered them.
     #[arg(long, env = "AFEMU_ROUTE_DELAY")]
-    pub route_delay: Option<crate::route_feed::RouteDelay>,
+    pub route_delay: Option<RouteDelay>,
     /// Fault: how a stop treats requests in flight: drain them (afemu's default) or cut them
     /// (hard, as v1's SIGKILL did).
     #[arg(long, env = "AFEMU_STOP", value_parser = ["drain", "hard"], default_value = "drain")]

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::staging::{self, ResourcePool};
+use crate::control::packages::{self, ResourcePool};
 
 /// What an upload came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,13 +25,13 @@ pub fn check_and_unpack(
     scratch: &Path,
     max_unpacked: u64,
 ) -> UploadOutcome {
-    if staging::check_zip(zip, max_unpacked).is_err() {
+    if packages::check_zip(zip, max_unpacked).is_err() {
         return UploadOutcome::Refused;
     }
     let Ok(pool) = ResourcePool::new(scratch.join("pool")) else {
         return UploadOutcome::FailedToUnpack;
     };
-    match staging::unpack(zip, &[], &pool, dest, max_unpacked) {
+    match packages::unpack(zip, &[], &pool, dest, max_unpacked) {
         Ok(()) => UploadOutcome::Unpacked,
         Err(_) => UploadOutcome::FailedToUnpack,
     }
@@ -39,7 +39,7 @@ pub fn check_and_unpack(
 
 /// Parses the `resources` part of an upload; the relative paths it would write to, when valid.
 pub fn parse_resources(json: &[u8]) -> Option<Vec<std::path::PathBuf>> {
-    staging::parse_resources(json)
+    packages::parse_resources(json)
         .ok()
         .map(|resources| resources.into_iter().map(|r| r.path).collect())
 }

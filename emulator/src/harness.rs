@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Profile};
-use crate::platform::Platform;
+use crate::control::Platform;
 
 /// The user `Emulator::client` is logged in as.
 pub const TEST_USER: &str = "tester@afemu.local";

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::Platform;
+use crate::control::Platform;
 
 /// How long shutdown waits for API requests in flight (a long-polling journal read, say).
 const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -21,7 +21,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let state_file = platform.config().state_file.clone();
     if let Some(path) = &state_file {
-        crate::snapshot::remove_partial_writes(path);
+        crate::control::snapshot::remove_partial_writes(path);
     }
     if let Some(path) = &state_file
         && path.exists()
@@ -90,7 +90,7 @@ async fn save_state(platform: Platform, path: std::path::PathBuf, shutdown: Canc
                 let written = tokio::task::spawn_blocking(move || {
                     let bytes =
                         serde_json::to_vec_pretty(&snapshot).map_err(std::io::Error::other)?;
-                    crate::snapshot::write_atomically(&path, &bytes)
+                    crate::control::snapshot::write_atomically(&path, &bytes)
                 })
                 .await;
                 if let Ok(Err(error)) | Err(error) = written.map_err(std::io::Error::other) {

@@ -1,4 +1,4 @@
-//! The runbook parser (`afemu_emulator::runbook::Runbook::parse`), on any text: nothing panics;
+//! The runbook parser (`afemu_emulator::procedure::runbook::Runbook::parse`), on any text: nothing panics;
 //! an error names a line of the text (or line 0, the runbook as a whole); every item is
 //! well-formed (its line's own text, hosts as the router keys them, a rate above zero, durations
 //! that fit a deadline, named apps, af lines af accepts) and parses the same on its own; the
@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use afemu_emulator::check::{CheckOptions, check};
-use afemu_emulator::runbook::{ItemKind, LONGEST_WAIT, Runbook, model_step};
+use afemu_emulator::procedure::check::{CheckOptions, check};
+use afemu_emulator::procedure::runbook::{ItemKind, LONGEST_WAIT, Runbook, model_step};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -162,7 +162,7 @@ fn main() -> ExitCode {
 
 /// `afemu rehearse`: runs it, prints the report, writes the files asked for.
 async fn rehearse(args: RehearseArgs) -> ExitCode {
-    use afemu_emulator::rehearse::{self, Options, RehearseError, render};
+    use afemu_emulator::procedure::rehearse::{self, Options, RehearseError, render};
     let replay = match &args.replay {
         None => None,
         Some(path) => {
@@ -226,8 +226,8 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
 
 /// `afemu check`: pure, no emulator, no async.
 fn check(args: &CheckArgs) -> ExitCode {
-    use afemu_emulator::check::{self, CheckOptions, Schedule};
-    use afemu_emulator::runbook::Runbook;
+    use afemu_emulator::procedure::check::{self, CheckOptions, Schedule};
+    use afemu_emulator::procedure::runbook::Runbook;
     let runbook = match Runbook::load(&args.runbook) {
         Ok(runbook) => runbook,
         Err(error) => {

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::control::Platform;
 use crate::error::ApiError;
-use crate::platform::Platform;
 
 pub(super) fn routes(platform: &Platform) -> Router<Platform> {
     // A snapshot carries every app's bits.
@@ -81,7 +81,7 @@ async fn reset(State(platform): State<Platform>) -> StatusCode {
 /// `GET /_afemu/state`: everything set up, as one JSON document.
 async fn export_state(
     State(platform): State<Platform>,
-) -> Result<Json<crate::snapshot::Snapshot>, ApiError> {
+) -> Result<Json<crate::control::snapshot::Snapshot>, ApiError> {
     tokio::task::spawn_blocking(move || platform.export_state())
         .await
         .map_err(|e| ApiError::System(e.to_string()))?

@@ -9,9 +9,9 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::{AuthUser, V1Json};
+use crate::control::Platform;
+use crate::control::packages;
 use crate::error::ApiError;
-use crate::platform::Platform;
-use crate::staging;
 
 pub(super) fn routes(platform: &Platform) -> Router<Platform> {
     // Multipart framing adds a little to the upload itself.
@@ -141,7 +141,7 @@ async fn upload(
             }
             "resources" => {
                 let bytes = field.bytes().await.map_err(multipart_error)?;
-                resources = staging::parse_resources(&bytes)?;
+                resources = packages::parse_resources(&bytes)?;
             }
             // `_method=put` and anything else a client adds.
             _ => {}

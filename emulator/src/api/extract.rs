@@ -6,8 +6,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde_json::Value;
 
+use crate::control::Platform;
 use crate::error::ApiError;
-use crate::platform::Platform;
 
 /// The user a request acts as: from the raw token in `AUTHORIZATION` (v1 sent no "Bearer"), or the
 /// `PROXY-USER` an admin names.

@@ -11,9 +11,9 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::AuthUser;
+use crate::control::Platform;
+use crate::dea::files::{self, Resolved};
 use crate::error::ApiError;
-use crate::files::{self, Resolved};
-use crate::platform::Platform;
 
 pub(super) fn routes() -> Router<Platform> {
     Router::new()

@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
 
-use crate::platform::Platform;
+use crate::control::Platform;
 
 pub(super) fn routes() -> Router<Platform> {
     Router::new()

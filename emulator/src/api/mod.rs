@@ -13,7 +13,7 @@ mod users;
 use axum::Router;
 use axum::http::StatusCode;
 
-use crate::platform::Platform;
+use crate::control::Platform;
 
 pub(crate) use extract::{AuthUser, V1Json};
 

@@ -8,9 +8,9 @@ use axum::{Json, Router};
 use serde_json::Value;
 
 use super::{AuthUser, V1Json};
+use crate::control::Platform;
+use crate::control::services;
 use crate::error::ApiError;
-use crate::platform::Platform;
-use crate::services;
 
 pub(super) fn routes() -> Router<Platform> {
     Router::new()

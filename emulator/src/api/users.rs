@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::{AuthUser, V1Json};
+use crate::control::Platform;
 use crate::error::ApiError;
-use crate::platform::Platform;
 
 pub(super) fn routes() -> Router<Platform> {
     Router::new()

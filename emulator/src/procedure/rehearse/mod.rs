@@ -27,11 +27,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Outcome, Schedule};
 use crate::config::{Faults, Profile};
 use crate::harness::Emulator;
-use crate::runbook::{Await, Item, ItemKind, Runbook, RunbookError};
-use crate::traffic::Traffic;
+use crate::procedure::check::{Outcome, Schedule};
+use crate::procedure::runbook::{Await, Item, ItemKind, Runbook, RunbookError};
+use crate::procedure::traffic::Traffic;
 use oracle::Oracle;
 use report::{Expectation, Offending, Report, Request, StepReport, TimelinePoint, ms_since, stats};
 

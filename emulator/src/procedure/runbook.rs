@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use afemu_cli::{CommandLine, parse_command};
 
-use crate::model::Step;
+use crate::procedure::model::Step;
 
 /// A parsed runbook.
 #[derive(Clone, Debug, PartialEq)]
@@ -557,10 +557,10 @@ pub fn model_step(
 /// The emulator refuses more than `MAX_INSTANCES` instances of an app, so the model does too
 /// (and does not build registrations for billions of them).
 fn within_limit(instances: u32) -> Result<u32, String> {
-    if u64::from(instances) > crate::app_update::MAX_INSTANCES {
+    if u64::from(instances) > crate::control::MAX_INSTANCES {
         return Err(format!(
             "{instances} instances: the emulator allows at most {}",
-            crate::app_update::MAX_INSTANCES
+            crate::control::MAX_INSTANCES
         ));
     }
     Ok(instances)

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value};
 
+use super::state::AppState;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The fields of an app document the platform acts on; `None` means "not sent, leave it".
 #[derive(Debug, Default, PartialEq)]
@@ -28,7 +28,7 @@ pub(crate) struct AppUpdate {
     pub(crate) infra: Option<String>,
 }
 
-pub(crate) const MAX_INSTANCES: u64 = 100;
+pub const MAX_INSTANCES: u64 = 100;
 /// A terabyte per instance: more than any account allows, small enough never to overflow.
 pub(crate) const MAX_MEMORY_MB: u64 = 1 << 20;
 

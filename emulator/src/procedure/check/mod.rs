@@ -26,9 +26,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use afemu_cli::parse_command;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Model, Step};
-use crate::route_feed::RouteDelay;
-use crate::runbook::{Await, ItemKind, Runbook, model_step};
+use crate::control::route_feed::RouteDelay;
+use crate::procedure::model::{Model, Step};
+use crate::procedure::runbook::{Await, ItemKind, Runbook, model_step};
 use zone::Zone;
 
 /// The faults `check` can reason about, as `afemu serve` and `afemu rehearse` take them.
@@ -1047,7 +1047,7 @@ pub fn check_steps(
     steps: &[Step],
     watched: &[&str],
     options: CheckOptions,
-) -> Result<CheckReport, crate::runbook::RunbookError> {
+) -> Result<CheckReport, crate::procedure::runbook::RunbookError> {
     let mut text = String::new();
     for step in setup {
         text.push_str(&step.to_string());
@@ -1073,9 +1073,9 @@ pub fn check_steps(
 /// Steps the platform would refuse are skipped, so generated procedures need not be valid.
 ///
 /// ```
-/// use afemu_emulator::check::{CheckOptions, no_default_error_page};
-/// use afemu_emulator::model::Step;
-/// use afemu_emulator::model::strategy::{procedure, proptest};
+/// use afemu_emulator::procedure::check::{CheckOptions, no_default_error_page};
+/// use afemu_emulator::procedure::model::Step;
+/// use afemu_emulator::procedure::model::strategy::{procedure, proptest};
 /// use proptest::test_runner::{Config, TestRunner};
 ///
 /// let setup = [Step::Push { app: "blue".into(), uris: vec!["www.a.com".into()], instances: 1, start: true }];

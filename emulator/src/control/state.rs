@@ -1,18 +1,20 @@
-//! The platform's state: users, tokens, apps and their instances. Plain data with synchronous
-//! methods; the [`crate::platform::Platform`] handle owns it behind one lock and derives the route
-//! table from it after every change, so the table can never disagree with the apps.
+//! The controller's state: users, tokens, apps and the records of their instances — what v1's
+//! cloud controller kept in its database, plus the router registrations it derives from them.
+//! Plain data with synchronous methods: processes, directories and ports are the DEA's, known
+//! here only by instance id. The [`Platform`](super::Platform) handle owns it behind one lock and
+//! derives the route table from it after every change, so the table can never disagree with the
+//! apps.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use afemu_router::{Backend, normalise_host};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
+use super::services::Service;
 use crate::error::ApiError;
-use crate::runtime::{InstanceCommand, StartPlan};
 
 #[derive(Debug)]
 pub(crate) struct User {
@@ -71,18 +73,11 @@ pub(crate) struct Package {
     /// Identifies the bits: sha1 of the zip and of the resource list.
     pub(crate) hash: String,
     pub(crate) zip: PathBuf,
-    pub(crate) resources: Vec<crate::staging::Resource>,
+    pub(crate) resources: Vec<super::packages::Resource>,
 }
 
-/// The staged app: unpacked bits and how to run them.
-#[derive(Clone, Debug)]
-pub(crate) struct Droplet {
-    pub(crate) hash: String,
-    pub(crate) dir: PathBuf,
-    pub(crate) plan: StartPlan,
-}
-
-/// One running (or starting) instance, owned by its supervisor task.
+/// One instance, as the controller knows it: what the DEA said of it, and its registration. The
+/// DEA runs it, known by `id`.
 #[derive(Debug)]
 pub(crate) struct Instance {
     pub(crate) index: u32,
@@ -91,11 +86,6 @@ pub(crate) struct Instance {
     pub(crate) state: InstanceState,
     /// When the instance entered its state, in epoch seconds (`since` in the API).
     pub(crate) since: u64,
-    pub(crate) started: Instant,
-    pub(crate) dir: PathBuf,
-    pub(crate) port: Option<u16>,
-    /// The app process (the leader of its process group), for stats; none for a static server.
-    pub(crate) pid: Option<u32>,
     /// The app version it runs (`<droplet sha1>-<run_count>`).
     pub(crate) version: Arc<str>,
     /// Set while the instance is RUNNING: what the route table holds.
@@ -103,7 +93,6 @@ pub(crate) struct Instance {
     /// Backends it had under an earlier name (a rename re-registers it): requests may still hold
     /// them, so a stop drains them too.
     pub(crate) retired: Vec<Arc<Backend>>,
-    pub(crate) control: mpsc::Sender<InstanceCommand>,
 }
 
 /// A crashed instance, as `/crashes` lists it.
@@ -114,8 +103,6 @@ pub(crate) struct Crash {
     pub(crate) since: u64,
     /// The same moment, precisely, for the health manager's flapping window.
     pub(crate) at: Instant,
-    /// The crashed instance's directory, kept (with its logs) until the crash is reaped.
-    pub(crate) dir: PathBuf,
 }
 
 /// One upload, as AppFog's `af history` lists them.
@@ -153,7 +140,8 @@ pub(crate) struct App {
     pub(crate) debug: Value,
     pub(crate) console: Value,
     pub(crate) package: Option<Package>,
-    pub(crate) droplet: Option<Droplet>,
+    /// The package last staged into a droplet (v1's `staged_package_hash`); the DEA has it.
+    pub(crate) staged: Option<String>,
     pub(crate) package_state: PackageState,
     /// Incremented on every start; part of `version` (`<hash>-<run_count>`).
     pub(crate) run_count: u64,
@@ -166,8 +154,8 @@ pub(crate) struct App {
 impl App {
     /// Whether the bits changed since the last staging.
     pub(crate) fn needs_staging(&self) -> bool {
-        match (&self.package, &self.droplet) {
-            (Some(package), Some(droplet)) => package.hash != droplet.hash,
+        match (&self.package, &self.staged) {
+            (Some(package), Some(staged)) => &package.hash != staged,
             (Some(_), None) => true,
             (None, _) => false,
         }
@@ -185,10 +173,7 @@ impl App {
 
     /// The app document, as `GET /apps/:name` returns it (CC `App#as_json`).
     pub(crate) fn document(&self) -> Value {
-        let staged_hash = self
-            .droplet
-            .as_ref()
-            .map_or_else(|| "0".repeat(40), |d| d.hash.clone());
+        let staged_hash = self.staged.clone().unwrap_or_else(|| "0".repeat(40));
         let mut staging = json!({"model": self.framework, "stack": self.runtime});
         if let Some(command) = &self.command {
             staging["command"] = json!(command);
@@ -228,7 +213,7 @@ pub(crate) struct State {
     pub(crate) apps: BTreeMap<u64, App>,
     pub(crate) next_app_id: u64,
     /// Provisioned services, in the order they were created.
-    pub(crate) services: Vec<crate::services::Service>,
+    pub(crate) services: Vec<Service>,
 }
 
 impl State {
@@ -300,12 +285,12 @@ impl State {
     pub(crate) fn services_of<'a>(
         &'a self,
         owner: &'a str,
-    ) -> impl Iterator<Item = &'a crate::services::Service> + 'a {
+    ) -> impl Iterator<Item = &'a Service> + 'a {
         self.services.iter().filter(move |s| s.owner == owner)
     }
 
     /// The services bound to an app, as its environment presents them.
-    pub(crate) fn bound_services(&self, app: &App) -> Vec<crate::services::Service> {
+    pub(crate) fn bound_services(&self, app: &App) -> Vec<Service> {
         self.services_of(&app.owner)
             .filter(|s| app.services.contains(&s.name))
             .cloned()
@@ -318,20 +303,6 @@ impl State {
             .map(|app| app.memory_mb.saturating_mul(u64::from(app.instances)))
             .fold(0, u64::saturating_add)
     }
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn epoch_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// `n` random bytes as lower-case hex.
-pub(crate) fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    rand::fill(&mut buffer[..]);
-    hex::encode(buffer)
 }
 
 /// v1's app names: `/^[\w-]+$/`.
@@ -352,7 +323,7 @@ pub(crate) fn validate_app_name(name: &str) -> Result<(), ApiError> {
 
 /// Normalises a URI as the cloud controller did (scheme stripped, lower-cased, trimmed) and
 /// checks it is a host name with an optional port. Returns the form that is stored.
-pub(crate) fn normalise_uri(raw: &str) -> Result<String, ApiError> {
+pub fn normalise_uri(raw: &str) -> Result<String, ApiError> {
     let invalid = || ApiError::InvalidUri(raw.to_owned());
     let mut uri = raw.trim();
     for scheme in ["http://", "https://"] {

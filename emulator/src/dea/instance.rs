@@ -1,8 +1,8 @@
-//! The app runtime, as v1's DEA ran instances: each instance is a task (its supervisor) that owns
-//! whatever runs the app — a child process for an app with a start command, or a built-in static
-//! file server — on its own loopback port. The supervisor reports STARTING → RUNNING only once the
-//! port accepts a connection, and reports a crash when the app dies unasked. Nothing else touches
-//! the process: commands come in over a channel (STYLE.md §8).
+//! An instance, as v1's DEA ran one: a task (its supervisor) that owns whatever runs the app — a
+//! child process for an app with a start command, or the built-in static file server — on its own
+//! loopback port. The supervisor reports RUNNING only once the port accepts a connection, and a
+//! crash when the app dies unasked. Nothing else touches the process: commands come in over a
+//! channel.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,27 +14,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::platform::Platform;
-use crate::state::Droplet;
-use crate::watchdog::Watchdog;
-
-/// How a staged app is run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StartPlan {
-    /// The built-in static file server, for an app with an `index.html` and no start command.
-    Static,
-    /// A start command, run by `/bin/sh` in the app directory; with `port_args`, `-p <port>` is
-    /// appended, as v1's staged `startup` script did (`<command> $@`).
-    Command { command: String, port_args: bool },
-}
+use super::Dea;
+use super::stager::{Droplet, StartPlan};
+use super::watchdog::Watchdog;
+use crate::bus::{EnvTemplate, StartRequest};
+use crate::clock::{epoch_seconds, time_of_day_utc};
 
 /// What an instance's supervisor can be told.
 #[derive(Debug)]
-pub(crate) enum InstanceCommand {
-    /// Stop: the instance is already unregistered; drain the requests still using `backend`,
-    /// kill, remove the instance directory, then reply.
+pub(super) enum InstanceCommand {
+    /// Stop: the instance is already unregistered; wait (up to `drain`, when there is one) until
+    /// nothing holds `backends` any more, kill, remove the instance directory, then reply.
     Stop {
         backends: Vec<Arc<afemu_router::Backend>>,
+        drain: Option<Duration>,
         reply: oneshot::Sender<()>,
     },
     /// Fault: die now, as if the app crashed (its process group gets SIGKILL).
@@ -44,43 +37,15 @@ pub(crate) enum InstanceCommand {
     Hang,
 }
 
-/// Everything the app's environment is made of, apart from what depends on the instance.
-#[derive(Clone, Debug)]
-pub(crate) struct EnvTemplate {
-    pub(crate) app_name: String,
-    pub(crate) owner: String,
-    pub(crate) uris: Vec<String>,
-    pub(crate) version: String,
-    pub(crate) runtime: Option<String>,
-    pub(crate) memory_mb: u64,
-    pub(crate) disk_mb: u64,
-    pub(crate) fds: u64,
-    /// The user's `env` entries (`K=V`); `vcap_`/`vmc_` names are dropped, as v1's CC did.
-    pub(crate) user_env: Vec<String>,
-    /// `VCAP_SERVICES`, `VMC_SERVICES` and `VMC_<VENDOR>` for the bound services.
-    pub(crate) services_env: Vec<(String, String)>,
-}
-
-/// One instance to start.
-#[derive(Debug)]
-pub(crate) struct Launch {
-    pub(crate) app_id: u64,
-    pub(crate) index: u32,
-    pub(crate) instance_id: Arc<str>,
-    pub(crate) droplet: Droplet,
-    pub(crate) dir: PathBuf,
-    pub(crate) env: EnvTemplate,
-}
-
 /// The v1 environment of an instance (spec/v1-runtime.md §6), plus `PORT` (documented extra).
-pub(crate) fn instance_env(
+fn instance_env(
     template: &EnvTemplate,
     instance_id: &str,
     index: u32,
     port: u16,
     dir: &Path,
 ) -> Vec<(String, String)> {
-    let now = time_of_day_utc(crate::state::epoch_seconds());
+    let now = time_of_day_utc(epoch_seconds());
     let vcap_application = json!({
         "instance_id": instance_id,
         "instance_index": index,
@@ -90,7 +55,7 @@ pub(crate) fn instance_env(
         "version": template.version,
         "start": now,
         "runtime": template.runtime,
-        "state_timestamp": crate::state::epoch_seconds(),
+        "state_timestamp": epoch_seconds(),
         "port": port,
         "limits": {
             "fds": template.fds,
@@ -140,28 +105,6 @@ pub(crate) fn instance_env(
         env.push((name.to_owned(), value.to_owned()));
     }
     env
-}
-
-/// `YYYY-MM-DD HH:MM:SS +0000`, the format of `VCAP_APPLICATION.start`.
-pub(crate) fn time_of_day_utc(epoch_seconds: u64) -> String {
-    let days = (epoch_seconds / 86_400) as i64;
-    let secs = epoch_seconds % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} +0000",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
 }
 
 /// What runs an instance.
@@ -281,21 +224,23 @@ impl Running {
     }
 }
 
-/// Runs one instance from start to stop or crash. Spawned by the platform; reports back to it.
-pub(crate) async fn supervise(
-    platform: Platform,
-    launch: Launch,
+/// Runs one instance from start to stop or crash, in `dir`, reporting to the DEA.
+pub(super) async fn supervise(
+    dea: Dea,
+    request: StartRequest,
+    droplet: Droplet,
+    dir: PathBuf,
     mut commands: mpsc::Receiver<InstanceCommand>,
 ) {
-    let shutdown = platform.shutdown_token();
-    let timing = platform.config().timing;
-    let app_id = launch.app_id;
-    let instance_id = launch.instance_id.clone();
-    let crashed = |reason: &str| platform.instance_crashed(app_id, &instance_id, reason);
+    let shutdown = dea.inner.shutdown.clone();
+    let timing = dea.inner.timing;
+    let app_id = request.app_id;
+    let instance_id = request.instance_id.clone();
+    let crashed = |reason: &str| dea.crashed_instance(app_id, &instance_id, &dir, reason);
 
     let prepared = {
-        let droplet_dir = launch.droplet.dir.clone();
-        let dir = launch.dir.clone();
+        let droplet_dir = droplet.dir.clone();
+        let dir = dir.clone();
         tokio::task::spawn_blocking(move || prepare_instance_dir(&droplet_dir, &dir)).await
     };
     if let Err(reason) = prepared
@@ -308,17 +253,23 @@ pub(crate) async fn supervise(
 
     // Boot: start whatever runs the app (after the slow-start fault, if any), unless told to
     // stop first. A crash or hang asked for before the app runs is a crash at start.
-    let extra = platform.slow_start(app_id);
     let booting = async {
-        tokio::time::sleep(extra).await;
-        start(&launch, timing.boot, platform.watchdog()).await
+        tokio::time::sleep(request.slow_start).await;
+        start(
+            &request,
+            &droplet.plan,
+            &dir,
+            timing.boot,
+            &dea.inner.watchdog,
+        )
+        .await
     };
     let started = tokio::select! {
         started = booting => started,
         command = commands.recv() => {
             match command {
                 Some(InstanceCommand::Crash | InstanceCommand::Hang) => crashed("crashed at start (injected fault)"),
-                other => stopped(other, &launch.dir).await,
+                other => stopped(other, &dir).await,
             }
             return;
         }
@@ -338,7 +289,7 @@ pub(crate) async fn supervise(
 
     // Readiness: the port accepts a TCP connection, as the DEA checked it. An app with no URI
     // gets no traffic, so (as on v1) it counts as ready at once.
-    let needs_port = !launch.env.uris.is_empty();
+    let needs_port = !request.env.uris.is_empty();
     let ready = tokio::select! {
         ready = wait_until_listening(port, timing.readiness_poll, timing.readiness_timeout), if needs_port => ready,
         () = std::future::ready(()), if !needs_port => true,
@@ -350,7 +301,7 @@ pub(crate) async fn supervise(
             running.kill(timing.stop_grace).await;
             match command {
                 Some(InstanceCommand::Crash | InstanceCommand::Hang) => crashed("crashed at start (injected fault)"),
-                other => stopped(other, &launch.dir).await,
+                other => stopped(other, &dir).await,
             }
             return;
         }
@@ -367,25 +318,17 @@ pub(crate) async fn supervise(
         ));
         return;
     }
-    if !platform.instance_running(app_id, &instance_id, port, pid) {
-        // Stopped or deleted meanwhile: the stop command is on its way.
-        running.kill(timing.stop_grace).await;
-        stopped(commands.recv().await, &launch.dir).await;
-        return;
-    }
+    // RUNNING. If the controller no longer wants it, its stop command is on its way.
+    dea.running(app_id, &instance_id, port, pid);
 
     loop {
         tokio::select! {
             command = commands.recv() => match command {
-                Some(InstanceCommand::Stop { backends, reply }) => {
-                    // Unregistered already: let the requests in flight finish, then kill
-                    // (unless the stop-hard fault cuts them, as v1 did).
-                    if !platform.stop_hard() {
-                        // The router may route to it until its unregistration lands: a route
-                        // delay's worth on top of the drain.
-                        let deadline = tokio::time::Instant::now()
-                            + timing.drain
-                            + platform.longest_route_delay();
+                Some(InstanceCommand::Stop { backends, drain, reply }) => {
+                    // Unregistered already: let what the router still holds go first (unless
+                    // the stop-hard fault cuts it, as v1 did), then kill.
+                    if let Some(drain) = drain {
+                        let deadline = tokio::time::Instant::now() + drain;
                         for backend in backends {
                             let left = backend
                                 .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
@@ -396,7 +339,7 @@ pub(crate) async fn supervise(
                         }
                     }
                     running.kill(timing.stop_grace).await;
-                    finish_stop(Some(reply), &launch.dir).await;
+                    finish_stop(Some(reply), &dir).await;
                     return;
                 }
                 Some(InstanceCommand::Crash) => {
@@ -517,11 +460,13 @@ fn group_has_live_members(group: i32) -> bool {
 
 /// Starts the app and returns what runs it and the port it will listen on.
 async fn start(
-    launch: &Launch,
+    request: &StartRequest,
+    plan: &StartPlan,
+    dir: &Path,
     boot_delay: Duration,
     watchdog: &Arc<Watchdog>,
 ) -> Result<(Running, u16), String> {
-    match &launch.droplet.plan {
+    match plan {
         StartPlan::Static => {
             // The built-in server "boots" for the profile's boot time before it listens.
             tokio::time::sleep(boot_delay).await;
@@ -531,9 +476,9 @@ async fn start(
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
             let stop = CancellationToken::new();
             let (hang, hanging) = tokio::sync::watch::channel(false);
-            let server = tokio::spawn(crate::static_server::serve(
+            let server = tokio::spawn(super::static_server::serve(
                 listener,
-                launch.dir.join("app"),
+                dir.join("app"),
                 stop.clone(),
                 hanging,
             ));
@@ -541,14 +486,8 @@ async fn start(
         }
         StartPlan::Command { command, port_args } => {
             let port = free_port().await?;
-            let env = instance_env(
-                &launch.env,
-                &launch.instance_id,
-                launch.index,
-                port,
-                &launch.dir,
-            );
-            let child = spawn_app_process(command, *port_args, port, &launch.dir, env)?;
+            let env = instance_env(&request.env, &request.instance_id, request.index, port, dir);
+            let child = spawn_app_process(command, *port_args, port, dir, env)?;
             let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
             if let Some(pid) = child.id() {
                 watchdog.watch(pid as i32);
@@ -650,7 +589,10 @@ mod tests {
             disk_mb: 2048,
             fds: 256,
             user_env: user_env.iter().map(|s| s.to_string()).collect(),
-            services_env: crate::services::environment(&[]),
+            services_env: vec![
+                ("VCAP_SERVICES".into(), "{}".into()),
+                ("VMC_SERVICES".into(), "[]".into()),
+            ],
         }
     }
 
@@ -691,12 +633,5 @@ mod tests {
         assert_eq!(app["limits"]["disk"], 2048u64 * 1024 * 1024);
         assert_eq!(app["users"][0], "me@example.com");
         assert_eq!(app["port"], 61000);
-    }
-
-    #[test]
-    fn start_time_format() {
-        assert_eq!(time_of_day_utc(0), "1970-01-01 00:00:00 +0000");
-        assert_eq!(time_of_day_utc(1_299_207_348), "2011-03-04 02:55:48 +0000");
-        assert_eq!(time_of_day_utc(1_709_251_199), "2024-02-29 23:59:59 +0000");
     }
 }

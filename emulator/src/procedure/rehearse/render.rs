@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use comfy_table::{Cell, ContentArrangement, Table, presets};
 
 use super::report::{Expectation, Report, TrafficStats};
-use crate::check::Outcome;
+use crate::procedure::check::Outcome;
 
 /// The progress line on a terminal (nothing otherwise).
 #[derive(Clone)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::Outcome;
+use crate::procedure::check::Outcome;
 
 /// One request as the journal recorded it (local or fetched from `/_afemu/journal`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

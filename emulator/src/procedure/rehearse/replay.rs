@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use super::{RehearseError, Run};
-use crate::check::{Move, Schedule};
+use crate::control::Platform;
 use crate::harness::Emulator;
-use crate::platform::Platform;
-use crate::runbook::Runbook;
+use crate::procedure::check::{Move, Schedule};
+use crate::procedure::runbook::Runbook;
 
 /// How long a published change may take to come (staging and booting included).
 const PUBLISH_WAIT: Duration = Duration::from_secs(120);
@@ -156,7 +156,7 @@ async fn drive(
 async fn wait_published(
     platform: &Platform,
     change: usize,
-) -> Result<crate::route_feed::Submission, String> {
+) -> Result<crate::control::route_feed::Submission, String> {
     let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
     let mut events = platform.route_events();
     loop {

@@ -1,12 +1,16 @@
-//! Services, as far as an emulator takes them: the catalog v1 offered, provisioning records with
-//! credentials (there is no real database behind them: DESIGN.md §9), binding to apps, and the
-//! `VCAP_SERVICES` and `VMC_*` variables a bound app is started with.
+//! Services (v1's `services` resource), as far as an emulator takes them: the catalog v1
+//! offered, provisioning records with credentials (there is no real database behind them yet),
+//! binding to apps, and the `VCAP_SERVICES` and `VMC_*` variables a bound app is started with.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::state::random_hex;
+use crate::clock::random_hex;
+
+use super::Platform;
+use crate::clock::epoch_seconds;
+use crate::error::ApiError;
 
 /// One service on offer.
 #[derive(Clone, Copy, Debug)]
@@ -217,6 +221,115 @@ pub(crate) fn environment(bound: &[Service]) -> Vec<(String, String)> {
     env.push(("VCAP_SERVICES".into(), json!(vcap).to_string()));
     env.push(("VMC_SERVICES".into(), json!(vmc).to_string()));
     env
+}
+
+impl Platform {
+    /// `GET /services`: the user's provisioned services.
+    pub fn list_services(&self, user: &str) -> Vec<Value> {
+        self.state()
+            .services_of(user)
+            .map(Service::document)
+            .collect()
+    }
+
+    /// `GET /services/:name`.
+    pub fn service_document(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        self.state()
+            .services_of(user)
+            .find(|s| s.name == name)
+            .map(Service::document)
+            .ok_or(ApiError::ServiceNotFound)
+    }
+
+    /// `POST /services {vendor, version, type, tier, name, infra}`: provisions a record (there is
+    /// no real service behind it) with credentials, configurable per vendor.
+    pub fn create_service(&self, user: &str, body: &Value) -> Result<Value, ApiError> {
+        let text = |key: &str| -> Result<Option<String>, ApiError> {
+            match body.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(ApiError::BadRequest(format!(
+                    "{key} must be a string, not {other}"
+                ))),
+            }
+        };
+        if !body.is_object() {
+            return Err(ApiError::BadRequest(
+                "the service must be a JSON object".into(),
+            ));
+        }
+        let vendor = text("vendor")?
+            .ok_or_else(|| ApiError::BadRequest("a service needs a vendor".into()))?;
+        let version = text("version")?;
+        let offering = offering(&vendor, version.as_deref()).ok_or(ApiError::ServiceNotFound)?;
+        let name = match text("name")? {
+            Some(name) => name,
+            None => format!("{vendor}-{}", random_hex(2)),
+        };
+        validate_service_name(&name)?;
+        let infra = body
+            .get("infra")
+            .and_then(|i| i.get("provider"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut state = self.state();
+        if state.services_of(user).any(|s| s.name == name) {
+            return Err(ApiError::BadRequest(format!(
+                "a service named {name:?} already exists"
+            )));
+        }
+        let count = state.services_of(user).count();
+        let limit = self.inner.config.limits.services;
+        if count >= limit as usize {
+            return Err(ApiError::TooManyServices(count + 1, limit));
+        }
+        let service = Service {
+            owner: user.to_owned(),
+            name,
+            offering,
+            credentials: credentials(
+                offering,
+                self.inner.config.service_credentials.get(offering.vendor),
+            ),
+            created: epoch_seconds(),
+            infra,
+        };
+        let document = service.document();
+        state.services.push(service);
+        Ok(document)
+    }
+
+    /// `DELETE /services/:name`: unbinds it from the user's apps (they keep running until
+    /// restarted, as on v1) and forgets it.
+    pub fn delete_service(&self, user: &str, name: &str) -> Result<(), ApiError> {
+        let mut state = self.state();
+        let before = state.services.len();
+        state
+            .services
+            .retain(|s| !(s.owner == user && s.name == name));
+        if state.services.len() == before {
+            return Err(ApiError::ServiceNotFound);
+        }
+        for app in state.apps.values_mut().filter(|a| a.owner == user) {
+            app.services.retain(|s| s != name);
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn validate_service_name(name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "service name {name:?} may only contain letters, digits, '_' and '-'"
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -19,48 +19,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::config::RouteDelay;
+
 /// One app's registrations: `(host key, backend)`.
 pub(crate) type Entries = Vec<(Arc<str>, Arc<Backend>)>;
-
-/// The route-delay fault: every change waits a uniformly random time in `min..=max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteDelay {
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl std::str::FromStr for RouteDelay {
-    type Err = String;
-    /// `MIN..MAX` (`0..50ms`, `10ms..1s`), or one duration for a fixed delay.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let parse = |part: &str| -> Result<Duration, String> {
-            let part = part.trim();
-            if part == "0" {
-                return Ok(Duration::ZERO);
-            }
-            humantime::parse_duration(part).map_err(|e| format!("{part:?}: {e}"))
-        };
-        let (min, max) = match text.split_once("..") {
-            Some((min, max)) => (parse(min)?, parse(max)?),
-            None => {
-                let fixed = parse(text)?;
-                (fixed, fixed)
-            }
-        };
-        if min > max {
-            return Err(format!(
-                "route delay {text:?}: the minimum is above the maximum"
-            ));
-        }
-        Ok(RouteDelay { min, max })
-    }
-}
-
-impl std::fmt::Display for RouteDelay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}..{:?}", self.min, self.max)
-    }
-}
 
 #[derive(Default)]
 struct FeedState {

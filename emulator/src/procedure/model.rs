@@ -397,7 +397,7 @@ impl Model {
 
 /// A URI as the platform stores it, or the error it answers (v1's 700, `Invalid URI`).
 fn stored_uri(uri: &str) -> Result<String, ModelError> {
-    crate::state::normalise_uri(uri).map_err(|_| ModelError::InvalidUrl(uri.to_owned()))
+    crate::control::normalise_uri(uri).map_err(|_| ModelError::InvalidUrl(uri.to_owned()))
 }
 
 /// proptest strategies that generate procedures over a few apps and hosts.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use super::state::Crash;
 use crate::config::Timing;
-use crate::state::Crash;
 
 /// v1's `giveup_crash_number`.
 const GIVE_UP_AFTER: usize = 4;
@@ -82,7 +82,6 @@ mod tests {
             index,
             since: 0,
             at: std::time::Instant::now() - ago,
-            dir: Default::default(),
         }
     }
 

@@ -261,7 +261,7 @@ impl Oracle {
                 };
                 faults["route_delay"]
                     .as_str()
-                    .and_then(|d| d.parse::<crate::RouteDelay>().ok())
+                    .and_then(|d| d.parse::<crate::config::RouteDelay>().ok())
                     .map_or(Duration::ZERO, |d| d.max)
             }
         }
