@@ -321,7 +321,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let platform = Platform::new(config, &data_dir)
         .with_context(|| format!("cannot use the data directory {}", data_dir.display()))?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // Listening for the signals starts before the ready line: a SIGTERM right after it is
+    // already a graceful shutdown.
+    tokio::spawn(cancel_on_signal(signals(), shutdown.clone()));
     println!(
         "afemu ready: api http://{} router http://{} (profile {}, data {}, admin token {admin_token})",
         api.local_addr()?,
@@ -336,12 +338,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
+/// SIGINT and SIGTERM, listened for from now on (none if they cannot be).
+fn signals() -> Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
+    match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
+    ) {
+        (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+        _ => None,
+    }
+}
+
+async fn cancel_on_signal(
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    shutdown: CancellationToken,
+) {
+    let Some((mut interrupt, mut terminate)) = signals else {
         tracing::warn!("cannot listen for signals; stop afemu by killing it");
         return;
     };
