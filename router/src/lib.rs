@@ -33,6 +33,6 @@ pub mod table;
 pub use balance::Balance;
 pub use error_page::{ErrorPages, RouterError};
 pub use host::normalise_host;
-pub use journal::{Journal, JournalEntry};
+pub use journal::{Journal, JournalEntry, Refused};
 pub use proxy::{CLIENT_CLOSED_REQUEST, Router, RouterConfig, fuzzing};
 pub use table::{Backend, BackendSpec, HostRoute, RouteTable, Routes};

@@ -44,21 +44,42 @@ use crate::pool::{self, Connection};
 use crate::table::{Backend, HostRoute, Routes};
 
 /// How the router behaves; every field has v1's value (or afemu's documented choice) by default.
+///
+/// Every phase of an exchange has a limit of its own (`docs/ROUTER-THREATS.md`), so that no client
+/// and no app can hold a connection, a file descriptor or memory for longer than these say.
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
     pub balance: Balance,
     /// Stripped from hosts before lookup (default `.localhost`); empty to keep hosts as they are.
     pub dev_suffix: String,
     pub error_pages: ErrorPages,
-    /// How long a backend may take to send its response head: v1's router v2 waited 120 s; never
-    /// below 75 s by default, since clients of the time expected that much.
+    /// How long a backend may take to send its response head, from the moment the request has
+    /// been sent whole: v1's router v2 waited 120 s; never below 75 s by default, since clients of
+    /// the time expected that much.
     pub backend_timeout: Duration,
     /// How long to wait for a backend to accept the connection (router v2: 10 s).
     pub connect_timeout: Duration,
     /// A request carrying `X-Vcap-Trace: <trace_key>` gets `X-Vcap-Backend`/`X-Vcap-Router` back.
+    /// Empty (the default): no request does. v1's default key, "22", was public.
     pub trace_key: String,
-    /// How long a client may take to send a request head before the connection is dropped.
+    /// How long a client may take to send a request head, from its first byte; a client that
+    /// does not finish in time is disconnected.
     pub header_read_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept open waiting for the next request
+    /// (router v2's nginx: 75 s).
+    pub keep_alive_timeout: Duration,
+    /// How long each read of a request body from the client (and each write of it to the app)
+    /// may take before the request is given up with 408 (nginx's `client_body_timeout`: 60 s).
+    pub request_body_timeout: Duration,
+    /// How long each read of a response body from the app may take once its head has been
+    /// passed on (router v2's `proxy_read_timeout`: 120 s).
+    pub response_body_timeout: Duration,
+    /// How long each write to the client may take: a client that stops reading is disconnected
+    /// (nginx's `send_timeout`: 60 s).
+    pub client_write_timeout: Duration,
+    /// How long an idle pooled connection to an app is kept (the router's 60 s of old); idle
+    /// connections are looked at in the background, so one the app has closed is closed too.
+    pub pool_idle_timeout: Duration,
     /// How long shutdown waits for requests in flight before closing their connections.
     pub shutdown_grace: Duration,
 }
@@ -73,6 +94,11 @@ impl Default for RouterConfig {
             connect_timeout: Duration::from_secs(10),
             trace_key: "22".into(),
             header_read_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(75),
+            request_body_timeout: Duration::from_secs(60),
+            response_body_timeout: Duration::from_secs(120),
+            client_write_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -490,6 +516,7 @@ impl ClientConnection {
             instance: backend.map(|b| b.instance_index()),
             router_error: Some(error),
             aborted: written.is_err(),
+            refused: None,
         });
         if written.is_err() {
             After::Close
@@ -722,6 +749,7 @@ impl ClientConnection {
             instance: Some(backend.instance_index()),
             router_error: None,
             aborted,
+            refused: None,
         });
     }
 }
