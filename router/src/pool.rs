@@ -4,10 +4,17 @@
 //!
 //! A connection is a socket and its read buffer; it goes back on the stack only when the exchange
 //! it carried ended cleanly with nothing left over, and is looked at once more when it is taken
-//! (an app may close an idle connection at any time).
+//! (an app may close an idle connection at any time). The router also sweeps every pool in the
+//! background ([`ConnectionPool::reap`]), so that idle connections expire and those the app has
+//! closed are closed at once, not left half-closed until the next request to that app.
+//!
+//! Idle connections are bounded per backend and for the whole process ([`MAX_IDLE_TOTAL`]): file
+//! descriptors are a process-wide resource, and a pool of idle connections is the one place the
+//! router keeps them without a request to show for it.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -15,10 +22,13 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 /// The most idle connections kept per backend.
-const MAX_IDLE: usize = 1024;
+pub(crate) const MAX_IDLE: usize = 256;
 
-/// How long an idle connection is kept (hyper-util's default was 90 s; the router's was 60 s).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most idle connections kept by the whole process, over every backend.
+pub(crate) const MAX_IDLE_TOTAL: usize = 1024;
+
+/// How many idle connections every pool of the process holds now.
+static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// The read buffer a backend connection starts with.
 const BUFFER: usize = 8 * 1024;
@@ -60,12 +70,15 @@ pub(crate) struct ConnectionPool {
 }
 
 impl ConnectionPool {
-    /// The most recently used idle connection that is still open, if any.
-    pub(crate) fn checkout(&self) -> Option<Connection> {
+    /// The most recently used idle connection that is still open, if any; those idle for longer
+    /// than `idle_timeout` are closed on the way.
+    pub(crate) fn checkout(&self, idle_timeout: Duration) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((mut connection, since)) = idle.pop() {
-            if since.elapsed() > IDLE_TIMEOUT {
+            IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
+            if since.elapsed() > idle_timeout {
                 // The newest is too old, so all of them are.
+                IDLE_TOTAL.fetch_sub(idle.len(), Ordering::Relaxed);
                 idle.clear();
                 return None;
             }
@@ -78,21 +91,38 @@ impl ConnectionPool {
         None
     }
 
-    /// Puts back a connection whose exchange ended cleanly.
+    /// Puts back a connection whose exchange ended cleanly, unless this pool or the process
+    /// already keeps as many idle connections as it may (then it is closed).
     pub(crate) fn checkin(&self, connection: Connection) {
         debug_assert!(connection.buffer.is_empty());
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Connections left at the bottom by a past burst expire here, one per check-in.
-        if idle
-            .first()
-            .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
-        {
-            idle.remove(0);
-        }
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_IDLE && IDLE_TOTAL.fetch_add(1, Ordering::Relaxed) < MAX_IDLE_TOTAL {
             idle.push((connection, now));
+        } else if idle.len() < MAX_IDLE {
+            IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Closes the idle connections that have been idle for longer than `idle_timeout` and those
+    /// the app has closed (or sent something unasked on). Called by the router's sweep.
+    pub(crate) fn reap(&self, idle_timeout: Duration) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.is_empty() {
+            return;
+        }
+        let before = idle.len();
+        idle.retain(|(connection, since)| {
+            since.elapsed() <= idle_timeout && !connection.is_closed()
+        });
+        IDLE_TOTAL.fetch_sub(before - idle.len(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for ConnectionPool {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|e| e.into_inner());
+        IDLE_TOTAL.fetch_sub(idle.len(), Ordering::Relaxed);
     }
 }
 
