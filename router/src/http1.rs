@@ -122,6 +122,12 @@ pub(crate) enum FramingError {
     LengthAndEncoding,
     #[error("a Transfer-Encoding whose last coding is not chunked")]
     NotChunked,
+    /// `chunked,` or `gzip,,chunked`: RFC 9110 §5.6.1 lets a recipient skip empty elements, but
+    /// hyper (and so apps built on it) refuses them; a proxy more lenient than the app behind
+    /// it is how requests get smuggled, so the router refuses them too (found by the
+    /// differential test).
+    #[error("a Transfer-Encoding list with an empty element")]
+    EmptyCoding,
     #[error("Transfer-Encoding in an HTTP/1.0 message")]
     EncodingInHttp10,
 }
@@ -135,9 +141,25 @@ pub(crate) struct FramingHeaders {
     encoding: bool,
     /// Whether the last coding seen so far is `chunked`.
     chunked_last: bool,
+    /// A `Transfer-Encoding` had an empty list element.
+    empty_coding: bool,
 }
 
 impl FramingHeaders {
+    /// A request's `Content-Length`: one value per header. A list ("5, 5") is refused, as
+    /// hyper's server and nginx refuse it (RFC 9110 §8.6 lets a recipient do either; found by
+    /// the differential fuzz target); the same value in two headers is one value, forwarded
+    /// once.
+    pub(crate) fn request_content_length(&mut self, value: &[u8]) {
+        if value.contains(&b',') {
+            self.bad_length = true;
+        } else {
+            self.content_length(value);
+        }
+    }
+
+    /// A response's `Content-Length`, where a list of identical values is one value, as hyper's
+    /// client has it.
     pub(crate) fn content_length(&mut self, value: &[u8]) {
         // A list of identical values ("5, 5") is one value (RFC 9110 §8.6).
         let mut any = false;
@@ -158,6 +180,9 @@ impl FramingHeaders {
 
     pub(crate) fn transfer_encoding(&mut self, value: &[u8]) {
         self.encoding = true;
+        self.empty_coding |= value
+            .split(|&b| b == b',')
+            .any(|element| element.trim_ascii().is_empty());
         if let Some(last) = tokens(value).last() {
             self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
         }
@@ -182,7 +207,12 @@ impl FramingHeaders {
     }
 
     /// The framing of a response that can have a body: until the close unless it says otherwise.
-    pub(crate) fn response(&self) -> Result<Framing, FramingError> {
+    /// A `Transfer-Encoding` in an HTTP/1.0 response is faulty framing (RFC 9112 §6.1), as in a
+    /// request (found by the differential test: hyper refuses it, the router took it).
+    pub(crate) fn response(&self, http10: bool) -> Result<Framing, FramingError> {
+        if self.encoding && http10 {
+            return Err(FramingError::EncodingInHttp10);
+        }
         self.framing(Framing::UntilClose)
     }
 
@@ -191,6 +221,8 @@ impl FramingHeaders {
             return if self.length.is_some() || self.bad_length {
                 // Smuggling territory: refused rather than guessed (RFC 9112 §6.3, item 3).
                 Err(FramingError::LengthAndEncoding)
+            } else if self.empty_coding {
+                Err(FramingError::EmptyCoding)
             } else if self.chunked_last {
                 Ok(Framing::Chunked)
             } else {
@@ -691,10 +723,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn framing(headers: &[(&str, &str)]) -> FramingHeaders {
+        framing_as(headers, FramingHeaders::content_length)
+    }
+
+    fn request_framing(headers: &[(&str, &str)]) -> FramingHeaders {
+        framing_as(headers, FramingHeaders::request_content_length)
+    }
+
+    fn framing_as(
+        headers: &[(&str, &str)],
+        content_length: fn(&mut FramingHeaders, &[u8]),
+    ) -> FramingHeaders {
         let mut found = FramingHeaders::default();
         for (name, value) in headers {
             match classify(name) {
-                Kind::ContentLength => found.content_length(value.as_bytes()),
+                Kind::ContentLength => content_length(&mut found, value.as_bytes()),
                 Kind::TransferEncoding => found.transfer_encoding(value.as_bytes()),
                 _ => {}
             }
@@ -719,17 +762,25 @@ mod tests {
 
     #[test]
     fn request_framing_follows_rfc_9112() {
-        assert_eq!(framing(&[]).request(false), Ok(Framing::Length(0)));
+        assert_eq!(request_framing(&[]).request(false), Ok(Framing::Length(0)));
         assert_eq!(
-            framing(&[("Content-Length", "12")]).request(false),
+            request_framing(&[("Content-Length", "12")]).request(false),
             Ok(Framing::Length(12))
         );
         assert_eq!(
-            framing(&[("Content-Length", "5, 5"), ("content-length", "5")]).request(false),
+            request_framing(&[("Content-Length", "5"), ("content-length", "5")]).request(false),
             Ok(Framing::Length(5))
         );
         assert_eq!(
-            framing(&[("Transfer-Encoding", "gzip, Chunked")]).request(false),
+            request_framing(&[("Content-Length", "5, 5")]).request(false),
+            Err(FramingError::BadLength)
+        );
+        assert_eq!(
+            framing(&[("Content-Length", "5, 5")]).response(false),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            request_framing(&[("Transfer-Encoding", "gzip, Chunked")]).request(false),
             Ok(Framing::Chunked)
         );
         let refused = [
@@ -757,26 +808,43 @@ mod tests {
                 vec![("Transfer-Encoding", "identity")],
                 FramingError::NotChunked,
             ),
+            (
+                vec![("Transfer-Encoding", "chunked,")],
+                FramingError::EmptyCoding,
+            ),
+            (
+                vec![("Transfer-Encoding", "gzip, , chunked")],
+                FramingError::EmptyCoding,
+            ),
+            (vec![("Transfer-Encoding", "")], FramingError::EmptyCoding),
         ];
         for (headers, error) in refused {
-            assert_eq!(framing(&headers).request(false), Err(error), "{headers:?}");
+            assert_eq!(
+                request_framing(&headers).request(false),
+                Err(error),
+                "{headers:?}"
+            );
         }
         assert_eq!(
-            framing(&[("Transfer-Encoding", "chunked")]).request(true),
+            request_framing(&[("Transfer-Encoding", "chunked")]).request(true),
             Err(FramingError::EncodingInHttp10)
         );
     }
 
     #[test]
     fn response_framing_defaults_to_the_close() {
-        assert_eq!(framing(&[]).response(), Ok(Framing::UntilClose));
+        assert_eq!(framing(&[]).response(false), Ok(Framing::UntilClose));
         assert_eq!(
-            framing(&[("Content-Length", "0")]).response(),
+            framing(&[("Content-Length", "0")]).response(false),
             Ok(Framing::Length(0))
         );
         assert_eq!(
-            framing(&[("Transfer-Encoding", "chunked")]).response(),
+            framing(&[("Transfer-Encoding", "chunked")]).response(false),
             Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            framing(&[("Transfer-Encoding", "chunked")]).response(true),
+            Err(FramingError::EncodingInHttp10)
         );
         assert!(response_is_bodiless(true, 200));
         assert!(response_is_bodiless(false, 204));
