@@ -268,6 +268,9 @@ pub struct ServeArgs {
     /// How long the router waits for an app's response head once the request is sent (v1: 120 s).
     #[arg(long, env = "AFEMU_BACKEND_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
     pub backend_timeout: Duration,
+    /// How long an app's instance may take to accept the router's connection (v1: 10 s).
+    #[arg(long, env = "AFEMU_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
     /// How long a client may take to send a request head, from its first byte.
     #[arg(long, env = "AFEMU_REQUEST_HEAD_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub request_head_timeout: Duration,
@@ -349,6 +352,7 @@ impl ServeArgs {
         };
         config.router.dev_suffix = self.dev_suffix.clone();
         config.router.backend_timeout = self.backend_timeout;
+        config.router.connect_timeout = self.connect_timeout;
         config.router.header_read_timeout = self.request_head_timeout;
         config.router.request_body_timeout = self.request_body_timeout;
         config.router.response_body_timeout = self.response_body_timeout;
