@@ -2133,7 +2133,14 @@ pub mod fuzzing {
         loop {
             // Empty lines before a request line are skipped (RFC 9112 §2.2), by httparse as by
             // hyper: a stream that ends with them ends cleanly.
-            if stream[at..].iter().all(|&b| b == b'\r' || b == b'\n') {
+            let mut blank = &stream[at..];
+            while let Some(rest) = blank
+                .strip_prefix(b"\r\n")
+                .or_else(|| blank.strip_prefix(b"\n"))
+            {
+                blank = rest;
+            }
+            if blank.is_empty() {
                 return (messages, Ending::Clean);
             }
             let rest = &stream[at..];
