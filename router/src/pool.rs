@@ -8,9 +8,9 @@
 //! background ([`ConnectionPool::reap`]), so that idle connections expire and those the app has
 //! closed are closed at once, not left half-closed until the next request to that app.
 //!
-//! Idle connections are bounded per backend and for the whole process ([`MAX_IDLE_TOTAL`]): file
-//! descriptors are a process-wide resource, and a pool of idle connections is the one place the
-//! router keeps them without a request to show for it.
+//! Pooled connections are bounded per backend ([`MAX_IDLE`]) and for the whole process
+//! ([`MAX_IDLE_TOTAL`]): file descriptors are a process-wide resource, and a pool of idle
+//! connections is the one place the router keeps them without a request to show for it.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -24,11 +24,16 @@ use tokio::net::TcpStream;
 /// The most idle connections kept per backend.
 pub(crate) const MAX_IDLE: usize = 256;
 
-/// The most idle connections kept by the whole process, over every backend.
+/// The most connections the whole process keeps for reuse, over every backend: idle ones, and
+/// those taken from a pool that will go back to it. Past it, a new connection is closed after
+/// its exchange instead of pooled.
 pub(crate) const MAX_IDLE_TOTAL: usize = 1024;
 
-/// How many idle connections every pool of the process holds now.
-static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);
+/// How many connections of the process are poolable now. A connection is counted once, when it
+/// first goes into a pool, and uncounted when it closes: taking it out and putting it back for
+/// each request costs no shared atomic (two worker threads would pass its cache line back and
+/// forth on every request).
+static POOLED_TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// The read buffer a backend connection starts with.
 const BUFFER: usize = 8 * 1024;
@@ -41,6 +46,16 @@ pub(crate) struct Connection {
     pub(crate) buffer: BytesMut,
     /// Taken from the pool rather than opened for this request.
     pub(crate) reused: bool,
+    /// Counted in [`POOLED_TOTAL`] (until it closes).
+    counted: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.counted {
+            POOLED_TOTAL.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Connection {
@@ -75,10 +90,8 @@ impl ConnectionPool {
     pub(crate) fn checkout(&self, idle_timeout: Duration) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((mut connection, since)) = idle.pop() {
-            IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
             if since.elapsed() > idle_timeout {
                 // The newest is too old, so all of them are.
-                IDLE_TOTAL.fetch_sub(idle.len(), Ordering::Relaxed);
                 idle.clear();
                 return None;
             }
@@ -92,15 +105,20 @@ impl ConnectionPool {
     }
 
     /// Puts back a connection whose exchange ended cleanly, unless this pool or the process
-    /// already keeps as many idle connections as it may (then it is closed).
-    pub(crate) fn checkin(&self, connection: Connection) {
+    /// already keeps as many as it may (then it is closed).
+    pub(crate) fn checkin(&self, mut connection: Connection) {
         debug_assert!(connection.buffer.is_empty());
+        if !connection.counted {
+            if POOLED_TOTAL.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE_TOTAL {
+                POOLED_TOTAL.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            connection.counted = true;
+        }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE && IDLE_TOTAL.fetch_add(1, Ordering::Relaxed) < MAX_IDLE_TOTAL {
+        if idle.len() < MAX_IDLE {
             idle.push((connection, now));
-        } else if idle.len() < MAX_IDLE {
-            IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -108,21 +126,11 @@ impl ConnectionPool {
     /// the app has closed (or sent something unasked on). Called by the router's sweep.
     pub(crate) fn reap(&self, idle_timeout: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.is_empty() {
-            return;
+        if !idle.is_empty() {
+            idle.retain(|(connection, since)| {
+                since.elapsed() <= idle_timeout && !connection.is_closed()
+            });
         }
-        let before = idle.len();
-        idle.retain(|(connection, since)| {
-            since.elapsed() <= idle_timeout && !connection.is_closed()
-        });
-        IDLE_TOTAL.fetch_sub(before - idle.len(), Ordering::Relaxed);
-    }
-}
-
-impl Drop for ConnectionPool {
-    fn drop(&mut self) {
-        let idle = self.idle.get_mut().unwrap_or_else(|e| e.into_inner());
-        IDLE_TOTAL.fetch_sub(idle.len(), Ordering::Relaxed);
     }
 }
 
@@ -150,5 +158,6 @@ pub(crate) async fn connect(
         stream,
         buffer: BytesMut::with_capacity(BUFFER),
         reused: false,
+        counted: false,
     })
 }
