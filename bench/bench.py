@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The router benchmark: afemu's router against nginx in front of the same two backends.
+"""The router benchmark: afemu's router against nginx and HAProxy in front of the same two backends.
 
 Run it through `bench/run.sh`, which installs the tools and builds afemu first. Only the standard
 library is used. In one run it:
@@ -9,18 +9,22 @@ library is used. In one run it:
 2. pushes, over the v1 API, an app with 2 instances whose start command runs nginx answering a
    fixed body on `$VCAP_APP_PORT` (`bench/backend/start.sh`), and reads the two instance ports
    from the stats API;
-3. starts nginx as a reverse proxy to the same two ports, with upstream keep-alive;
-4. runs wrk through (a) a backend directly, (b) the nginx proxy, (c) the afemu router (its journal
-   on, as always), at each connection count, interleaved, REPEATS times, with wrk and the servers
-   pinned to separate cores, and measures the CPU time the proxy process(es) used;
+3. starts nginx and HAProxy as reverse proxies to the same two ports, with upstream keep-alive;
+4. runs wrk through (a) a backend directly, (b) the nginx proxy, (c) the HAProxy proxy, (d) the
+   afemu router (its journal on, as always), at each connection count, interleaved, REPEATS times,
+   with wrk and the servers pinned to separate cores (unless PIN=0), and measures the CPU time the
+   proxy process(es) used;
 5. prints, per configuration, the median over the repeats of requests/s, p50, p99 and proxy CPU
-   per 1,000 requests, and the ratios afemu/direct and afemu/nginx; then times `afemu check` on a
-   seed runbook.
+   per 1,000 requests, and the ratios of afemu to the others; then times `afemu check` on a seed
+   runbook.
 
 Settings (environment): DURATION (seconds per run, 5), REPEATS (9: the p99 of single runs on a shared
 machine is bimodal, for nginx as for afemu, so a median needs more runs than the throughput does), WARMUP (seconds, 2),
 CONNECTIONS ("1 32"), LOAD_CPUS and SERVER_CPUS (taskset lists; default: the first half of the
-cores for wrk, the rest for the servers), AFEMU (the binary), NGINX (the nginx binary), RESULTS (a
+cores for wrk, the rest for the servers), PIN (1; 0: nothing is pinned, every process may run on
+any core), WORKERS (the proxies' workers: nginx worker processes, HAProxy threads, afemu tokio
+worker threads; default: as many as the server cores), AFEMU (the binary), NGINX and HAPROXY (the
+proxies' binaries), RESULTS (a
 file to write the report to as well), PROFILE (a file: after the benchmark, record a `perf record
 -g` profile of afemu during one more run at the highest connection count; with ONLY_PROFILE=1 the
 benchmark itself is skipped).
@@ -47,7 +51,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HOST = "bench.afemu.test"
 EMAIL = "bench@afemu.local"
-TARGETS = ["direct", "nginx", "afemu"]
+TARGETS = ["direct", "nginx", "haproxy", "afemu"]
+PROXIES = ["nginx", "haproxy"]
 
 DURATION = int(os.environ.get("DURATION", "5"))
 REPEATS = int(os.environ.get("REPEATS", "9"))
@@ -60,9 +65,14 @@ def fail(message):
     sys.exit(f"bench: {message}")
 
 
+PIN = os.environ.get("PIN", "1") != "0"
+
+
 def cpu_split():
-    """(load cpus, server cpus) as taskset lists; (None, None) on a single core."""
+    """(load cpus, server cpus) as taskset lists; (None, None) on a single core or unpinned."""
     n = os.cpu_count() or 1
+    if not PIN:
+        return None, None
     if n < 2:
         return os.environ.get("LOAD_CPUS"), os.environ.get("SERVER_CPUS")
     half = n // 2
@@ -243,6 +253,40 @@ http {{
     return process, port
 
 
+def start_haproxy(haproxy, cpus, threads, work, backend_ports):
+    """HAProxy as a reverse proxy to the same backends, set up as a person would: HTTP mode,
+    keep-alive both ways with connection reuse, X-Forwarded-For, no logging."""
+    directory = os.path.join(work, "haproxy")
+    os.makedirs(directory)
+    port = free_port()
+    servers = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(backend_ports))
+    conf = os.path.join(directory, "haproxy.cfg")
+    with open(conf, "w") as out:
+        out.write(f"""global
+  nbthread {threads}
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 10s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+frontend front
+  bind 127.0.0.1:{port}
+  default_backend apps
+backend apps
+  balance roundrobin
+{servers}
+""")
+    process = subprocess.Popen(pinned(cpus, [haproxy, "-db", "-f", conf]),
+                               stderr=open(os.path.join(work, "haproxy.log"), "w"))
+    wait_for_port(port, "HAProxy")
+    return process, port
+
+
 def nginx_pids(master):
     """The nginx master and its workers (the workers do the proxying)."""
     children = subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True).stdout
@@ -313,9 +357,10 @@ def time_check(binary):
 def main():
     binary = os.environ.get("AFEMU") or fail("set AFEMU to the afemu binary (bench/run.sh does)")
     nginx = os.environ.get("NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
+    haproxy = os.environ.get("HAPROXY") or shutil.which("haproxy") or "/usr/sbin/haproxy"
     shutil.which("wrk") or fail("wrk is not installed (bench/run.sh installs it)")
     load_cpus, server_cpus = cpu_split()
-    threads = cpu_count(server_cpus)
+    threads = int(os.environ.get("WORKERS") or cpu_count(server_cpus))
     report = []
 
     def say(line=""):
@@ -325,14 +370,18 @@ def main():
     work = tempfile.mkdtemp(prefix="afemu-bench-")
     afemu = Afemu(binary, server_cpus, threads, work)
     proxy = None
+    haproxy_process = None
     try:
         wait_for_port(afemu.router_port, "the afemu router")
         idle_rss = rss_kib(afemu.process.pid)
         afemu.api.login()
         backends = push_backends(afemu.api, nginx)
         proxy, proxy_port = start_nginx_proxy(nginx, server_cpus, threads, work, backends)
-        ports = {"direct": backends[0], "nginx": proxy_port, "afemu": afemu.router_port}
-        proxy_pids = {"direct": [], "nginx": nginx_pids(proxy), "afemu": [afemu.process.pid]}
+        haproxy_process, haproxy_port = start_haproxy(haproxy, server_cpus, threads, work, backends)
+        ports = {"direct": backends[0], "nginx": proxy_port, "haproxy": haproxy_port,
+                 "afemu": afemu.router_port}
+        proxy_pids = {"direct": [], "nginx": nginx_pids(proxy), "haproxy": [haproxy_process.pid],
+                      "afemu": [afemu.process.pid]}
         for connections in CONNECTIONS:
             for target in TARGETS:
                 wrk(load_cpus, connections, WARMUP, ports[target])
@@ -356,9 +405,10 @@ def main():
         journaled = afemu.api.call("GET", "/_afemu/counters")["last_seq"]
         busy_rss = rss_kib(afemu.process.pid)
     finally:
-        if proxy:
-            proxy.terminate()
-            proxy.wait()
+        for process in (proxy, haproxy_process):
+            if process:
+                process.terminate()
+                process.wait()
         afemu.stop()
         shutil.rmtree(work, ignore_errors=True)
 
@@ -366,9 +416,11 @@ def main():
         return statistics.median(r[key] for r in results[(target, connections)])
 
     say(f"machine: {machine()}")
-    say(f"wrk on cpus {load_cpus or 'any'}; the servers (backends, nginx with {threads} worker(s), afemu "
-        f"with {threads} tokio worker(s)) on cpus {server_cpus or 'any'}")
-    say(f"{version(['wrk', '-v'])}; {version([nginx, '-v'])}; {version([binary, '--version'])}")
+    say(f"wrk on cpus {load_cpus or 'any'}; the servers (backends, nginx with {threads} worker(s), HAProxy "
+        f"with {threads} thread(s), afemu with {threads} tokio worker(s)) on cpus {server_cpus or 'any'}"
+        + ("" if PIN else " (nothing pinned)"))
+    say(f"{version(['wrk', '-v'])}; {version([nginx, '-v'])}; {version([haproxy, '-v'])}; "
+        f"{version([binary, '--version'])}")
     say(f"{REPEATS} repeats × {DURATION} s per configuration, interleaved; medians over the repeats")
     say()
     say("| connections | target | requests/s | p50 | p99 | proxy CPU per 1k requests | errors |")
@@ -381,18 +433,19 @@ def main():
                 f"| {med(target, connections, 'p50_us') / 1e3:.3f} ms | {med(target, connections, 'p99_us') / 1e3:.3f} ms "
                 f"| {cpu} | {errors} |")
     say()
-    say("| connections | afemu / direct (req/s) | afemu / nginx (req/s) | afemu / nginx (p99) | afemu / nginx (CPU per request) |")
-    say("| ---: | ---: | ---: | ---: | ---: |")
+    say("| connections | afemu / direct (req/s) | vs | afemu / it (req/s) | afemu / it (p99) | afemu / it (CPU per request) |")
+    say("| ---: | ---: | --- | ---: | ---: | ---: |")
     for c in CONNECTIONS:
-        say(f"| {c} | {med('afemu', c, 'rps') / med('direct', c, 'rps'):.2f} "
-            f"| {med('afemu', c, 'rps') / med('nginx', c, 'rps'):.2f} "
-            f"| {med('afemu', c, 'p99_us') / max(med('nginx', c, 'p99_us'), 1):.2f} "
-            f"| {med('afemu', c, 'cpu_ms_per_1k') / max(med('nginx', c, 'cpu_ms_per_1k'), 1e-9):.2f} |")
+        for other in PROXIES:
+            say(f"| {c} | {med('afemu', c, 'rps') / med('direct', c, 'rps'):.2f} | {other} "
+                f"| {med('afemu', c, 'rps') / med(other, c, 'rps'):.2f} "
+                f"| {med('afemu', c, 'p99_us') / max(med(other, c, 'p99_us'), 1):.2f} "
+                f"| {med('afemu', c, 'cpu_ms_per_1k') / max(med(other, c, 'cpu_ms_per_1k'), 1e-9):.2f} |")
     say()
     say("p99 of each repeat, in the order run (ms):")
     say()
     for c in CONNECTIONS:
-        for target in ("nginx", "afemu"):
+        for target in PROXIES + ["afemu"]:
             runs = ", ".join(f"{r['p99_us'] / 1e3:.2f}" for r in results[(target, c)])
             say(f"- {c} connection(s), {target}: {runs}")
     say()

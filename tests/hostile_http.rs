@@ -120,7 +120,7 @@ async fn malformed_http_gets_a_4xx_and_changes_nothing() {
         (
             "a Host with spaces",
             b"GET / HTTP/1.1\r\nHost: hello .com\r\n\r\n".to_vec(),
-            Status(404),
+            Status(400),
             ClientError,
         ),
         (

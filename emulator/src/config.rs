@@ -290,9 +290,34 @@ pub struct ServeArgs {
     /// empty to disable.
     #[arg(long, env = "AFEMU_DEV_SUFFIX", default_value = afemu_router::host::DEFAULT_DEV_SUFFIX)]
     pub dev_suffix: String,
-    /// How long the router waits for a backend's response (v1: 120 s).
+    /// How long the router waits for an app's response head once the request is sent (v1: 120 s).
     #[arg(long, env = "AFEMU_BACKEND_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
     pub backend_timeout: Duration,
+    /// How long an app's instance may take to accept the router's connection (v1: 10 s).
+    #[arg(long, env = "AFEMU_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub connect_timeout: Duration,
+    /// How long a client may take to send a request head, from its first byte.
+    #[arg(long, env = "AFEMU_REQUEST_HEAD_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub request_head_timeout: Duration,
+    /// How long each read of a request body from a client may take (else 408).
+    #[arg(long, env = "AFEMU_REQUEST_BODY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub request_body_timeout: Duration,
+    /// How long each read of a response body from an app may take (v1: 120 s).
+    #[arg(long, env = "AFEMU_RESPONSE_BODY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "120s")]
+    pub response_body_timeout: Duration,
+    /// How long each write to a client may take; a client that stops reading is disconnected.
+    #[arg(long, env = "AFEMU_CLIENT_WRITE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub client_write_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept open (v1: 75 s).
+    #[arg(long, env = "AFEMU_KEEP_ALIVE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "75s")]
+    pub keep_alive_timeout: Duration,
+    /// How long an idle pooled connection to an app is kept.
+    #[arg(long, env = "AFEMU_POOL_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub pool_idle_timeout: Duration,
+    /// Requests with `X-Vcap-Trace: KEY` get `X-Vcap-Backend` and `X-Vcap-Router` back
+    /// [default: none, no request does; v1's public default was 22].
+    #[arg(long, env = "AFEMU_TRACE_KEY")]
+    pub trace_key: Option<String>,
     /// How many requests the journal keeps for queries (its counters keep everything).
     #[arg(long, env = "AFEMU_JOURNAL_CAPACITY", default_value_t = afemu_router::journal::DEFAULT_CAPACITY)]
     pub journal_capacity: usize,
@@ -354,6 +379,16 @@ impl ServeArgs {
         };
         config.router.dev_suffix = self.dev_suffix.clone();
         config.router.backend_timeout = self.backend_timeout;
+        config.router.connect_timeout = self.connect_timeout;
+        config.router.header_read_timeout = self.request_head_timeout;
+        config.router.request_body_timeout = self.request_body_timeout;
+        config.router.response_body_timeout = self.response_body_timeout;
+        config.router.client_write_timeout = self.client_write_timeout;
+        config.router.keep_alive_timeout = self.keep_alive_timeout;
+        config.router.pool_idle_timeout = self.pool_idle_timeout;
+        if let Some(key) = &self.trace_key {
+            config.router.trace_key = key.clone();
+        }
         config.journal_capacity = self.journal_capacity;
         if let Some(staging) = self.staging_delay {
             config.timing.staging = staging;

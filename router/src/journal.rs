@@ -59,6 +59,48 @@ pub struct JournalEntry {
     pub router_error: Option<RouterError>,
     /// The response was cut before its end (the backend died or the client left mid-body).
     pub aborted: bool,
+    /// Set when the router refused the request itself (malformed, too large, ambiguous framing,
+    /// a bad `Host`, too slow): why. Such a request never reached an app, or reached it only in
+    /// part; `status` is what the client was told (400, 431 or 408).
+    pub refused: Option<Refused>,
+}
+
+/// Why the router refused a request (`docs/ROUTER-THREATS.md`). Refusals are journaled and
+/// counted like any other request, so that a test can assert that none happened and an attempt
+/// to smuggle a request leaves a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Refused {
+    /// Not an HTTP/1.x request head (a bad request line, header line, method or version): 400.
+    MalformedHead,
+    /// A request head over the size or header-count limit: 431.
+    HeadTooLarge,
+    /// The HTTP/2 connection preface: the connection is closed without an answer.
+    Http2Preface,
+    /// Body framing that is ambiguous or invalid (`Content-Length` with `Transfer-Encoding`,
+    /// lengths that disagree, a last coding other than `chunked`): 400.
+    BadFraming,
+    /// No `Host`, several, or one that is not a host and port (`a.com@b.com`, `a.com/x`): 400.
+    BadHost,
+    /// A request target the router does not serve (`CONNECT`, a malformed absolute form): 400.
+    BadTarget,
+    /// A chunked request body that breaks the framing: 400.
+    MalformedBody,
+    /// The client began a request head and did not finish it in time: closed (408).
+    HeadTimeout,
+    /// The client stopped sending its request body: 408.
+    BodyTimeout,
+}
+
+impl Refused {
+    /// The status the journal records (and, when the router answers at all, the client gets).
+    pub fn status(self) -> u16 {
+        match self {
+            Refused::HeadTooLarge => 431,
+            Refused::HeadTimeout | Refused::BodyTimeout => 408,
+            _ => 400,
+        }
+    }
 }
 
 impl JournalEntry {
@@ -94,6 +136,7 @@ pub struct NewEntry<'a> {
     pub version: Option<&'a Arc<str>>,
     pub router_error: Option<RouterError>,
     pub aborted: bool,
+    pub refused: Option<Refused>,
 }
 
 /// Counters for one host. They are never trimmed, so they stay exact however long a run is.
@@ -106,6 +149,7 @@ struct HostCounters {
     timeout: AtomicU64,
     bad_request: AtomicU64,
     aborted: AtomicU64,
+    refused: AtomicU64,
     /// Requests served per app: a host has one to three apps, so a short list beats a map.
     served_by: Mutex<Vec<(Arc<str>, u64)>>,
 }
@@ -120,6 +164,8 @@ pub struct HostCountersSnapshot {
     pub timeout: u64,
     pub bad_request: u64,
     pub aborted: u64,
+    /// Requests the router refused itself ([`Refused`]); also counted in `bad_request`.
+    pub refused: u64,
     /// Requests answered by each app (router errors excluded).
     pub served_by: std::collections::BTreeMap<String, u64>,
 }
@@ -249,6 +295,7 @@ impl Journal {
                     version: new.version.cloned(),
                     router_error: new.router_error,
                     aborted: new.aborted,
+                    refused: new.refused,
                 }));
             }
         }
@@ -277,6 +324,9 @@ impl Journal {
         counters.requests.fetch_add(1, Ordering::Relaxed);
         if new.aborted {
             counters.aborted.fetch_add(1, Ordering::Relaxed);
+        }
+        if new.refused.is_some() {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
         }
         match new.router_error {
             Some(error) => {
@@ -435,6 +485,15 @@ impl Journal {
             .collect()
     }
 
+    /// How many requests the router has refused, over every host (the counters never drop one).
+    pub fn refused(&self) -> u64 {
+        self.inner
+            .hosts
+            .iter()
+            .map(|item| item.value().refused.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Every entry still in the ring for `host` that got the default error page.
     pub fn default_error_pages(&self, host: &str) -> Vec<Arc<JournalEntry>> {
         self.since(0)
@@ -480,6 +539,7 @@ fn overwrite(entry: &mut JournalEntry, seq: u64, new: &NewEntry<'_>) {
     }
     entry.router_error = new.router_error;
     entry.aborted = new.aborted;
+    entry.refused = new.refused;
 }
 
 fn snapshot(counters: &HostCounters) -> HostCountersSnapshot {
@@ -491,6 +551,7 @@ fn snapshot(counters: &HostCounters) -> HostCountersSnapshot {
         timeout: counters.timeout.load(Ordering::Relaxed),
         bad_request: counters.bad_request.load(Ordering::Relaxed),
         aborted: counters.aborted.load(Ordering::Relaxed),
+        refused: counters.refused.load(Ordering::Relaxed),
         served_by: counters
             .served_by
             .lock()
@@ -529,6 +590,7 @@ mod tests {
             version: None,
             router_error: error,
             aborted: false,
+            refused: None,
         })
     }
 
@@ -551,6 +613,7 @@ mod tests {
             version: None,
             router_error: Some(RouterError::NoRoute),
             aborted: false,
+            refused: None,
         });
         let kept = &journal.since(0)[0];
         assert!(
@@ -624,6 +687,7 @@ mod tests {
                 version: None,
                 router_error: None,
                 aborted: false,
+                refused: None,
             })
         };
         record("a.com", "/a/long/path/indeed", Some("blue"), Method::POST);

@@ -4,10 +4,17 @@
 //!
 //! A connection is a socket and its read buffer; it goes back on the stack only when the exchange
 //! it carried ended cleanly with nothing left over, and is looked at once more when it is taken
-//! (an app may close an idle connection at any time).
+//! (an app may close an idle connection at any time). The router also sweeps every pool in the
+//! background ([`ConnectionPool::reap`]), so that idle connections expire and those the app has
+//! closed are closed at once, not left half-closed until the next request to that app.
+//!
+//! Pooled connections are bounded per backend ([`MAX_IDLE`]) and for the whole process
+//! ([`MAX_IDLE_TOTAL`]): file descriptors are a process-wide resource, and a pool of idle
+//! connections is the one place the router keeps them without a request to show for it.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -15,10 +22,18 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 /// The most idle connections kept per backend.
-const MAX_IDLE: usize = 1024;
+pub(crate) const MAX_IDLE: usize = 256;
 
-/// How long an idle connection is kept (hyper-util's default was 90 s; the router's was 60 s).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most connections the whole process keeps for reuse, over every backend: idle ones, and
+/// those taken from a pool that will go back to it. Past it, a new connection is closed after
+/// its exchange instead of pooled.
+pub(crate) const MAX_IDLE_TOTAL: usize = 1024;
+
+/// How many connections of the process are poolable now. A connection is counted once, when it
+/// first goes into a pool, and uncounted when it closes: taking it out and putting it back for
+/// each request costs no shared atomic (two worker threads would pass its cache line back and
+/// forth on every request).
+static POOLED_TOTAL: AtomicUsize = AtomicUsize::new(0);
 
 /// The read buffer a backend connection starts with.
 const BUFFER: usize = 8 * 1024;
@@ -31,6 +46,16 @@ pub(crate) struct Connection {
     pub(crate) buffer: BytesMut,
     /// Taken from the pool rather than opened for this request.
     pub(crate) reused: bool,
+    /// Counted in [`POOLED_TOTAL`] (until it closes).
+    counted: bool,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.counted {
+            POOLED_TOTAL.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Connection {
@@ -60,11 +85,12 @@ pub(crate) struct ConnectionPool {
 }
 
 impl ConnectionPool {
-    /// The most recently used idle connection that is still open, if any.
-    pub(crate) fn checkout(&self) -> Option<Connection> {
+    /// The most recently used idle connection that is still open, if any; those idle for longer
+    /// than `idle_timeout` are closed on the way.
+    pub(crate) fn checkout(&self, idle_timeout: Duration) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((mut connection, since)) = idle.pop() {
-            if since.elapsed() > IDLE_TIMEOUT {
+            if since.elapsed() > idle_timeout {
                 // The newest is too old, so all of them are.
                 idle.clear();
                 return None;
@@ -78,20 +104,32 @@ impl ConnectionPool {
         None
     }
 
-    /// Puts back a connection whose exchange ended cleanly.
-    pub(crate) fn checkin(&self, connection: Connection) {
+    /// Puts back a connection whose exchange ended cleanly, unless this pool or the process
+    /// already keeps as many as it may (then it is closed).
+    pub(crate) fn checkin(&self, mut connection: Connection) {
         debug_assert!(connection.buffer.is_empty());
+        if !connection.counted {
+            if POOLED_TOTAL.fetch_add(1, Ordering::Relaxed) >= MAX_IDLE_TOTAL {
+                POOLED_TOTAL.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            connection.counted = true;
+        }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Connections left at the bottom by a past burst expire here, one per check-in.
-        if idle
-            .first()
-            .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
-        {
-            idle.remove(0);
-        }
         if idle.len() < MAX_IDLE {
             idle.push((connection, now));
+        }
+    }
+
+    /// Closes the idle connections that have been idle for longer than `idle_timeout` and those
+    /// the app has closed (or sent something unasked on). Called by the router's sweep.
+    pub(crate) fn reap(&self, idle_timeout: Duration) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !idle.is_empty() {
+            idle.retain(|(connection, since)| {
+                since.elapsed() <= idle_timeout && !connection.is_closed()
+            });
         }
     }
 }
@@ -120,5 +158,6 @@ pub(crate) async fn connect(
         stream,
         buffer: BytesMut::with_capacity(BUFFER),
         reused: false,
+        counted: false,
     })
 }

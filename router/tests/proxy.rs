@@ -324,7 +324,12 @@ async fn forwarding_headers_and_host_reach_the_backend() {
 
 #[tokio::test]
 async fn trace_headers_only_with_the_trace_key() {
-    let router = start(RouterConfig::default()).await;
+    // No key by default (v1's was the public "22"): one is configured here.
+    let router = start(RouterConfig {
+        trace_key: "22".into(),
+        ..RouterConfig::default()
+    })
+    .await;
     let addr = backend("app").await;
     router
         .routes
