@@ -253,11 +253,6 @@ impl Platform {
         self.inner.feed.submissions()
     }
 
-    /// How many route changes of an app are held now.
-    pub fn held_route_count(&self, app_id: u64) -> usize {
-        self.inner.feed.held_count(app_id)
-    }
-
     /// Lets the oldest held route change of an app reach the router.
     pub fn release_route(&self, app_id: u64) -> Result<(), String> {
         self.inner.feed.release(app_id)

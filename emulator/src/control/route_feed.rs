@@ -131,11 +131,6 @@ impl RouteFeed {
         self.state().log.clone()
     }
 
-    /// How many changes of an app are held.
-    pub(crate) fn held_count(&self, app: u64) -> usize {
-        self.state().queues.get(&app).map_or(0, VecDeque::len)
-    }
-
     /// Delivers the oldest held change of an app.
     pub(crate) fn release(&self, app: u64) -> Result<(), String> {
         let mut state = self.state();

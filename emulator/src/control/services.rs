@@ -318,12 +318,7 @@ impl Platform {
 }
 
 pub(super) fn validate_service_name(name: &str) -> Result<(), ApiError> {
-    let valid = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if valid {
+    if super::state::is_v1_name(name) {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(

@@ -305,14 +305,18 @@ impl State {
     }
 }
 
-/// v1's app names: `/^[\w-]+$/`.
-pub(crate) fn validate_app_name(name: &str) -> Result<(), ApiError> {
-    let valid = !name.is_empty()
+/// v1's names of apps and services: `/^[\w-]+$/`, at most 255 bytes.
+pub(crate) fn is_v1_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 255
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if valid {
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// v1's app names.
+pub(crate) fn validate_app_name(name: &str) -> Result<(), ApiError> {
+    if is_v1_name(name) {
         Ok(())
     } else {
         Err(ApiError::InvalidApp(format!(

@@ -571,23 +571,28 @@ impl Explorer<'_> {
         hosts.into_iter().cloned().collect()
     }
 
-    fn publish_move(&self, change: usize) -> Move {
+    /// The app, the line and the hosts of a change, as a move tells them.
+    fn change_move(&self, change: usize, delivered: bool) -> Move {
         let c = &self.prepared.changes[change];
-        Move::Publish {
-            change,
-            app: self.prepared.slots[c.slot].clone(),
-            line: self.prepared.points[c.point].line,
-            hosts: self.hosts_of(change),
-        }
-    }
-
-    fn deliver_move(&self, change: usize) -> Move {
-        let c = &self.prepared.changes[change];
-        Move::Deliver {
-            change,
-            app: self.prepared.slots[c.slot].clone(),
-            line: self.prepared.points[c.point].line,
-            hosts: self.hosts_of(change),
+        let (app, line, hosts) = (
+            self.prepared.slots[c.slot].clone(),
+            self.prepared.points[c.point].line,
+            self.hosts_of(change),
+        );
+        if delivered {
+            Move::Deliver {
+                change,
+                app,
+                line,
+                hosts,
+            }
+        } else {
+            Move::Publish {
+                change,
+                app,
+                line,
+                hosts,
+            }
         }
     }
 
@@ -618,7 +623,7 @@ impl Explorer<'_> {
             let mut after = d.clone();
             after.delivered[slot] += 1;
             if let Some(z) = self.settle(z) {
-                next.push((after, z, vec![self.deliver_move(change)], None));
+                next.push((after, z, vec![self.change_move(change, true)], None));
             }
         }
         // Anything else happens only before every pending change's deadline.
@@ -662,11 +667,11 @@ impl Explorer<'_> {
             let mut z = urgent.clone();
             let mut after = d.clone();
             after.phase += 1;
-            let mut moves = vec![self.publish_move(change)];
+            let mut moves = vec![self.change_move(change, false)];
             if self.max == 0 {
                 // No delay: the router learns it as it is published.
                 after.delivered[c.slot] += 1;
-                moves.push(self.deliver_move(change));
+                moves.push(self.change_move(change, true));
             } else {
                 z.add_clock();
             }
