@@ -1496,8 +1496,9 @@ fn response_head(
         body == Framing::Chunked && !dechunk,
     );
     // One `Content-Length`, however many the app sent (for a response without a body it is
-    // the length the app announces, and goes on only if valid).
-    if let Some(length) = framing.length() {
+    // the length the app announces, and goes on only if valid); none on a 204, which must not
+    // carry one (RFC 9110 §8.6), lest a client take the next response for its body.
+    if let Some(length) = framing.length().filter(|_| status != 204) {
         http1::push_content_length(out, length);
     }
     if rechunk {

@@ -602,6 +602,10 @@ async fn bodiless_responses_end_at_their_head_whatever_they_announce() {
         if received.path() == "/nothing" {
             return reply(b"HTTP/1.1 204 No Content\r\n\r\n");
         }
+        if received.path() == "/announced" {
+            // A 204 that says it has a length (and an app that may then send it).
+            return reply(b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\n");
+        }
         reply(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")
     }
     let router = router().await;
@@ -623,6 +627,13 @@ async fn bodiless_responses_end_at_their_head_whatever_they_announce() {
     assert_eq!(app.accepted.load(Ordering::SeqCst), 2);
     let entries = router.journal.wait_for(2, WAIT, |_| true).await.unwrap();
     assert!(!entries.aborted);
+    // A 204 reaches the client without the length its app announced (RFC 9110 §8.6).
+    client
+        .send(b"GET /announced HTTP/1.1\r\nHost: a.com\r\n\r\n")
+        .await;
+    let response = client.response(false).await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.header("content-length"), None);
 }
 
 #[tokio::test]
