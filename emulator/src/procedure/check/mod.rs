@@ -894,6 +894,22 @@ fn expectations(
     let failed_step = prepared.step_failure.as_ref();
     let not_evaluated = |why: String| (Outcome::NotEvaluated, why);
     let cut_short = || format!("not evaluated: more than {limit} states, the search was cut short");
+    // What decides an expectation before its own condition: a host nobody sends requests to
+    // observes nothing, and a run that stops at a failing step never gets there.
+    let unobserved = |host: &str| -> Option<(Outcome, String)> {
+        if !prepared.traffic_from.contains_key(host) {
+            return Some((
+                Outcome::Failed,
+                format!("{host} gets no traffic (no @traffic names it): nothing would be observed"),
+            ));
+        }
+        failed_step.map(|step| {
+            not_evaluated(format!(
+                "not evaluated: line {} fails ({}), so the run stops there",
+                step.line, step.message
+            ))
+        })
+    };
     for host in runbook.watched_hosts() {
         let line = runbook.items.iter().find_map(|item| match &item.kind {
             ItemKind::ExpectNoDefaultErrorPage { hosts } if hosts.contains(&host) => {
@@ -915,16 +931,8 @@ fn expectations(
                     counter.line, counter.text
                 ),
             )
-        } else if !prepared.traffic_from.contains_key(&host) {
-            (
-                Outcome::Failed,
-                format!("{host} gets no traffic (no @traffic names it): nothing would be observed"),
-            )
-        } else if let Some(step) = failed_step {
-            not_evaluated(format!(
-                "not evaluated: line {} fails ({}), so the run stops there",
-                step.line, step.message
-            ))
+        } else if let Some(decided) = unobserved(&host) {
+            decided
         } else if !complete {
             not_evaluated(cut_short())
         } else {
@@ -959,16 +967,8 @@ fn expectations(
         let mut served = serving.get(host).cloned().unwrap_or_default();
         served.sort();
         served.dedup();
-        let (outcome, detail) = if !prepared.traffic_from.contains_key(host) {
-            (
-                Outcome::Failed,
-                format!("{host} gets no traffic (no @traffic names it): nothing would be observed"),
-            )
-        } else if let Some(step) = failed_step {
-            not_evaluated(format!(
-                "not evaluated: line {} fails ({}), so the run stops there",
-                step.line, step.message
-            ))
+        let (outcome, detail) = if let Some(decided) = unobserved(host) {
+            decided
         } else if served == [app.clone()] {
             (
                 Outcome::Held,
