@@ -282,34 +282,7 @@ impl Platform {
             }
             state.next_app_id += 1;
             let id = state.next_app_id;
-            let app = App {
-                id,
-                owner: user.to_owned(),
-                name: name.clone(),
-                framework,
-                runtime: None,
-                command: None,
-                uris: Vec::new(),
-                instances: 1,
-                memory_mb: 256,
-                disk_mb: 2048,
-                fds: 256,
-                state: AppState::Stopped,
-                services: Vec::new(),
-                env: Vec::new(),
-                lock_version: 0,
-                created: epoch_seconds(),
-                infra: None,
-                debug: Value::Null,
-                console: Value::Null,
-                package: None,
-                staged: None,
-                package_state: PackageState::Pending,
-                run_count: 0,
-                running: Default::default(),
-                crashes: Vec::new(),
-                releases: Vec::new(),
-            };
+            let app = App::new(id, user, &name, framework);
             state.apps.insert(id, app);
             id
         };

@@ -17,7 +17,7 @@ use super::Platform;
 use super::lifecycle::Effects;
 use super::packages;
 use super::services;
-use super::state::{App, AppState, Package, PackageState, User, normalise_uri, validate_app_name};
+use super::state::{App, AppState, Package, User, normalise_uri, validate_app_name};
 use super::users::normalise_email;
 use crate::clock::epoch_seconds;
 
@@ -386,10 +386,6 @@ impl Platform {
                 state.apps.insert(
                     id,
                     App {
-                        id,
-                        owner: record.owner.clone(),
-                        name: record.name.clone(),
-                        framework: record.framework.clone(),
                         runtime: record.runtime.clone(),
                         command: record.command.clone(),
                         uris: record
@@ -399,23 +395,11 @@ impl Platform {
                             .collect::<Result<_, _>>()?,
                         instances: record.instances.max(1),
                         memory_mb: record.memory_mb,
-                        disk_mb: 2048,
-                        fds: 256,
-                        state: AppState::Stopped,
                         services: record.services.clone(),
                         env: record.env.clone(),
-                        lock_version: 0,
-                        created: epoch_seconds(),
                         infra: record.infra.clone(),
-                        debug: Value::Null,
-                        console: Value::Null,
                         package,
-                        staged: None,
-                        package_state: PackageState::Pending,
-                        run_count: 0,
-                        running: Default::default(),
-                        crashes: Vec::new(),
-                        releases: Vec::new(),
+                        ..App::new(id, &record.owner, &record.name, record.framework.clone())
                     },
                 );
             }

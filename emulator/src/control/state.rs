@@ -152,6 +152,38 @@ pub(crate) struct App {
 }
 
 impl App {
+    /// A new app as v1 created it: stopped, one instance of 256M, no URI, no bits yet.
+    pub(crate) fn new(id: u64, owner: &str, name: &str, framework: String) -> App {
+        App {
+            id,
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            framework,
+            runtime: None,
+            command: None,
+            uris: Vec::new(),
+            instances: 1,
+            memory_mb: 256,
+            disk_mb: 2048,
+            fds: 256,
+            state: AppState::Stopped,
+            services: Vec::new(),
+            env: Vec::new(),
+            lock_version: 0,
+            created: crate::clock::epoch_seconds(),
+            infra: None,
+            debug: Value::Null,
+            console: Value::Null,
+            package: None,
+            staged: None,
+            package_state: PackageState::Pending,
+            run_count: 0,
+            running: BTreeMap::new(),
+            crashes: Vec::new(),
+            releases: Vec::new(),
+        }
+    }
+
     /// Whether the bits changed since the last staging.
     pub(crate) fn needs_staging(&self) -> bool {
         match (&self.package, &self.staged) {
