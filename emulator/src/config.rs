@@ -126,8 +126,11 @@ pub struct Config {
     pub admins: Vec<String>,
     /// How long a crashed instance's directory and logs are kept (v1: an hour).
     pub crash_retention: Duration,
-    /// Credentials given to new services, by vendor (`mysql`, `redis`, …), over made-up ones.
+    /// Credentials given to new services, by vendor (`mysql`, `redis`, …), over made-up ones;
+    /// a vendor named here is a record (its credentials point wherever they say).
     pub service_credentials: ServiceCredentials,
+    /// Whether provisioned services are real databases (where their servers are installed).
+    pub services: ServicesMode,
     /// Faults in force from the start (more can be set live through `PUT /_afemu/faults`).
     pub faults: Faults,
     /// A state snapshot loaded at start (when it exists) and saved after each change and at
@@ -200,6 +203,19 @@ pub struct Faults {
     pub stop_hard: bool,
 }
 
+/// Whether `af create-service` provisions a real database, as v1's service nodes did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServicesMode {
+    /// Real for every vendor whose server is installed (PostgreSQL, MariaDB/MySQL, Redis); a
+    /// record (made-up credentials) for the others.
+    #[default]
+    Auto,
+    /// Real, and refuse to start if PostgreSQL, MariaDB/MySQL or Redis is not installed.
+    Real,
+    /// Records only: made-up credentials, nothing listening (fast, for apps that never connect).
+    Records,
+}
+
 /// Per-vendor credentials for provisioned services: a JSON object `{vendor: {key: value}}`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServiceCredentials(pub std::collections::BTreeMap<String, serde_json::Value>);
@@ -243,6 +259,7 @@ impl Config {
             admins: Vec::new(),
             crash_retention: Duration::from_secs(3600),
             service_credentials: ServiceCredentials::default(),
+            services: ServicesMode::Auto,
             faults: Faults::default(),
             state_file: None,
             admin_token: crate::clock::random_hex(16),
@@ -349,7 +366,12 @@ pub struct ServeArgs {
     /// The largest upload the API accepts, in bytes.
     #[arg(long, env = "AFEMU_MAX_UPLOAD", default_value_t = 256 * 1024 * 1024)]
     pub max_upload: usize,
-    /// A JSON file of credentials for new services, by vendor: {"mysql": {"password": "…"}}.
+    /// Services: real databases where their servers are installed (auto), always (real: refuse
+    /// to start without PostgreSQL, MariaDB and Redis), or never (records: made-up credentials).
+    #[arg(long, env = "AFEMU_SERVICES", value_enum, default_value = "auto")]
+    pub services: ServicesMode,
+    /// A JSON file of credentials for new services, by vendor: {"mysql": {"password": "…"}}; a
+    /// vendor named there is not real (its apps get those credentials).
     #[arg(long, env = "AFEMU_SERVICE_CREDENTIALS")]
     pub service_credentials: Option<ServiceCredentials>,
     /// The token the state-changing /_afemu/ endpoints want from anyone but a direct loopback
@@ -411,6 +433,7 @@ impl ServeArgs {
         config.crash_retention = self.crash_retention;
         config.faults = self.faults.to_faults();
         config.service_credentials = self.service_credentials.clone().unwrap_or_default();
+        config.services = self.services;
         config.max_json_body = self.max_json_body;
         config.max_upload = self.max_upload;
         config.admins = self.admins.iter().map(|a| a.to_ascii_lowercase()).collect();

@@ -80,6 +80,9 @@ pub enum ApiError {
     /// 700/400
     #[error("Invalid URI: \"{0}\"")]
     InvalidUri(String),
+    /// 503/502: a service node failed (v1's gateway error, with what went wrong).
+    #[error("Unexpected response from service gateway: {0}")]
+    ServiceGateway(String),
     /// 701/400: the URI is mapped to another user's app.
     #[error("The URI: \"{0}\" has already been taken or reserved")]
     UriTaken(String),
@@ -106,6 +109,7 @@ impl ApiError {
             ApiError::MissingResource => 401,
             ApiError::PackagingFailed(_) => 402,
             ApiError::ServiceNotFound => 500,
+            ApiError::ServiceGateway(_) => 503,
             ApiError::TooManyServices(..) => 504,
             ApiError::NotEnoughMemory(_) => 600,
             ApiError::TooManyApps(..) => 601,
@@ -128,6 +132,7 @@ impl ApiError {
             ApiError::AppNotFound | ApiError::FileNotFound(_) | ApiError::ServiceNotFound => {
                 StatusCode::NOT_FOUND
             }
+            ApiError::ServiceGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::System(_)
             | ApiError::FileError(_)
             | ApiError::StagingFailed(_)

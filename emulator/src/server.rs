@@ -19,6 +19,18 @@ pub async fn run(
     router: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    run_then(platform, api, router, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once the state is loaded and both listeners are served (when
+/// `afemu serve` prints its ready line).
+pub async fn run_then(
+    platform: Platform,
+    api: TcpListener,
+    router: TcpListener,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
     let state_file = platform.config().state_file.clone();
     if let Some(path) = &state_file {
         crate::control::snapshot::remove_partial_writes(path);
@@ -41,6 +53,12 @@ pub async fn run(
         platform.route_api_through_router(addr);
     }
     let router_task = tokio::spawn(platform.router().clone().serve(router, shutdown.clone()));
+    // The router's accept loop is one scheduling away; the API is served below, and its
+    // listener already accepts connections (the kernel queues them).
+    while !platform.router().is_accepting() && !router_task.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    ready();
     tokio::spawn(reap_crashes(platform.clone(), shutdown.clone()));
     let app = crate::api::api(platform.clone());
     // As every server here: no Nagle delay between a response's head and its body.

@@ -318,20 +318,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let admin_token = config.admin_token.clone();
-    let platform = Platform::new(config, &data_dir)
-        .with_context(|| format!("cannot use the data directory {}", data_dir.display()))?;
+    let platform = Platform::new(config, &data_dir).with_context(|| {
+        format!(
+            "cannot start with the data directory {}",
+            data_dir.display()
+        )
+    })?;
+    // One line per service vendor: a real database, or a record and why.
+    for vendor in platform.service_vendors() {
+        tracing::info!("{vendor}");
+    }
     let shutdown = CancellationToken::new();
     // Listening for the signals starts before the ready line: a SIGTERM right after it is
     // already a graceful shutdown.
     tokio::spawn(cancel_on_signal(signals(), shutdown.clone()));
-    println!(
-        "afemu ready: api http://{} router http://{} (profile {}, data {}, admin token {admin_token})",
-        api.local_addr()?,
-        router.local_addr()?,
-        args.profile.name(),
-        data_dir.display()
-    );
-    afemu_emulator::server::run(platform, api, router, shutdown)
+    let (api_addr, router_addr) = (api.local_addr()?, router.local_addr()?);
+    let ready = move || {
+        println!(
+            "afemu ready: api http://{api_addr} router http://{router_addr} (profile {}, data {}, admin token {admin_token})",
+            args.profile.name(),
+            data_dir.display()
+        );
+    };
+    afemu_emulator::server::run_then(platform, api, router, shutdown, ready)
         .await
         .context("the API server failed")?;
     tracing::info!("afemu stopped");

@@ -22,6 +22,8 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
     let guarded = Router::new()
         .route("/faults", axum::routing::put(set_faults))
         .route("/reset", axum::routing::post(reset))
+        // A server's log may quote a statement with a password in it.
+        .route("/services/{server}/log", get(service_log))
         .route(
             "/state",
             get(export_state)
@@ -38,6 +40,7 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
         .route("/routes", get(routes_table))
         .route("/counters", get(counters))
         .route("/faults", get(faults))
+        .route("/services", get(services))
         .merge(guarded)
 }
 
@@ -70,6 +73,27 @@ async fn admin_only(
         )
             .into_response()
     }
+}
+
+/// `GET /_afemu/services`: each vendor (real or a record, and why), its database servers (state,
+/// port, log, restarts) and the services provisioned.
+async fn services(State(platform): State<Platform>) -> Json<serde_json::Value> {
+    Json(platform.services_status())
+}
+
+/// `GET /_afemu/services/{server}/log`: a database server's log (`postgresql`, `mysql`,
+/// `redis <name>`), as text.
+async fn service_log(
+    State(platform): State<Platform>,
+    axum::extract::Path(server): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let path = platform
+        .service_server_log(&server)
+        .ok_or_else(|| ApiError::FileNotFound(format!("no database server named {server:?}")))?;
+    let text = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::FileError(format!("{}: {e}", path.display())))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
 /// `POST /_afemu/reset`: a clean slate (no apps, users, services; an empty journal).

@@ -44,7 +44,7 @@ async fn create(
     AuthUser(user): AuthUser,
     V1Json(body): V1Json,
 ) -> Result<Json<Value>, ApiError> {
-    platform.create_service(&user, &body).map(Json)
+    platform.create_service(&user, &body).await.map(Json)
 }
 
 async fn delete(
@@ -52,6 +52,6 @@ async fn delete(
     AuthUser(user): AuthUser,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    platform.delete_service(&user, &name)?;
+    platform.delete_service(&user, &name).await?;
     Ok(StatusCode::OK)
 }

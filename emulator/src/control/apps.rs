@@ -1,6 +1,7 @@
 //! Apps (v1's `apps` resource): reading them, creating and changing them — every field of an
 //! update validated before any is applied, in v1's order — uploads, and deleting.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use super::Platform;
 use super::app_update::AppUpdate;
 use super::lifecycle::Effects;
 use super::packages::{self, Resource};
+use super::services::Service;
 use super::state::{
     App, AppState, InstanceState, Package, PackageState, normalise_uri, validate_app_name,
 };
@@ -293,7 +295,7 @@ impl Platform {
             ..update
         };
         let _guard = self.lock_app(app_id).await;
-        match self.apply(user, app_id, &create) {
+        match self.apply_with_bindings(user, app_id, &create).await {
             Ok(effects) => {
                 if let Err(error) = self.carry_out(app_id, effects).await {
                     self.remove_app(app_id).await;
@@ -313,13 +315,86 @@ impl Platform {
         let update = AppUpdate::parse(body)?;
         let app_id = self.state().app_id(user, name)?;
         let _guard = self.lock_app(app_id).await;
-        let effects = self.apply(user, app_id, &update)?;
+        let effects = self.apply_with_bindings(user, app_id, &update).await?;
         self.carry_out(app_id, effects).await
+    }
+
+    /// [`Platform::apply`], with the bindings it makes and breaks: the new ones are made first (a
+    /// node creates a user, which takes a while, outside the state's lock) and dropped again if
+    /// the update is refused; the old ones are dropped once it is applied.
+    async fn apply_with_bindings(
+        &self,
+        user: &str,
+        app_id: u64,
+        update: &AppUpdate,
+    ) -> Result<Effects, ApiError> {
+        let Some(requested) = &update.services else {
+            return self.apply(user, app_id, update, BTreeMap::new());
+        };
+        let (to_bind, to_unbind) = {
+            let state = self.state();
+            let app = state.apps.get(&app_id).ok_or(ApiError::AppNotFound)?;
+            let mut to_bind = Vec::new();
+            for name in requested {
+                let service = state
+                    .services_of(user)
+                    .find(|s| &s.name == name)
+                    .ok_or(ApiError::ServiceNotFound)?;
+                if !app.services.contains(name)
+                    && !to_bind.iter().any(|s: &Service| &s.name == name)
+                {
+                    to_bind.push(service.clone());
+                }
+            }
+            let to_unbind: Vec<(Service, Value)> = state
+                .bound_services(app)
+                .into_iter()
+                .filter(|(s, _)| !requested.contains(&s.name) && app.bindings.contains_key(&s.name))
+                .collect();
+            (to_bind, to_unbind)
+        };
+        let mut made: Vec<(Service, Value)> = Vec::new();
+        for service in to_bind {
+            match self.bind(&service).await {
+                Ok(binding) => made.push((service, binding)),
+                Err(error) => {
+                    for (service, binding) in &made {
+                        self.unbind(service, binding).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        let new_bindings = made
+            .iter()
+            .map(|(s, binding)| (s.name.clone(), binding.clone()))
+            .collect();
+        match self.apply(user, app_id, update, new_bindings) {
+            Ok(effects) => {
+                for (service, binding) in &to_unbind {
+                    self.unbind(service, binding).await;
+                }
+                Ok(effects)
+            }
+            Err(error) => {
+                for (service, binding) in &made {
+                    self.unbind(service, binding).await;
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Validates every field of an update, then applies all of them at once (or none), in v1's
     /// order (`update_app_from_params`), and publishes the routes they change.
-    fn apply(&self, user: &str, app_id: u64, update: &AppUpdate) -> Result<Effects, ApiError> {
+    /// `new_bindings` are the credentials of the services the update binds (made already).
+    fn apply(
+        &self,
+        user: &str,
+        app_id: u64,
+        update: &AppUpdate,
+        new_bindings: BTreeMap<String, Value>,
+    ) -> Result<Effects, ApiError> {
         let config = &self.inner.config;
         let dev_suffix = &config.router.dev_suffix;
         let mut state = self.state();
@@ -412,6 +487,8 @@ impl Platform {
                     bound.push(name.clone());
                 }
             }
+            app.bindings.retain(|name, _| bound.contains(name));
+            app.bindings.extend(new_bindings);
             app.services = bound;
         }
         if let Some(env) = &update.env {

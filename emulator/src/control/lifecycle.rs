@@ -152,7 +152,15 @@ impl Platform {
         let Some(app) = state.apps.get(&app_id) else {
             return;
         };
-        let services_env = super::services::environment(&state.bound_services(app));
+        let bound: Vec<_> = state
+            .bound_services(app)
+            .into_iter()
+            .map(|(service, binding)| {
+                let credentials = self.live_credentials(&service, &binding);
+                (service, credentials)
+            })
+            .collect();
+        let services_env = super::services::environment(&bound);
         let slow_start = self
             .faults()
             .slow_start
@@ -260,7 +268,14 @@ impl Platform {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&app_id);
-        if removed.is_some() {
+        if let Some(app) = &removed {
+            // Its bindings' users go with it.
+            let bound = self.state().bound_services(app);
+            for (service, binding) in bound {
+                if app.bindings.contains_key(&service.name) {
+                    self.unbind(&service, &binding).await;
+                }
+            }
             let packages = self
                 .inner
                 .data_dir

@@ -42,6 +42,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::dea::Dea;
+use crate::nodes::Nodes;
+use crate::watchdog::Watchdog;
 use packages::ResourcePool;
 use state::State;
 
@@ -64,6 +66,10 @@ struct Inner {
     router: Router,
     /// The DEA that runs the instances.
     dea: Dea,
+    /// The service nodes that provision databases.
+    nodes: Nodes,
+    /// Kills every process afemu started if afemu dies without stopping them.
+    watchdog: Arc<Watchdog>,
     /// One lifecycle operation per app at a time: a PUT that stages holds it for seconds, and a
     /// second PUT on the same app waits instead of interleaving with it.
     app_locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
@@ -79,6 +85,20 @@ struct Inner {
     faults: Mutex<faults::FaultState>,
     /// Signalled after each change a state snapshot would show (for `--state`).
     changed: tokio::sync::Notify,
+}
+
+/// Where the service nodes keep their servers and data: under the data directory; or, when only
+/// a state file is kept (the data directory is temporary), beside it (`<state>.services/`), so
+/// that the databases survive a restart as the state does.
+fn services_root(config: &Config, data_dir: &Path) -> PathBuf {
+    match (&config.data_dir, &config.state_file) {
+        (None, Some(state)) => {
+            let mut name = state.file_name().unwrap_or_default().to_os_string();
+            name.push(".services");
+            state.with_file_name(name)
+        }
+        _ => data_dir.join("services"),
+    }
 }
 
 impl std::fmt::Debug for Platform {
@@ -118,13 +138,29 @@ impl Platform {
             tasks.clone(),
         ));
         let (events, reports) = tokio::sync::mpsc::unbounded_channel();
+        // One watchdog for every process afemu starts: apps and database servers.
+        let watchdog = Arc::new(Watchdog::start());
         let dea = Dea::new(
             data_dir,
             config.timing,
             shutdown.clone(),
             tasks.clone(),
             events,
+            watchdog.clone(),
         )?;
+        let configured: Vec<String> = config.service_credentials.0.keys().cloned().collect();
+        let nodes = Nodes::new(
+            config.services,
+            &configured,
+            crate::nodes::Context {
+                root: services_root(&config, data_dir),
+                watchdog: watchdog.clone(),
+                shutdown: shutdown.clone(),
+                tasks: tasks.clone(),
+                journal: journal.clone(),
+            },
+        )
+        .map_err(std::io::Error::other)?;
         let platform = Platform {
             inner: Arc::new(Inner {
                 config,
@@ -135,6 +171,8 @@ impl Platform {
                 journal,
                 router,
                 dea,
+                nodes,
+                watchdog,
                 app_locks: Mutex::new(HashMap::new()),
                 shutdown,
                 tasks,
@@ -173,7 +211,13 @@ impl Platform {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
-        self.inner.dea.stop_watchdog();
+        // Every instance and every database server has stopped.
+        self.inner.watchdog.stop();
+    }
+
+    /// What each service vendor is here (real or a record, and why), for the start-up log.
+    pub fn service_vendors(&self) -> Vec<crate::nodes::VendorStatus> {
+        self.inner.nodes.vendors().to_vec()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -1,6 +1,7 @@
-//! Services (v1's `services` resource), as far as an emulator takes them: the catalog v1
-//! offered, provisioning records with credentials (there is no real database behind them yet),
-//! binding to apps, and the `VCAP_SERVICES` and `VMC_*` variables a bound app is started with.
+//! Services (v1's `services` resource): the catalog v1 offered, provisioning (by the service
+//! nodes of [`crate::nodes`]: a real database where its server is installed, a record with
+//! made-up credentials otherwise), binding to apps (each binding's own credentials), and the
+//! `VCAP_SERVICES` and `VMC_*` variables a bound app is started with.
 
 use std::collections::BTreeMap;
 
@@ -108,7 +109,8 @@ impl Service {
     }
 }
 
-/// Credentials for a new service: made up (nothing listens there), overridable per vendor.
+/// Credentials for a new service that is a record: made up (nothing listens there), overridable
+/// per vendor.
 pub(crate) fn credentials(offering: &Offering, overrides: Option<&Value>) -> Value {
     let user = format!("u{}", &random_hex(6));
     let mut credentials = json!({
@@ -189,19 +191,20 @@ pub(crate) fn offerings() -> Value {
     out
 }
 
-/// The environment a bound app gets: `VCAP_SERVICES`, `VMC_SERVICES`, and `VMC_<VENDOR>`.
-pub(crate) fn environment(bound: &[Service]) -> Vec<(String, String)> {
+/// The environment a bound app gets: `VCAP_SERVICES`, `VMC_SERVICES`, and `VMC_<VENDOR>`, from
+/// each service and the credentials of the app's binding to it.
+pub(crate) fn environment(bound: &[(Service, Value)]) -> Vec<(String, String)> {
     let mut vcap: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut vmc = Vec::new();
     let mut env = Vec::new();
-    for service in bound {
+    for (service, credentials) in bound {
         vcap.entry(service.label()).or_default().push(json!({
             "name": service.name,
             "label": service.label(),
             "plan": "free",
             "tags": service.offering.tags,
             "plan_option": null,
-            "credentials": service.credentials,
+            "credentials": credentials,
         }));
         vmc.push(json!({
             "name": service.name,
@@ -209,10 +212,10 @@ pub(crate) fn environment(bound: &[Service]) -> Vec<(String, String)> {
             "vendor": service.offering.vendor,
             "version": service.offering.version,
             "tier": "free",
-            "options": service.credentials,
+            "options": credentials,
         }));
-        let host = service.credentials["host"].as_str().unwrap_or("127.0.0.1");
-        let port = &service.credentials["port"];
+        let host = credentials["host"].as_str().unwrap_or("127.0.0.1");
+        let port = &credentials["port"];
         env.push((
             format!("VMC_{}", service.offering.vendor.to_ascii_uppercase()),
             format!("{host}:{port}"),
@@ -241,9 +244,9 @@ impl Platform {
             .ok_or(ApiError::ServiceNotFound)
     }
 
-    /// `POST /services {vendor, version, type, tier, name, infra}`: provisions a record (there is
-    /// no real service behind it) with credentials, configurable per vendor.
-    pub fn create_service(&self, user: &str, body: &Value) -> Result<Value, ApiError> {
+    /// `POST /services {vendor, version, type, tier, name, infra}`: provisions it (a database,
+    /// by the vendor's node, or a record) and keeps its credentials.
+    pub async fn create_service(&self, user: &str, body: &Value) -> Result<Value, ApiError> {
         let text = |key: &str| -> Result<Option<String>, ApiError> {
             match body.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -272,7 +275,59 @@ impl Platform {
             .and_then(|i| i.get("provider"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let mut state = self.state();
+        self.check_new_service(user, &name)?;
+        // Provisioning takes a while (a server may start): outside the state's lock.
+        let credentials = match self.inner.nodes.provision(offering.vendor).await {
+            None => credentials(
+                offering,
+                self.inner.config.service_credentials.get(offering.vendor),
+            ),
+            Some(Ok(credentials)) => credentials,
+            Some(Err(error)) => {
+                tracing::warn!(service = %name, vendor = offering.vendor, %error, "provisioning failed");
+                return Err(ApiError::ServiceGateway(error.to_string()));
+            }
+        };
+        let service = Service {
+            owner: user.to_owned(),
+            name,
+            offering,
+            credentials,
+            created: epoch_seconds(),
+            infra,
+        };
+        let document = service.document();
+        let kept = {
+            let mut state = self.state();
+            // Checked again: another request may have taken the name meanwhile.
+            let checked = self.check_new_service_in(&state, user, &service.name);
+            if checked.is_ok() {
+                state.services.push(service.clone());
+            }
+            checked
+        };
+        if let Err(error) = kept {
+            self.unprovision(&service).await;
+            return Err(error);
+        }
+        self.journal().record_event(
+            "service",
+            json!({"provisioned": service.name, "vendor": offering.vendor, "real": self.inner.nodes.is_real(offering.vendor)}),
+        );
+        Ok(document)
+    }
+
+    fn check_new_service(&self, user: &str, name: &str) -> Result<(), ApiError> {
+        let state = self.state();
+        self.check_new_service_in(&state, user, name)
+    }
+
+    fn check_new_service_in(
+        &self,
+        state: &super::state::State,
+        user: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         if state.services_of(user).any(|s| s.name == name) {
             return Err(ApiError::BadRequest(format!(
                 "a service named {name:?} already exists"
@@ -283,37 +338,133 @@ impl Platform {
         if count >= limit as usize {
             return Err(ApiError::TooManyServices(count + 1, limit));
         }
-        let service = Service {
-            owner: user.to_owned(),
-            name,
-            offering,
-            credentials: credentials(
-                offering,
-                self.inner.config.service_credentials.get(offering.vendor),
-            ),
-            created: epoch_seconds(),
-            infra,
-        };
-        let document = service.document();
-        state.services.push(service);
-        Ok(document)
+        Ok(())
     }
 
     /// `DELETE /services/:name`: unbinds it from the user's apps (they keep running until
-    /// restarted, as on v1) and forgets it.
-    pub fn delete_service(&self, user: &str, name: &str) -> Result<(), ApiError> {
-        let mut state = self.state();
-        let before = state.services.len();
-        state
-            .services
-            .retain(|s| !(s.owner == user && s.name == name));
-        if state.services.len() == before {
-            return Err(ApiError::ServiceNotFound);
+    /// restarted, as on v1; their users are dropped), forgets it and drops its database.
+    pub async fn delete_service(&self, user: &str, name: &str) -> Result<(), ApiError> {
+        let (service, bindings) = {
+            let mut state = self.state();
+            let index = state
+                .services
+                .iter()
+                .position(|s| s.owner == user && s.name == name)
+                .ok_or(ApiError::ServiceNotFound)?;
+            let service = state.services.remove(index);
+            let mut bindings = Vec::new();
+            for app in state.apps.values_mut().filter(|a| a.owner == user) {
+                app.services.retain(|s| s != name);
+                if let Some(binding) = app.bindings.remove(name) {
+                    bindings.push(binding);
+                }
+            }
+            (service, bindings)
+        };
+        for binding in &bindings {
+            self.unbind(&service, binding).await;
         }
-        for app in state.apps.values_mut().filter(|a| a.owner == user) {
-            app.services.retain(|s| s != name);
-        }
+        self.unprovision(&service).await;
         Ok(())
+    }
+
+    /// Binds a service to an app: the credentials the app gets.
+    pub(super) async fn bind(&self, service: &Service) -> Result<Value, ApiError> {
+        self.inner
+            .nodes
+            .bind(service.offering.vendor, &service.credentials)
+            .await
+            .map_err(|error| {
+                tracing::warn!(service = %service.name, %error, "binding failed");
+                ApiError::ServiceGateway(error.to_string())
+            })
+    }
+
+    /// Drops what a binding made (a failure is logged: the binding is gone from the state).
+    pub(super) async fn unbind(&self, service: &Service, binding: &Value) {
+        if let Err(error) = self
+            .inner
+            .nodes
+            .unbind(service.offering.vendor, &service.credentials, binding)
+            .await
+        {
+            tracing::warn!(service = %service.name, %error, "unbinding failed");
+            self.journal().record_event(
+                "service",
+                json!({"unbind_failed": service.name, "error": error.to_string()}),
+            );
+        }
+    }
+
+    /// Drops a service's database (a failure is logged: the service is gone from the state).
+    pub(super) async fn unprovision(&self, service: &Service) {
+        match self
+            .inner
+            .nodes
+            .unprovision(service.offering.vendor, &service.credentials)
+            .await
+        {
+            Ok(()) => {
+                self.journal()
+                    .record_event("service", json!({"unprovisioned": service.name}));
+            }
+            Err(error) => {
+                tracing::warn!(service = %service.name, %error, "unprovisioning failed");
+                self.journal().record_event(
+                    "service",
+                    json!({"unprovision_failed": service.name, "error": error.to_string()}),
+                );
+            }
+        }
+    }
+
+    /// The credentials an app's environment gets for a binding: where a real service listens
+    /// now (its port may have changed since it was bound, across a restart).
+    pub(super) fn live_credentials(&self, service: &Service, binding: &Value) -> Value {
+        let mut credentials = binding.clone();
+        if let Some(port) = self
+            .inner
+            .nodes
+            .endpoint(service.offering.vendor, &service.credentials)
+            && credentials.is_object()
+        {
+            credentials["port"] = json!(port);
+        }
+        credentials
+    }
+
+    /// `GET /_afemu/services`: each vendor (real or a record, and why), its servers, and the
+    /// services provisioned with the apps bound to each.
+    pub fn services_status(&self) -> Value {
+        let mut status = self.inner.nodes.status();
+        let state = self.state();
+        let services: Vec<Value> = state
+            .services
+            .iter()
+            .map(|service| {
+                let bound: Vec<&str> = state
+                    .apps
+                    .values()
+                    .filter(|a| a.owner == service.owner && a.services.contains(&service.name))
+                    .map(|a| a.name.as_str())
+                    .collect();
+                json!({
+                    "owner": service.owner,
+                    "name": service.name,
+                    "vendor": service.offering.vendor,
+                    "real": self.inner.nodes.is_real(service.offering.vendor),
+                    "database": service.credentials.get("name"),
+                    "bound_to": bound,
+                })
+            })
+            .collect();
+        status["services"] = json!(services);
+        status
+    }
+
+    /// The log of a database server (`postgresql`, `mysql`, `redis <name>`), if there is one.
+    pub fn service_server_log(&self, server: &str) -> Option<std::path::PathBuf> {
+        self.inner.nodes.server_log(server)
     }
 }
 
@@ -342,7 +493,8 @@ mod tests {
             created: 0,
             infra: None,
         };
-        let env: BTreeMap<_, _> = environment(&[service]).into_iter().collect();
+        let binding = service.credentials.clone();
+        let env: BTreeMap<_, _> = environment(&[(service, binding)]).into_iter().collect();
         let vcap: Value = serde_json::from_str(&env["VCAP_SERVICES"]).unwrap();
         let bound = &vcap["mysql-5.1"][0];
         assert_eq!(bound["name"], "mysql-abc");

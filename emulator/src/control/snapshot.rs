@@ -5,8 +5,6 @@
 //! Runtime facts (instances, crashes, ports) are not part of it: they are re-created. A reset
 //! (`POST /_afemu/reset`) is here too: the empty state.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -41,7 +39,15 @@ pub struct Snapshot {
     /// Uploaded bits by hash, as hex-encoded zips (each stored once, whichever apps share it).
     #[serde(default)]
     pub packages: std::collections::BTreeMap<String, String>,
+    /// What the snapshot does not hold, said in words (the data in real services' databases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_included: Vec<String>,
 }
+
+/// What an export says it leaves out when it holds services.
+pub const SERVICE_DATA_NOT_INCLUDED: &str = "the data in the services' databases: the snapshot \
+    holds each service's and binding's credentials only; on import, a real service's database is \
+    kept if the server still has it (the same --data-dir), and created empty otherwise";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +88,9 @@ pub struct AppRecord {
     pub state: String,
     #[serde(default)]
     pub services: Vec<String>,
+    /// The credentials of each binding, by service name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub bindings: std::collections::BTreeMap<String, Value>,
     #[serde(default)]
     pub env: Vec<String>,
     #[serde(default)]
@@ -122,50 +131,7 @@ impl Snapshot {
     }
 }
 
-/// Writes `bytes` to `path` so that a reader (or a crash) only ever sees the old file or the new
-/// one: a temporary file in the same directory, flushed to disk, then renamed over it.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temporary = tempfile::Builder::new()
-        .prefix(&partial_prefix(path))
-        .tempfile_in(dir)?;
-    temporary.write_all(bytes)?;
-    temporary.as_file().sync_all()?;
-    temporary.persist(path).map_err(|e| e.error)?;
-    // The rename itself is durable once the directory is.
-    if let Ok(directory) = std::fs::File::open(dir) {
-        let _ = directory.sync_all();
-    }
-    Ok(())
-}
-
-/// What the temporary files of a write to `path` are named like: `.<name>.partial-…`.
-fn partial_prefix(path: &Path) -> String {
-    let name = path
-        .file_name()
-        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    format!(".{name}.partial-")
-}
-
-/// Removes what an interrupted write to `path` (a process killed while saving) left beside it.
-pub fn remove_partial_writes(path: &Path) {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let prefix = partial_prefix(path);
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-}
+pub use crate::atomic_file::{remove_partial_writes, write_atomically};
 
 impl Platform {
     /// Notes that something a snapshot shows has changed.
@@ -178,20 +144,25 @@ impl Platform {
         self.inner.changed.notified().await;
     }
 
-    /// `POST /_afemu/reset`: every app stopped and deleted, every user, token and service gone,
-    /// the journal emptied. Faults stay as they are.
+    /// `POST /_afemu/reset`: every app stopped and deleted, every user, token and service gone
+    /// (real services' databases dropped), the journal emptied. Faults stay as they are.
     pub async fn reset(&self) {
         let apps: Vec<u64> = self.state().apps.keys().copied().collect();
         for app_id in apps {
             let _guard = self.lock_app(app_id).await;
             self.remove_app(app_id).await;
         }
-        {
+        let services = {
             let mut state = self.state();
             state.users.clear();
             state.tokens.clear();
-            state.services.clear();
+            let services = std::mem::take(&mut state.services);
             self.publish(&state);
+            services
+        };
+        // Every provisioned database goes (their bindings' users went with the apps).
+        for service in &services {
+            self.unprovision(service).await;
         }
         self.journal().clear();
         self.journal().record_event("reset", json!({}));
@@ -247,12 +218,18 @@ impl Platform {
                         memory_mb: app.memory_mb,
                         state: app.state.as_str().into(),
                         services: app.services.clone(),
+                        bindings: app.bindings.clone(),
                         env: app.env.clone(),
                         infra: app.infra.clone(),
                         package: app.package.as_ref().map(|p| p.hash.clone()),
                     }
                 })
                 .collect();
+            let not_included = if state.services.is_empty() {
+                Vec::new()
+            } else {
+                vec![SERVICE_DATA_NOT_INCLUDED.to_owned()]
+            };
             (
                 Snapshot {
                     afemu_state: FORMAT,
@@ -261,6 +238,7 @@ impl Platform {
                     services,
                     apps,
                     packages: Default::default(),
+                    not_included,
                 },
                 packages,
             )
@@ -285,6 +263,10 @@ impl Platform {
             services::offering(&service.vendor, Some(&service.version))
                 .ok_or(ApiError::ServiceNotFound)?;
             services::validate_service_name(&service.name)?;
+            self.inner
+                .nodes
+                .check_credentials(&service.vendor, &service.credentials)
+                .map_err(|e| ApiError::BadRequest(format!("service {:?}: {e}", service.name)))?;
         }
         for app in &snapshot.apps {
             validate_app_name(&app.name)?;
@@ -396,6 +378,7 @@ impl Platform {
                         instances: record.instances.max(1),
                         memory_mb: record.memory_mb,
                         services: record.services.clone(),
+                        bindings: record.bindings.clone(),
                         env: record.env.clone(),
                         infra: record.infra.clone(),
                         package,
@@ -405,7 +388,53 @@ impl Platform {
             }
             self.publish(&state);
         }
+        // Real services come back before the apps that use them start.
         let mut failures = Vec::new();
+        let services: Vec<(services::Service, Vec<Value>)> = {
+            let mut state = self.state();
+            let state = &mut *state;
+            let nodes = &self.inner.nodes;
+            for service in &mut state.services {
+                service.credentials = nodes.complete(service.offering.vendor, &service.credentials);
+            }
+            state
+                .services
+                .iter()
+                .map(|service| {
+                    let mut bindings = Vec::new();
+                    for app in state.apps.values_mut().filter(|a| a.owner == service.owner) {
+                        let Some(binding) = app.bindings.get(&service.name) else {
+                            continue;
+                        };
+                        // A binding the node cannot restore (no user or password of its own)
+                        // is dropped: the app gets the service's own credentials.
+                        let usable = nodes
+                            .check_credentials(service.offering.vendor, binding)
+                            .is_ok()
+                            && ["user", "password"]
+                                .iter()
+                                .all(|k| binding.get(k).and_then(Value::as_str).is_some());
+                        if usable {
+                            bindings.push(binding.clone());
+                        } else {
+                            app.bindings.remove(&service.name);
+                        }
+                    }
+                    (service.clone(), bindings)
+                })
+                .collect()
+        };
+        for (service, bindings) in services {
+            if let Err(error) = self
+                .inner
+                .nodes
+                .restore(service.offering.vendor, &service.credentials, &bindings)
+                .await
+            {
+                tracing::warn!(service = %service.name, %error, "cannot restore the service");
+                failures.push(format!("service {}: {error}", service.name));
+            }
+        }
         for app_id in to_start {
             let _guard = self.lock_app(app_id).await;
             {
@@ -431,6 +460,8 @@ impl Platform {
         self.mark_changed();
         if failures.is_empty() {
             Ok(())
+        } else if failures.iter().all(|f| f.starts_with("service ")) {
+            Err(ApiError::ServiceGateway(failures.join("; ")))
         } else {
             Err(ApiError::StagingFailed(failures.join("; ")))
         }

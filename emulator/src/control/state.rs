@@ -131,6 +131,8 @@ pub(crate) struct App {
     pub(crate) fds: u64,
     pub(crate) state: AppState,
     pub(crate) services: Vec<String>,
+    /// The credentials of each binding (by service name): a user of its own on a real database.
+    pub(crate) bindings: BTreeMap<String, Value>,
     pub(crate) env: Vec<String>,
     /// v1's `lock_version`: `meta.version` in the document, checked on every PUT.
     pub(crate) lock_version: u64,
@@ -168,6 +170,7 @@ impl App {
             fds: 256,
             state: AppState::Stopped,
             services: Vec::new(),
+            bindings: BTreeMap::new(),
             env: Vec::new(),
             lock_version: 0,
             created: crate::clock::epoch_seconds(),
@@ -321,11 +324,15 @@ impl State {
         self.services.iter().filter(move |s| s.owner == owner)
     }
 
-    /// The services bound to an app, as its environment presents them.
-    pub(crate) fn bound_services(&self, app: &App) -> Vec<Service> {
+    /// The services bound to an app, each with the credentials of the app's binding (the
+    /// service's own for a binding made before bindings had credentials of their own).
+    pub(crate) fn bound_services(&self, app: &App) -> Vec<(Service, Value)> {
         self.services_of(&app.owner)
             .filter(|s| app.services.contains(&s.name))
-            .cloned()
+            .map(|s| {
+                let binding = app.bindings.get(&s.name).unwrap_or(&s.credentials);
+                (s.clone(), binding.clone())
+            })
             .collect()
     }
 

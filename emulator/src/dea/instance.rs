@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Dea;
 use super::stager::{Droplet, StartPlan};
-use super::watchdog::Watchdog;
 use crate::bus::{EnvTemplate, StartRequest};
 use crate::clock::{epoch_seconds, time_of_day_utc};
+use crate::watchdog::Watchdog;
 
 /// What an instance's supervisor can be told.
 #[derive(Debug)]

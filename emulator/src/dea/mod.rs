@@ -10,7 +10,7 @@
 //! - `static_server`: the built-in server for apps that are just an `index.html`.
 //! - `files`: an instance's files as v1's DEA listed and served them, confined to its directory.
 //! - `procstat`: CPU and memory of an app's process group, from `/proc`.
-//! - `watchdog`: kills every app process group if afemu itself dies without cleaning up.
+//! - the shared `crate::watchdog` kills every app process group if afemu itself dies.
 //! - `frameworks`: the frameworks and runtimes this machine can run.
 
 pub(crate) mod files;
@@ -19,7 +19,6 @@ mod instance;
 mod procstat;
 pub(crate) mod stager;
 mod static_server;
-mod watchdog;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,10 +32,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::{InstanceEvent, StageRequest, StartRequest, StopRequest};
 use crate::config::Timing;
+use crate::watchdog::Watchdog;
 use instance::InstanceCommand;
 use stager::Droplet;
 pub use stager::StartPlan;
-use watchdog::Watchdog;
 
 /// The DEA's handle; clone it freely.
 #[derive(Clone)]
@@ -108,6 +107,7 @@ impl Dea {
         shutdown: CancellationToken,
         tasks: TaskTracker,
         events: mpsc::UnboundedSender<InstanceEvent>,
+        watchdog: Arc<Watchdog>,
     ) -> std::io::Result<Dea> {
         for sub in ["droplets", "instances"] {
             std::fs::create_dir_all(data_dir.join(sub))?;
@@ -116,7 +116,7 @@ impl Dea {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
                 timing,
-                watchdog: Arc::new(Watchdog::start()),
+                watchdog,
                 shutdown,
                 tasks,
                 events,
@@ -382,11 +382,6 @@ impl Dea {
             })
             .await
             .clone()
-    }
-
-    /// Stops watching for a dead afemu: every instance has been stopped.
-    pub(crate) fn stop_watchdog(&self) {
-        self.inner.watchdog.stop();
     }
 
     // ----- what supervisors report ---------------------------------------------------------

@@ -1,0 +1,284 @@
+//! v1's MySQL node (`vcap-services/mysql/lib/mysql_service/node.rb`) over one shared MariaDB (or
+//! MySQL) server, started on the first provision:
+//!
+//! - provision: a database `d<id>` and a user `u<id>` with password `p<id>`, granted everything
+//!   on it from anywhere (`'%'`) and from `localhost`;
+//! - bind: a further user per bound app, with the same grants;
+//! - unbind: that user dropped;
+//! - unprovision: the database dropped, and every user granted on it.
+//!
+//! The server listens on a loopback port for apps and on a socket in its directory for afemu,
+//! which reaches it as the system user it runs as (MariaDB's `unix_socket` authentication).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::probe::Mysql as Programs;
+use super::server::{Server, ServerSpec};
+use super::{Context, NodeError, database_credentials, identifier, new_id, run_client, run_setup};
+
+pub(crate) struct Node {
+    programs: Programs,
+    context: Context,
+    dir: PathBuf,
+    server: tokio::sync::Mutex<Option<Arc<Server>>>,
+    current: Mutex<Option<Arc<Server>>>,
+}
+
+impl Node {
+    pub(crate) fn new(programs: Programs, context: Context) -> Node {
+        let dir = context.root.join("mysql");
+        Node {
+            programs,
+            context,
+            dir,
+            server: tokio::sync::Mutex::new(None),
+            current: Mutex::new(None),
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("mysqld.sock")
+    }
+
+    pub(crate) fn port(&self) -> Option<u16> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.spec.port)
+    }
+
+    pub(crate) fn servers(&self) -> Vec<Arc<Server>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    async fn running(&self) -> Result<Arc<Server>, NodeError> {
+        let mut slot = self.server.lock().await;
+        if let Some(server) = slot.as_ref()
+            && super::usable(server)
+        {
+            let server = server.clone();
+            drop(slot);
+            server.ready().await.map_err(NodeError)?;
+            return Ok(server);
+        }
+        let server = self.start().await?;
+        *slot = Some(server.clone());
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.clone());
+        drop(slot);
+        server.ready().await.map_err(NodeError)?;
+        Ok(server)
+    }
+
+    /// The system user afemu runs as: MariaDB's administrator through the socket.
+    fn admin() -> Result<String, NodeError> {
+        nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .ok_or_else(|| NodeError("afemu's own user has no name in the user database".into()))
+    }
+
+    async fn start(&self) -> Result<Arc<Server>, NodeError> {
+        let data = self.dir.join("data");
+        std::fs::create_dir_all(&self.dir)?;
+        let socket_len = self.socket().as_os_str().len();
+        if socket_len > 107 {
+            return Err(NodeError(format!(
+                "MariaDB's socket would be {socket_len} bytes long (at most 107): use a shorter \
+                 --data-dir"
+            )));
+        }
+        // As root, run it as the user Debian made for it, as its packaged service does.
+        let run_as = super::unprivileged_user("mysql")?;
+        let log = self.dir.join("server.log");
+        if !data.join("mysql").exists() {
+            std::fs::create_dir_all(&data)?;
+            if let Some((user, name)) = &run_as {
+                super::hand_over(&self.dir, &self.context.root, *user)?;
+                super::check_reachable(&data, *user, name).await?;
+            }
+            tracing::info!(dir = %data.display(), "mysql: initialising the server's data directory");
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "--no-defaults".into(),
+                format!("--datadir={}", data.display()).into(),
+                "--auth-root-authentication-method=socket".into(),
+                format!("--auth-root-socket-user={}", Self::admin()?).into(),
+                "--skip-test-db".into(),
+            ];
+            if let Some((_, name)) = &run_as {
+                args.push(format!("--user={name}").into());
+            }
+            run_setup(&self.programs.install_db, &args, &self.dir, &log, None).await?;
+        }
+        if let Some((user, _)) = &run_as {
+            super::hand_over(&self.dir, &self.context.root, *user)?;
+        }
+        let port = super::server::stable_port(&self.dir.join("port"))?;
+        let spec = ServerSpec {
+            name: "mysql".into(),
+            program: self.programs.server.clone(),
+            args: vec![
+                "--no-defaults".into(),
+                format!("--datadir={}", data.display()).into(),
+                format!("--port={port}").into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--socket={}", self.socket().display()).into(),
+                format!("--pid-file={}", self.dir.join("mysqld.pid").display()).into(),
+                "--skip-name-resolve".into(),
+                "--max-connections=200".into(),
+            ],
+            dir: self.dir.clone(),
+            log,
+            ready_line: "ready for connections",
+            stop_signal: Signal::SIGTERM,
+            run_as: run_as.map(|(user, _)| user),
+            port,
+        };
+        Ok(self.context.start_server(spec))
+    }
+
+    async fn sql(&self, sql: &str) -> Result<String, NodeError> {
+        let args = [
+            "--no-defaults".to_owned(),
+            "--protocol=socket".to_owned(),
+            format!("--socket={}", self.socket().display()),
+            format!("--user={}", Self::admin()?),
+            "--batch".to_owned(),
+            "--skip-column-names".to_owned(),
+        ];
+        run_client(&self.programs.client, &args, sql).await
+    }
+
+    /// A user with every right on the database, from anywhere and from the socket.
+    fn grant(name: &str, user: &str, password: &str) -> String {
+        let mut sql = String::new();
+        for host in ["%", "localhost"] {
+            sql.push_str(&format!(
+                "CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{password}';\n\
+                 ALTER USER '{user}'@'{host}' IDENTIFIED BY '{password}';\n\
+                 GRANT ALL ON `{name}`.* TO '{user}'@'{host}';\n"
+            ));
+        }
+        sql
+    }
+
+    pub(crate) async fn provision(&self) -> Result<Value, NodeError> {
+        let server = self.running().await?;
+        let id = crate::clock::random_hex(16);
+        let (name, user, password) = (format!("d{id}"), format!("u{id}"), format!("p{id}"));
+        self.create(&name, &user, &password).await?;
+        tracing::info!(database = %name, "mysql: provisioned");
+        Ok(database_credentials(
+            &name,
+            server.spec.port,
+            &user,
+            &password,
+        ))
+    }
+
+    async fn create(&self, name: &str, user: &str, password: &str) -> Result<(), NodeError> {
+        self.sql(&format!(
+            "CREATE DATABASE IF NOT EXISTS `{name}`;\n{}FLUSH PRIVILEGES;\n",
+            Self::grant(name, user, password)
+        ))
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn bind(&self, service: &Value) -> Result<Value, NodeError> {
+        let name = identifier(service, "name")?;
+        let server = self.running().await?;
+        let (user, password) = (new_id('u'), new_id('p'));
+        self.sql(&format!(
+            "{}FLUSH PRIVILEGES;\n",
+            Self::grant(name, &user, &password)
+        ))
+        .await?;
+        tracing::info!(database = %name, %user, "mysql: bound");
+        Ok(database_credentials(
+            name,
+            server.spec.port,
+            &user,
+            &password,
+        ))
+    }
+
+    pub(crate) async fn unbind(&self, service: &Value, binding: &Value) -> Result<(), NodeError> {
+        let parent = identifier(service, "user")?;
+        let user = identifier(binding, "user")?;
+        if user == parent {
+            return Ok(());
+        }
+        self.running().await?;
+        self.drop_users(&[user.to_owned()]).await?;
+        tracing::info!(%user, "mysql: unbound");
+        Ok(())
+    }
+
+    async fn drop_users(&self, users: &[String]) -> Result<(), NodeError> {
+        let mut sql = String::new();
+        for user in users {
+            for host in ["%", "localhost"] {
+                sql.push_str(&format!("DROP USER IF EXISTS '{user}'@'{host}';\n"));
+            }
+        }
+        sql.push_str("FLUSH PRIVILEGES;\n");
+        self.sql(&sql).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn unprovision(&self, service: &Value) -> Result<(), NodeError> {
+        let name = identifier(service, "name")?;
+        self.running().await?;
+        // Every user granted on the database: the service's own and every binding's.
+        let granted = self
+            .sql(&format!(
+                "SELECT DISTINCT User FROM mysql.db WHERE Db = '{name}';\n"
+            ))
+            .await?;
+        let users: Vec<String> = granted
+            .lines()
+            .map(str::trim)
+            // Only names afemu could have made go into the DROP statements.
+            .filter(|u| identifier(&serde_json::json!({"user": u}), "user").is_ok())
+            .map(str::to_owned)
+            .collect();
+        self.sql(&format!("DROP DATABASE IF EXISTS `{name}`;\n"))
+            .await?;
+        self.drop_users(&users).await?;
+        tracing::info!(database = %name, "mysql: unprovisioned");
+        Ok(())
+    }
+
+    pub(crate) async fn restore(
+        &self,
+        service: &Value,
+        bindings: &[Value],
+    ) -> Result<(), NodeError> {
+        let name = identifier(service, "name")?;
+        let user = identifier(service, "user")?;
+        let password = identifier(service, "password")?;
+        self.running().await?;
+        self.create(name, user, password).await?;
+        for binding in bindings {
+            let user = identifier(binding, "user")?;
+            let password = identifier(binding, "password")?;
+            self.sql(&format!(
+                "{}FLUSH PRIVILEGES;\n",
+                Self::grant(name, user, password)
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+}
