@@ -196,6 +196,7 @@ async fn agree(lines: &[Line], delay: Option<&str>) -> Result<(), TestCaseError>
         reset: false,
         replay,
         progress: false,
+        services: afemu::ServicesMode::Records,
     };
     let context = || {
         format!(

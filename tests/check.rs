@@ -21,17 +21,23 @@ fn check(runbook: &str, extra: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Every shipped runbook, and whether it is safe with instant routes and with late ones.
+/// Every shipped runbook, and what `afemu check` says of it with instant routes and with late
+/// ones.
 #[test]
 fn every_shipped_runbook_gets_the_verdict_a_person_would_give() {
+    const SAFE: &str = "PASSED";
+    const UNSAFE: &str = "FAILED";
+    // The model follows routes, not an app's data: a writes-kept expectation is left open.
+    const OPEN: &str = "NOT PROVEN: 1 expectation not evaluated";
     let table = [
-        // (runbook, safe with instant routes, safe with routes 0..50ms late)
-        ("seed-001-swap.runbook", true, false),
-        ("seed-001-swap-awaited.runbook", true, true),
-        ("seed-001-swap-load.runbook", true, true),
-        ("seed-000-downtime.runbook", true, true),
-        ("swap-unmap-first.runbook", false, false),
-        ("plain-update.runbook", false, false),
+        // (runbook, with instant routes, with routes 0..50ms late)
+        ("seed-001-swap.runbook", SAFE, UNSAFE),
+        ("seed-001-swap-awaited.runbook", SAFE, SAFE),
+        ("seed-001-swap-load.runbook", SAFE, SAFE),
+        ("seed-000-downtime.runbook", SAFE, SAFE),
+        ("swap-unmap-first.runbook", UNSAFE, UNSAFE),
+        ("plain-update.runbook", UNSAFE, UNSAFE),
+        ("swap-shared-database.runbook", OPEN, OPEN),
     ];
     let shipped: Vec<String> = std::fs::read_dir(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/runbooks"),
@@ -45,20 +51,17 @@ fn every_shipped_runbook_gets_the_verdict_a_person_would_give() {
         "a verdict for each: {shipped:?}"
     );
     for (runbook, instant, late) in table {
-        for (extra, safe) in [
+        for (extra, verdict) in [
             (&[][..], instant),
             (&["--route-delay", "0..50ms"][..], late),
         ] {
             let (code, out, err) = check(runbook, extra);
             assert_eq!(
                 code,
-                if safe { 0 } else { 1 },
+                if verdict == SAFE { 0 } else { 1 },
                 "{runbook} {extra:?}:\n{out}{err}"
             );
-            assert!(
-                out.ends_with(if safe { "PASSED\n" } else { "FAILED\n" }),
-                "{out}"
-            );
+            assert!(out.ends_with(&format!("{verdict}\n")), "{out}");
             assert!(out.contains("states explored"), "{out}");
         }
     }

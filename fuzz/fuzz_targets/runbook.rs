@@ -41,9 +41,12 @@ fuzz_target!(|data: &[u8]| {
                 let _ = model_step(&command, |_| Some(1));
                 let _ = model_step(&command, |_| Some(u32::MAX));
             }
-            ItemKind::Traffic { hosts, rate } => {
+            ItemKind::Traffic { hosts, rate, write } => {
                 assert!(!hosts.is_empty() && *rate > 0, "{item:?}");
                 hosts.iter().for_each(|host| assert_host(host));
+                if let Some(path) = write {
+                    assert!(path.starts_with('/') && path.contains("{key}"), "{item:?}");
+                }
             }
             ItemKind::Wait(duration) => assert_wait(*duration),
             ItemKind::Await { until, timeout } => {
@@ -57,6 +60,10 @@ fuzz_target!(|data: &[u8]| {
             ItemKind::ExpectServedBy { app, host } => {
                 assert!(!app.is_empty(), "{item:?}");
                 assert_host(host);
+            }
+            ItemKind::ExpectWritesKept { host, path } => {
+                assert_host(host);
+                assert!(path.starts_with('/') && !path.contains(' '), "{item:?}");
             }
         }
         // A line means the same on its own (with traffic to observe, which an @await of

@@ -65,6 +65,11 @@ struct RehearseArgs {
     /// released in the schedule's order (its route delay and stop mode apply).
     #[arg(long, value_name = "SCHEDULE", conflicts_with = "target")]
     replay: Option<std::path::PathBuf>,
+    /// Services in the emulator the rehearsal starts: real databases where their servers are
+    /// installed (auto), always (real), or never (records: made-up credentials). With --target,
+    /// the running emulator's own setting holds.
+    #[arg(long, env = "AFEMU_SERVICES", value_enum, default_value = "auto")]
+    services: afemu_emulator::ServicesMode,
     /// The faults of the emulator the rehearsal starts (with --target, applied to the running
     /// one through /_afemu/faults).
     #[command(flatten)]
@@ -189,6 +194,7 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
         reset: args.reset,
         replay,
         progress: std::io::stderr().is_terminal(),
+        services: args.services,
     };
     let report = match rehearse::rehearse(&options).await {
         Ok(report) => report,

@@ -8,6 +8,8 @@
 //! af push example --path apps/blue --url example.com -n   # any af command line: a step
 //! @traffic HOST [HOST ...] [rate=N/s]   # traffic from here on, once the router has every route
 //!                                       # change so far (default 100/s a host)
+//! @writes HOST PATH [rate=N/s]          # writes from here on: POST PATH, its {key} a new key
+//!                                       # each time (default 20/s); watched as traffic is
 //! @wait DURATION                        # let time pass, e.g. 300ms, 2s
 //! @await served-by APP HOST [timeout=D]       # until a request to HOST is served by APP
 //! @await new-version APP HOST [timeout=D]     # ... by APP's newest version (its last push,
@@ -15,6 +17,7 @@
 //! @await not-served-by APP HOST [timeout=D]   # until the router no longer sends HOST to APP
 //! @expect no-default-error-page [HOST ...]    # implied for every traffic host over the run
 //! @expect served-by APP HOST            # at the end, HOST is served only by APP
+//! @expect writes-kept HOST PATH         # at the end, GET PATH lists every write HOST acknowledged
 //! ```
 //!
 //! Paths in a runbook are relative to its own folder.
@@ -47,9 +50,11 @@ pub struct Item {
 pub enum ItemKind {
     /// An `af` command line, split as a shell would (without `af`); af's parser accepts it.
     Af(Vec<String>),
+    /// `@traffic` (GET `/`), or `@writes` (POST to `write`, a path with `{key}` in it).
     Traffic {
         hosts: Vec<String>,
         rate: u32,
+        write: Option<String>,
     },
     Wait(Duration),
     Await {
@@ -62,6 +67,11 @@ pub enum ItemKind {
     ExpectServedBy {
         app: String,
         host: String,
+    },
+    /// At the end, a GET of `path` on `host` lists every write to `host` the app acknowledged.
+    ExpectWritesKept {
+        host: String,
+        path: String,
     },
 }
 
@@ -183,6 +193,7 @@ impl Runbook {
                     ItemKind::Af(args)
                 }
                 "@traffic" => parse_traffic(&words[1..]).map_err(error)?,
+                "@writes" => parse_writes(&words[1..]).map_err(error)?,
                 "@wait" => {
                     let [duration] = &words[1..] else {
                         return Err(error("@wait takes one duration, e.g. @wait 500ms".into()));
@@ -193,7 +204,7 @@ impl Runbook {
                 "@expect" => parse_expect(&words[1..]).map_err(error)?,
                 other => {
                     return Err(error(format!(
-                        "{other:?} is neither an af command nor a directive (@traffic, @wait, @await, @expect)"
+                        "{other:?} is neither an af command nor a directive (@traffic, @writes, @wait, @await, @expect)"
                     )));
                 }
             };
@@ -223,12 +234,31 @@ impl Runbook {
                 _ => {}
             }
         }
+        // Writes kept: only writes the app acknowledged can be looked for.
+        for item in &items {
+            if let ItemKind::ExpectWritesKept { host, .. } = &item.kind {
+                let written = items.iter().any(|i| {
+                    matches!(&i.kind, ItemKind::Traffic { hosts, write: Some(_), .. } if hosts.contains(host))
+                });
+                if !written {
+                    return Err(RunbookError {
+                        file: file.to_owned(),
+                        line: item.line,
+                        message: format!(
+                            "no @writes sends writes to {host}, so no write could be acknowledged \
+                             and kept"
+                        ),
+                    });
+                }
+            }
+        }
         let observes = items.iter().any(|item| {
             matches!(
                 item.kind,
                 ItemKind::Traffic { .. }
                     | ItemKind::ExpectNoDefaultErrorPage { .. }
                     | ItemKind::ExpectServedBy { .. }
+                    | ItemKind::ExpectWritesKept { .. }
             )
         });
         if !observes {
@@ -303,7 +333,63 @@ fn parse_traffic(words: &[String]) -> Result<ItemKind, String> {
     if hosts.is_empty() {
         return Err("@traffic needs at least one host".into());
     }
-    Ok(ItemKind::Traffic { hosts, rate })
+    Ok(ItemKind::Traffic {
+        hosts,
+        rate,
+        write: None,
+    })
+}
+
+/// The default rate of `@writes`: each write is a request the app answers only once it is
+/// stored, slower than a page.
+pub const DEFAULT_WRITE_RATE: u32 = 20;
+
+fn parse_writes(words: &[String]) -> Result<ItemKind, String> {
+    const USAGE: &str = "expected: @writes HOST PATH [rate=N/s], PATH with {key} where each \
+                         write's key goes, e.g. @writes www.example.com /write?key={key}";
+    let mut rate = DEFAULT_WRITE_RATE;
+    let mut rest = Vec::new();
+    for word in words {
+        match word.strip_prefix("rate=") {
+            Some(value) => {
+                let number = value.strip_suffix("/s").unwrap_or(value);
+                rate = number.parse().ok().filter(|r| *r > 0).ok_or_else(|| {
+                    format!("rate={value}: expected a number of writes per second, e.g. rate=20/s")
+                })?;
+            }
+            None => rest.push(word.as_str()),
+        }
+    }
+    let [host, path] = rest.as_slice() else {
+        return Err(USAGE.into());
+    };
+    let path = path_of(path)?;
+    if !path.contains("{key}") {
+        return Err(format!("{path:?} has no {{key}}: {USAGE}"));
+    }
+    Ok(ItemKind::Traffic {
+        hosts: vec![host_of(host)?],
+        rate,
+        write: Some(path),
+    })
+}
+
+/// A request path (and query) as a runbook may name it.
+fn path_of(word: &str) -> Result<String, String> {
+    let valid = word.starts_with('/')
+        && word.len() <= 1024
+        && word.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+        && format!("http://host{}", word.replace("{key}", "k"))
+            .parse::<http::Uri>()
+            .is_ok();
+    if valid {
+        Ok(word.to_owned())
+    } else {
+        Err(format!(
+            "{word:?} is not a request path: it starts with '/', has no spaces, no '#', is a \
+             valid URI path and query, and is at most 1024 bytes"
+        ))
+    }
 }
 
 const AWAIT_USAGE: &str =
@@ -346,8 +432,16 @@ fn parse_expect(words: &[String]) -> Result<ItemKind, String> {
             }),
             _ => Err("expected: @expect served-by APP HOST".into()),
         },
+        Some("writes-kept") => match &words[1..] {
+            [host, path] => Ok(ItemKind::ExpectWritesKept {
+                host: host_of(host)?,
+                path: path_of(path)?,
+            }),
+            _ => Err("expected: @expect writes-kept HOST PATH".into()),
+        },
         _ => Err(
-            "expected: @expect no-default-error-page [HOST ...] or @expect served-by APP HOST"
+            "expected: @expect no-default-error-page [HOST ...], @expect served-by APP HOST or \
+             @expect writes-kept HOST PATH"
                 .into(),
         ),
     }
@@ -619,7 +713,8 @@ mod tests {
                     4,
                     ItemKind::Traffic {
                         hosts: vec!["example.com".into(), "www.example.com".into()],
-                        rate: 150
+                        rate: 150,
+                        write: None,
                     }
                 ),
                 (5, ItemKind::Af(words(&["map", "example2", "example.com"]))),
@@ -723,6 +818,20 @@ mod tests {
             ("af push --url a.com\n", 1, "names its app"),
             ("af rename a b\n", 1, "does not model"),
             ("af delete --all\n", 1, "name the app"),
+            ("@writes a.com /write\n", 1, "has no {key}"),
+            ("@writes a.com\n", 1, "expected: @writes HOST PATH"),
+            ("@writes a.com write?k={key}\n", 1, "is not a request path"),
+            ("@writes a.com /w?k={key} rate=0\n", 1, "writes per second"),
+            (
+                "@expect writes-kept a.com\n",
+                1,
+                "expected: @expect writes-kept",
+            ),
+            (
+                "@expect writes-kept a.com /keys\n",
+                1,
+                "no @writes sends writes to a.com",
+            ),
         ];
         for (text, line, message) in table {
             let error = parse(&format!("{text}@traffic a.com\n")).unwrap_err();
@@ -735,6 +844,32 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn writes_and_the_expectation_that_they_are_kept() {
+        let runbook = parse(
+            "@writes www.a.com /write?key={key}&v=1 rate=30/s\n\
+             @expect writes-kept www.a.com /keys\n",
+        )
+        .unwrap();
+        assert_eq!(
+            runbook.items[0].kind,
+            ItemKind::Traffic {
+                hosts: vec!["www.a.com".into()],
+                rate: 30,
+                write: Some("/write?key={key}&v=1".into()),
+            }
+        );
+        assert_eq!(
+            runbook.items[1].kind,
+            ItemKind::ExpectWritesKept {
+                host: "www.a.com".into(),
+                path: "/keys".into(),
+            }
+        );
+        // A written host is watched as a traffic host is.
+        assert_eq!(runbook.watched_hosts(), ["www.a.com"]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Steady traffic through the router: one keep-alive client per host, asking for `/` over and
-//! over (at a set rate, or as fast as answers come back). What the requests saw is read from the
-//! journal; the client side keeps its own tally so the two can be checked against each other.
+//! over (at a set rate, or as fast as answers come back), or writing: a POST to a path with a new
+//! key in it each time, the keys the app acknowledged (a 2xx of its own) kept. What the requests
+//! saw is read from the journal; the client side keeps its own tally so the two can be checked
+//! against each other.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,6 +31,9 @@ pub struct HostTally {
     pub skipped: u64,
     /// How often each distinct response body was seen (bodies are cut at 200 bytes).
     pub bodies: BTreeMap<String, u64>,
+    /// For writes: the keys of the writes the app acknowledged (a 2xx answer of its own, read
+    /// to its end), in the order sent.
+    pub acknowledged: Vec<String>,
 }
 
 impl HostTally {
@@ -43,6 +48,7 @@ impl HostTally {
         for (body, count) in other.bodies {
             *self.bodies.entry(body).or_default() += count;
         }
+        self.acknowledged.extend(other.acknowledged);
     }
 }
 
@@ -69,7 +75,9 @@ impl Traffic {
             .map(|host| {
                 let host = host.to_string();
                 let task = match rate {
-                    Some(rate) => tokio::spawn(at_rate(router, host.clone(), rate, stop.clone())),
+                    Some(rate) => {
+                        tokio::spawn(at_rate(router, host.clone(), rate, None, stop.clone()))
+                    }
                     None => tokio::spawn(run(router, host.clone(), stop.clone())),
                 };
                 (host, task)
@@ -78,6 +86,29 @@ impl Traffic {
         Traffic {
             stops: vec![stop],
             tasks,
+        }
+    }
+
+    /// Starts writes to `host` through the router: `rate` POSTs a second to `path`, its `{key}`
+    /// replaced by a new key each time (`w<client>-<n>`: unique within this process).
+    pub fn writes(router: SocketAddr, host: &str, path: &str, rate: u32) -> Traffic {
+        static CLIENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let client = CLIENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stop = CancellationToken::new();
+        let write = Write {
+            path: path.to_owned(),
+            client,
+        };
+        let task = tokio::spawn(at_rate(
+            router,
+            host.to_owned(),
+            rate,
+            Some(write),
+            stop.clone(),
+        ));
+        Traffic {
+            stops: vec![stop],
+            tasks: vec![(host.to_owned(), task)],
         }
     }
 
@@ -113,18 +144,29 @@ async fn run(router: SocketAddr, host: String, stop: CancellationToken) -> HostT
         .expect("a socket address makes a URI");
     let mut tally = HostTally::default();
     while !stop.is_cancelled() {
-        send(&client, uri.clone(), &host).await.add_to(&mut tally);
+        send(&client, (http::Method::GET, uri.clone()), &host)
+            .await
+            .add_to(&mut tally);
         // Let the rest of the runtime run between back-to-back requests.
         tokio::task::yield_now().await;
     }
     tally
 }
 
-/// Open-loop traffic: a request every `1/rate` seconds, each on its own task.
+/// What a writing client sends: POSTs to `path` with `{key}` replaced.
+#[derive(Clone, Debug)]
+struct Write {
+    path: String,
+    client: u64,
+}
+
+/// Open-loop traffic: a request every `1/rate` seconds, each on its own task (GET `/`, or a
+/// write with a key of its own).
 async fn at_rate(
     router: SocketAddr,
     host: String,
     rate: u32,
+    write: Option<Write>,
     stop: CancellationToken,
 ) -> HostTally {
     use std::sync::{Arc, Mutex};
@@ -136,6 +178,7 @@ async fn at_rate(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let tally = Arc::new(Mutex::new(HostTally::default()));
+    let mut sent = 0u64;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -145,21 +188,40 @@ async fn at_rate(
             tally.lock().unwrap_or_else(|e| e.into_inner()).skipped += 1;
             continue;
         };
-        let (client, uri, host, tally) = (client.clone(), uri.clone(), host.clone(), tally.clone());
+        let (request, key) = match &write {
+            None => ((http::Method::GET, uri.clone()), None),
+            Some(write) => {
+                let key = format!("w{}-{sent:06}", write.client);
+                let path = write.path.replace("{key}", &key);
+                match format!("http://{router}{path}").parse::<http::Uri>() {
+                    Ok(uri) => ((http::Method::POST, uri), Some(key)),
+                    Err(_) => break,
+                }
+            }
+        };
+        sent += 1;
+        let (client, host, tally) = (client.clone(), host.clone(), tally.clone());
         tokio::spawn(async move {
-            let outcome = send(&client, uri, &host).await;
-            outcome.add_to(&mut tally.lock().unwrap_or_else(|e| e.into_inner()));
+            let outcome = send(&client, request, &host).await;
+            let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some(key), true) = (key, outcome.acknowledged()) {
+                tally.acknowledged.push(key);
+            }
+            outcome.add_to(&mut tally);
             drop(permit);
         });
     }
     // Wait for the requests in flight.
     let _ = permits.acquire_many(IN_FLIGHT as u32).await;
-    tally.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    tally.acknowledged.sort();
+    tally
 }
 
 /// What one request got.
 enum Outcome {
     Answer {
+        status: u16,
         router_error: Option<String>,
         /// `None` when the body was cut.
         body: Option<String>,
@@ -168,10 +230,24 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// Whether the app itself said yes: a 2xx of its own (not the router's), read to its end.
+    fn acknowledged(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Answer {
+                status: 200..=299,
+                router_error: None,
+                body: Some(_)
+            }
+        )
+    }
+
     fn add_to(self, tally: &mut HostTally) {
         tally.requests += 1;
         match self {
-            Outcome::Answer { router_error, body } => {
+            Outcome::Answer {
+                router_error, body, ..
+            } => {
                 if let Some(error) = router_error {
                     *tally.router_errors.entry(error).or_default() += 1;
                 }
@@ -187,13 +263,22 @@ impl Outcome {
 
 type TrafficClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
-async fn send(client: &TrafficClient, uri: http::Uri, host: &str) -> Outcome {
-    let request = http::Request::get(uri)
-        .header(http::header::HOST, host)
-        .body(Empty::new())
-        .expect("a valid request");
+async fn send(
+    client: &TrafficClient,
+    (method, uri): (http::Method, http::Uri),
+    host: &str,
+) -> Outcome {
+    let mut request = http::Request::builder()
+        .method(method.clone())
+        .uri(uri)
+        .header(http::header::HOST, host);
+    if method == http::Method::POST {
+        request = request.header(http::header::CONTENT_LENGTH, 0);
+    }
+    let request = request.body(Empty::new()).expect("a valid request");
     match client.request(request).await {
         Ok(response) => {
+            let status = response.status().as_u16();
             let router_error = response
                 .headers()
                 .get(ROUTER_ERROR_HEADER)
@@ -203,7 +288,11 @@ async fn send(client: &TrafficClient, uri: http::Uri, host: &str) -> Outcome {
                 let body = body.to_bytes();
                 String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
             });
-            Outcome::Answer { router_error, body }
+            Outcome::Answer {
+                status,
+                router_error,
+                body,
+            }
         }
         Err(_) => Outcome::NoAnswer,
     }

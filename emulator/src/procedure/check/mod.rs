@@ -128,6 +128,37 @@ impl CheckReport {
             && self.counter_examples.is_empty()
             && self.expectations.iter().all(|e| e.outcome == Outcome::Held)
     }
+
+    /// Whether something was shown to break (as opposed to left unproved).
+    pub fn failed(&self) -> bool {
+        self.step_failure.is_some()
+            || !self.counter_examples.is_empty()
+            || self
+                .expectations
+                .iter()
+                .any(|e| e.outcome == Outcome::Failed)
+    }
+
+    /// The last line of the report: `PASSED`, `FAILED`, or `NOT PROVEN` when nothing broke but
+    /// something could not be decided (the search was cut, or the model cannot see it).
+    pub fn verdict(&self) -> String {
+        if self.passed() {
+            "PASSED".into()
+        } else if self.failed() {
+            "FAILED".into()
+        } else {
+            let open = self
+                .expectations
+                .iter()
+                .filter(|e| e.outcome == Outcome::NotEvaluated)
+                .count();
+            match open {
+                0 => "NOT PROVEN: the search was cut short".into(),
+                1 => "NOT PROVEN: 1 expectation not evaluated".into(),
+                n => format!("NOT PROVEN: {n} expectations not evaluated"),
+            }
+        }
+    }
 }
 
 /// A step that fails on the platform, whatever the schedule.
@@ -408,7 +439,9 @@ fn prepare(runbook: &Runbook) -> Prepared {
                 version: model.version(until.app()),
             }),
             // Expectations are about the run as a whole; they take no time.
-            ItemKind::ExpectNoDefaultErrorPage { .. } | ItemKind::ExpectServedBy { .. } => {
+            ItemKind::ExpectNoDefaultErrorPage { .. }
+            | ItemKind::ExpectServedBy { .. }
+            | ItemKind::ExpectWritesKept { .. } => {
                 continue;
             }
         };
@@ -989,6 +1022,19 @@ fn expectations(
             detail,
         });
     }
+    // The model follows routes, not what an app stores: never a pass for data it cannot see.
+    for item in &runbook.items {
+        if let ItemKind::ExpectWritesKept { host, .. } = &item.kind {
+            list.push(CheckedExpectation {
+                name: format!("writes-kept {host}"),
+                line: Some(item.line),
+                outcome: Outcome::NotEvaluated,
+                detail: "not evaluated: the model follows routes, not an app's data; \
+                         `afemu rehearse` observes it"
+                    .into(),
+            });
+        }
+    }
     list
 }
 
@@ -1040,7 +1086,7 @@ pub fn render(report: &CheckReport, name: &str) -> String {
         } else {
             "states"
         },
-        if report.passed() { "PASSED" } else { "FAILED" }
+        report.verdict()
     ));
     out
 }

@@ -51,6 +51,8 @@ pub struct Options {
     pub replay: Option<Schedule>,
     /// Show progress on the terminal while it runs.
     pub progress: bool,
+    /// Whether services provisioned in the emulator the rehearsal starts are real databases.
+    pub services: crate::config::ServicesMode,
 }
 
 /// Why a rehearsal could not run at all (exit 2).
@@ -194,7 +196,7 @@ impl Run<'_> {
                     step.result = format!("failed (exit {status})");
                 }
             }
-            ItemKind::Traffic { hosts, rate } => {
+            ItemKind::Traffic { hosts, rate, write } => {
                 // Traffic starts once the router knows every route change made so far.
                 let limit = self.oracle.longest_route_delay().await + Duration::from_secs(5);
                 if !self.oracle.settle(limit).await {
@@ -215,7 +217,19 @@ impl Run<'_> {
                 }
                 self.traffic_hosts
                     .extend(fresh.iter().map(|h| h.to_string()));
-                let more = Traffic::start(self.oracle.router_addr(), &fresh, Some(*rate));
+                let router = self.oracle.router_addr();
+                let more = match write {
+                    // Writes go to their host even when it already has traffic.
+                    Some(path) => hosts.iter().fold(None::<Traffic>, |all, host| {
+                        let one = Traffic::writes(router, host, path, *rate);
+                        Some(match all {
+                            Some(all) => all.merge(one),
+                            None => one,
+                        })
+                    }),
+                    None => Some(Traffic::start(router, &fresh, Some(*rate))),
+                };
+                let Some(more) = more else { return };
                 self.traffic = Some(match self.traffic.take() {
                     Some(running) => running.merge(more),
                     None => more,
@@ -230,7 +244,9 @@ impl Run<'_> {
                     );
                 }
             }
-            ItemKind::ExpectServedBy { .. } | ItemKind::ExpectNoDefaultErrorPage { .. } => {}
+            ItemKind::ExpectServedBy { .. }
+            | ItemKind::ExpectNoDefaultErrorPage { .. }
+            | ItemKind::ExpectWritesKept { .. } => {}
         }
     }
 
@@ -379,6 +395,7 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
                 .profile(options.profile)
                 .faults(faults.clone())
                 .seed(faults.seed)
+                .configure(|config| config.services = options.services)
                 .start()
                 .await
                 .map_err(|e| RehearseError::Setup(format!("cannot start the emulator: {e}")))?,
@@ -506,8 +523,18 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         output: String::new(),
         traffic: BTreeMap::new(),
     });
-    if let Some(traffic) = run.traffic.take() {
-        traffic.stop().await;
+    let tallies = match run.traffic.take() {
+        Some(traffic) => traffic.stop().await,
+        None => BTreeMap::new(),
+    };
+    // What the app kept of the writes it acknowledged, read once every write has been answered.
+    let mut kept_reads = BTreeMap::new();
+    for item in &runbook.items {
+        if let ItemKind::ExpectWritesKept { host, path } = &item.kind
+            && run.failed.is_none()
+        {
+            kept_reads.insert(item.line, oracle.read(host, path).await);
+        }
     }
     let end_seq = oracle.last_seq().await;
     loop {
@@ -623,6 +650,21 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
                 &window,
                 &table,
                 last_look.get(host).copied().unwrap_or(false),
+            ));
+        }
+    }
+    for item in &runbook.items {
+        if let ItemKind::ExpectWritesKept { host, path } = &item.kind {
+            let acknowledged = tallies
+                .get(host)
+                .map(|t| t.acknowledged.as_slice())
+                .unwrap_or_default();
+            expectations.push(verdicts.writes_kept(
+                item.line,
+                host,
+                path,
+                acknowledged,
+                kept_reads.get(&item.line),
             ));
         }
     }
@@ -887,6 +929,81 @@ impl Verdicts<'_> {
             outcome,
             detail,
             offending: self.offending(window),
+        }
+    }
+}
+
+impl Verdicts<'_> {
+    /// `@expect writes-kept HOST PATH`: what a GET of PATH answered at the end lists every write
+    /// to HOST the app acknowledged (as a word of its own: keys are `w<n>-<nnnnnn>`).
+    fn writes_kept(
+        &self,
+        line: usize,
+        host: &str,
+        path: &str,
+        acknowledged: &[String],
+        read: Option<&Result<(u16, String), String>>,
+    ) -> Expectation {
+        let name = format!("writes-kept {host}");
+        let (outcome, detail) = if let Some(why) = self.not_run() {
+            (Outcome::NotEvaluated, why)
+        } else if acknowledged.is_empty() {
+            (
+                Outcome::Failed,
+                format!("no write to {host} was acknowledged: nothing was observed"),
+            )
+        } else {
+            match read {
+                None => (
+                    Outcome::NotEvaluated,
+                    format!("not evaluated: {path} was not read"),
+                ),
+                Some(Err(error)) => (
+                    Outcome::Failed,
+                    format!("GET {path} on {host} at the end failed: {error}"),
+                ),
+                Some(Ok((status, _))) if !(200..300).contains(status) => (
+                    Outcome::Failed,
+                    format!("GET {path} on {host} at the end answered {status}"),
+                ),
+                Some(Ok((_, body))) => {
+                    let words: std::collections::BTreeSet<&str> = body
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                        .filter(|w| !w.is_empty())
+                        .collect();
+                    let lost: Vec<&String> = acknowledged
+                        .iter()
+                        .filter(|k| !words.contains(k.as_str()))
+                        .collect();
+                    if lost.is_empty() {
+                        (
+                            Outcome::Held,
+                            format!(
+                                "all {} acknowledged by the app are listed by GET {path}",
+                                plural(acknowledged.len(), "write")
+                            ),
+                        )
+                    } else {
+                        let shown: Vec<&str> = lost.iter().take(5).map(|k| k.as_str()).collect();
+                        (
+                            Outcome::Failed,
+                            format!(
+                                "{} of the {} acknowledged by the app are missing from GET {path} (first: {})",
+                                lost.len(),
+                                plural(acknowledged.len(), "write"),
+                                shown.join(", ")
+                            ),
+                        )
+                    }
+                }
+            }
+        };
+        Expectation {
+            name,
+            line: Some(line),
+            outcome,
+            detail,
+            offending: Vec::new(),
         }
     }
 }

@@ -111,6 +111,20 @@ impl Oracle {
         }
     }
 
+    /// A GET of `path` on `host` through the router, as a visitor would: status and body.
+    pub(super) async fn read(&self, host: &str, path: &str) -> Result<(u16, String), String> {
+        let response = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.router_addr()))
+            .header(reqwest::header::HOST, host)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+
     pub(super) fn local(&self) -> Option<&Emulator> {
         match self {
             Oracle::Local(emu) => Some(emu),
@@ -137,11 +151,14 @@ impl Oracle {
         match self {
             Oracle::Local(emu) => {
                 let journal = emu.journal();
-                if journal.last_seq() <= seq && !wait.is_zero() {
+                let mut entries = journal.since(seq);
+                // Waits for a request, not for a number: events (a fault, a service) take
+                // sequence numbers too, and answering at once for them would spin the caller.
+                if entries.is_empty() && !wait.is_zero() {
                     journal.wait_for(seq, wait, |_| true).await;
+                    entries = journal.since(seq);
                 }
-                journal
-                    .since(seq)
+                entries
                     .iter()
                     .map(|e| Request {
                         seq: e.seq,
