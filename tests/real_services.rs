@@ -572,3 +572,135 @@ async fn a_swap_to_a_new_database_loses_the_acknowledged_writes() {
         kept.detail
     );
 }
+
+/// Whether a process is running (not gone, not a zombie).
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// `afemu serve --services real`: it says at start what each vendor is; the database servers it
+/// starts die with it, whether it is stopped or killed outright (the watchdog).
+async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let scratch = common::scratch();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .args([
+            "serve",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--router-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--services", "real"])
+        .env("TMPDIR", scratch.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    tokio::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .await
+        .unwrap();
+    let api = ready
+        .split_whitespace()
+        .skip_while(|w| *w != "api")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no API in {ready:?}"))
+        .to_owned();
+    let http = reqwest::Client::new();
+    let email = "owner@example.com";
+    http.post(format!("{api}/users"))
+        .body(json!({"email": email, "password": "pw"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let token: Value = http
+        .post(format!("{api}/users/{email}/tokens"))
+        .body(json!({"password": "pw"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    for vendor in ["postgresql", "mysql", "redis"] {
+        let response = http
+            .post(format!("{api}/services"))
+            .header("AUTHORIZATION", &token)
+            .body(json!({"vendor": vendor, "name": vendor}).to_string())
+            .send()
+            .await
+            .unwrap();
+        let code = response.status();
+        assert_eq!(code, 200, "{vendor}: {}", response.text().await.unwrap());
+    }
+    let status: Value = http
+        .get(format!("{api}/_afemu/services"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pids: Vec<i64> = status["vendors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["servers"].as_array().unwrap().clone())
+        .map(|server| server["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "{status}");
+    assert!(pids.iter().all(|pid| alive(*pid)));
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        signal,
+    )
+    .unwrap();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    child.wait().await.unwrap();
+    for said in [
+        "postgresql: real (PostgreSQL ",
+        "mysql: real (",
+        "redis: real (redis-server ",
+        "mongodb: record only (",
+        "rabbitmq: record only (",
+    ] {
+        assert!(logs.contains(said), "{said:?} in the start-up log:\n{logs}");
+    }
+    // A killed process's children die asynchronously (the watchdog kills them once the pipe
+    // closes); there is no event to wait on for processes that are not ours.
+    let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
+    while pids.iter().any(|pid| alive(*pid)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "database servers survived {signal}: {pids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_database_server_outlives_a_sigterm() {
+    no_database_server_outlives_afemu(nix::sys::signal::Signal::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_database_server_outlives_a_sigkill() {
+    no_database_server_outlives_afemu(nix::sys::signal::Signal::SIGKILL).await;
+}

@@ -482,6 +482,7 @@ pub(crate) async fn run_client(
 pub(crate) async fn run_setup(
     program: &Path,
     args: &[std::ffi::OsString],
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
     dir: &Path,
     log: &Path,
     run_as: Option<RunAs>,
@@ -495,6 +496,7 @@ pub(crate) async fn run_setup(
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .stdin(std::process::Stdio::null())
         .stdout(open()?)

@@ -101,6 +101,11 @@ impl Node {
         // As root, run it as the user Debian made for it, as its packaged service does.
         let run_as = super::unprivileged_user("mysql")?;
         let log = self.dir.join("server.log");
+        // Its temporary files in a directory of its own: afemu's TMPDIR may not be writable by
+        // the user it runs as.
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let env = vec![("TMPDIR".into(), tmp.clone().into_os_string())];
         if !data.join("mysql").exists() {
             std::fs::create_dir_all(&data)?;
             if let Some((user, name)) = &run_as {
@@ -118,7 +123,15 @@ impl Node {
             if let Some((_, name)) = &run_as {
                 args.push(format!("--user={name}").into());
             }
-            run_setup(&self.programs.install_db, &args, &self.dir, &log, None).await?;
+            run_setup(
+                &self.programs.install_db,
+                &args,
+                &env,
+                &self.dir,
+                &log,
+                None,
+            )
+            .await?;
         }
         if let Some((user, _)) = &run_as {
             super::hand_over(&self.dir, &self.context.root, *user)?;
@@ -136,8 +149,10 @@ impl Node {
                 format!("--pid-file={}", self.dir.join("mysqld.pid").display()).into(),
                 "--skip-name-resolve".into(),
                 "--max-connections=200".into(),
+                format!("--tmpdir={}", tmp.display()).into(),
             ],
             dir: self.dir.clone(),
+            env,
             log,
             ready_line: "ready for connections",
             stop_signal: Signal::SIGTERM,

@@ -120,6 +120,7 @@ impl Node {
                     "--encoding=UTF8".into(),
                     "--locale=C".into(),
                 ],
+                &[],
                 &self.dir,
                 &log,
                 run_as.as_ref().map(|(user, _)| *user),
@@ -146,6 +147,7 @@ impl Node {
             ]
             .into(),
             dir: self.dir.clone(),
+            env: Vec::new(),
             log,
             ready_line: "database system is ready to accept connections",
             stop_signal: Signal::SIGINT,

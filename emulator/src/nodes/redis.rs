@@ -96,6 +96,7 @@ impl Node {
             program: self.programs.server.clone(),
             args: vec![config_file.into_os_string()],
             dir: dir.clone(),
+            env: Vec::new(),
             log: dir.join("server.log"),
             ready_line: "Ready to accept connections",
             stop_signal: Signal::SIGTERM,

@@ -44,6 +44,8 @@ pub(crate) struct ServerSpec {
     pub(crate) args: Vec<OsString>,
     /// Its working directory.
     pub(crate) dir: PathBuf,
+    /// Variables set in its environment (over afemu's own).
+    pub(crate) env: Vec<(OsString, OsString)>,
     /// Where its output goes (appended, across restarts).
     pub(crate) log: PathBuf,
     /// The line (a substring) it writes once it accepts connections.
@@ -277,6 +279,7 @@ fn spawn(spec: &ServerSpec) -> Result<tokio::process::Child, String> {
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -327,18 +330,34 @@ async fn copy_output(
     );
 }
 
-/// The last lines of a log, for an error message (empty if there are none).
+/// What a log says went wrong, for an error message: its last lines that say error, fatal or
+/// denied, or else its last lines (empty if there are none).
 pub(crate) fn log_tail(log: &Path) -> String {
     let Ok(text) = std::fs::read_to_string(log) else {
         return String::new();
     };
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let tail = &lines[lines.len().saturating_sub(QUOTED_LINES)..];
+    let telling: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            let lower = l.to_ascii_lowercase();
+            ["error", "fatal", "denied", "panic"]
+                .iter()
+                .any(|word| lower.contains(word))
+        })
+        .collect();
+    let (what, chosen) = if telling.is_empty() {
+        ("ends", &lines[..])
+    } else {
+        ("says", &telling[..])
+    };
+    let tail = &chosen[chosen.len().saturating_sub(QUOTED_LINES)..];
     if tail.is_empty() {
         String::new()
     } else {
         format!(
-            "; its log ({}) ends:\n  {}",
+            "; its log ({}) {what}:\n  {}",
             log.display(),
             tail.join("\n  ")
         )
@@ -381,6 +400,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             dir: dir.to_path_buf(),
+            env: Vec::new(),
             log: dir.join("server.log"),
             ready_line,
             stop_signal: Signal::SIGTERM,
