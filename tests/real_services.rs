@@ -704,3 +704,38 @@ async fn no_database_server_outlives_a_sigterm() {
 async fn no_database_server_outlives_a_sigkill() {
     no_database_server_outlives_afemu(nix::sys::signal::Signal::SIGKILL).await;
 }
+
+/// With only a state file (the data directory is temporary), the databases live beside it, so
+/// the services it remembers come back with their data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_data_dir_the_databases_live_beside_the_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let config = |config: &mut afemu::Config| config.state_file = Some(state.clone());
+    let emu = real_emulator(config).await;
+    create_service(&emu, "postgresql", "pg").await;
+    push(
+        &emu.client(),
+        "py",
+        "apps/services-python",
+        &["py.com"],
+        &[],
+        &["pg"],
+    )
+    .await;
+    assert_eq!(post(&emu, "py.com", "/write?key=kept").await.0, 200);
+    emu.shutdown().await;
+    assert!(
+        dir.path()
+            .join("state.json.services/postgresql/data/PG_VERSION")
+            .is_file()
+    );
+
+    let emu = real_emulator(config).await;
+    emu.client()
+        .wait_running("py", 0, EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(emu.get("py.com", "/keys").await.body, "kept\n");
+    emu.shutdown().await;
+}
