@@ -152,6 +152,12 @@ async fn python_and_node_apps_use_real_databases_with_their_own_users() {
         bound_credentials(&emu, "py.com", "postgresql").await,
         bound_credentials(&emu, "js.com", "postgresql").await,
     );
+    // A database's name is no secret; its users' passwords do not follow from it.
+    let name = py_pg["name"].as_str().unwrap();
+    for credentials in [&py_pg, &js_pg] {
+        let password = credentials["password"].as_str().unwrap();
+        assert!(!password.contains(&name[1..]), "{credentials}");
+    }
     assert_eq!(py_pg["name"], js_pg["name"]);
     assert_ne!(py_pg["user"], js_pg["user"]);
     for key in [
@@ -259,6 +265,13 @@ async fn databases_survive_a_restart_and_reset_drops_them() {
     let af = emu.client();
     create_service(&emu, "postgresql", "pg").await;
     create_service(&emu, "redis", "cache").await;
+    // The tenants' data is readable by its server's user only.
+    for vendor in ["postgresql", "redis"] {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = data.join("services").join(vendor);
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", dir.display());
+    }
     push(
         &af,
         "py",
@@ -287,6 +300,37 @@ async fn databases_survive_a_restart_and_reset_drops_them() {
         check(&emu, "py.com").await,
         json!({"postgresql": "ok", "redis": "ok"})
     );
+
+    // Importing the state the emulator holds keeps the databases' data.
+    let exported = emu.platform().export_state().unwrap();
+    emu.platform()
+        .import_state(&serde_json::to_value(&exported).unwrap())
+        .await
+        .unwrap();
+    emu.client()
+        .wait_running("py", 0, EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(emu.get("py.com", "/keys").await.body, "before-restart\n");
+
+    // A snapshot whose credentials are not afemu's own forms changes nothing: no server's own
+    // account, no wildcard, no name shared by two services.
+    let mut hostile = serde_json::to_value(&exported).unwrap();
+    for credentials in [
+        json!({"name": "postgres", "user": "postgres", "password": "hunter2"}),
+        json!({"name": "d________________", "user": "u0123456789abcdef", "password": "x"}),
+    ] {
+        hostile["services"][0]["credentials"] = credentials.clone();
+        let refused = emu.platform().import_state(&hostile).await.unwrap_err();
+        assert_eq!(refused.code(), 100, "{credentials}: {refused}");
+    }
+    let mut twins = serde_json::to_value(&exported).unwrap();
+    let mut twin = twins["services"][0].clone();
+    twin["name"] = json!("pg-twin");
+    twins["services"].as_array_mut().unwrap().push(twin);
+    let refused = emu.platform().import_state(&twins).await.unwrap_err();
+    assert!(refused.to_string().contains("dropping one"), "{refused}");
+    assert_eq!(emu.get("py.com", "/keys").await.body, "before-restart\n");
 
     let mut emu = emu;
     emu.reset().await;

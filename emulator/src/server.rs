@@ -41,11 +41,22 @@ pub async fn run_then(
         let text = std::fs::read_to_string(path)?;
         let document: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| std::io::Error::other(format!("{}: not JSON: {e}", path.display())))?;
-        platform
-            .import_state(&document)
-            .await
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-        tracing::info!(path = %path.display(), "state loaded");
+        match platform.import_state(&document).await {
+            Ok(()) => tracing::info!(path = %path.display(), "state loaded"),
+            // Loaded, but an app did not start or a service did not come back: the rest is
+            // served (the failure can be seen and fixed through the API), not given up.
+            Err(
+                error @ (crate::ApiError::StagingFailed(_) | crate::ApiError::ServiceGateway(_)),
+            ) => {
+                tracing::warn!(path = %path.display(), %error, "state loaded, but not all of it runs");
+            }
+            Err(error) => {
+                return Err(std::io::Error::other(format!(
+                    "{}: {error}",
+                    path.display()
+                )));
+            }
+        }
     }
     let saver =
         state_file.map(|path| tokio::spawn(save_state(platform.clone(), path, shutdown.clone())));

@@ -276,6 +276,7 @@ impl Platform {
             .and_then(Value::as_str)
             .map(str::to_owned);
         self.check_new_service(user, &name)?;
+        let resets = self.state().resets;
         // Provisioning takes a while (a server may start): outside the state's lock.
         let credentials = match self.inner.nodes.provision(offering.vendor).await {
             None => credentials(
@@ -299,8 +300,15 @@ impl Platform {
         let document = service.document();
         let kept = {
             let mut state = self.state();
-            // Checked again: another request may have taken the name meanwhile.
-            let checked = self.check_new_service_in(&state, user, &service.name);
+            // Checked again: another request may have taken the name meanwhile, or a reset
+            // taken the user.
+            let checked = if state.resets != resets {
+                Err(ApiError::System(
+                    "the emulator was reset while the service was provisioned".into(),
+                ))
+            } else {
+                self.check_new_service_in(&state, user, &service.name)
+            };
             if checked.is_ok() {
                 state.services.push(service.clone());
             }

@@ -147,6 +147,14 @@ impl Platform {
     /// `POST /_afemu/reset`: every app stopped and deleted, every user, token and service gone
     /// (real services' databases dropped), the journal emptied. Faults stay as they are.
     pub async fn reset(&self) {
+        self.reset_keeping(&[]).await;
+    }
+
+    /// A reset that keeps the databases of the services in `keep` (vendor and credentials'
+    /// name): an import of a snapshot that holds them finds their data still there.
+    async fn reset_keeping(&self, keep: &[(String, String)]) {
+        // A provision in flight sees this and drops what it made.
+        self.state().resets += 1;
         let apps: Vec<u64> = self.state().apps.keys().copied().collect();
         for app_id in apps {
             let _guard = self.lock_app(app_id).await;
@@ -162,11 +170,83 @@ impl Platform {
         };
         // Every provisioned database goes (their bindings' users went with the apps).
         for service in &services {
-            self.unprovision(service).await;
+            let name = service.credentials.get("name").and_then(Value::as_str);
+            let kept = keep.iter().any(|(vendor, kept)| {
+                vendor == service.offering.vendor && Some(kept.as_str()) == name
+            });
+            if !kept {
+                self.unprovision(service).await;
+            }
         }
         self.journal().clear();
         self.journal().record_event("reset", json!({}));
         self.mark_changed();
+    }
+
+    /// No two real services of a snapshot may share a database or a user, nor a binding take
+    /// another's user: dropping one would drop the other's.
+    fn check_distinct_credentials(&self, snapshot: &Snapshot) -> Result<(), ApiError> {
+        let nodes = &self.inner.nodes;
+        let mut seen: HashMap<(String, &'static str, String), String> = HashMap::new();
+        let mut claim = |vendor: &str, key: &'static str, value: &str, owner: String| match seen
+            .insert((vendor.to_owned(), key, value.to_owned()), owner.clone())
+        {
+            Some(other) if other != owner => Err(ApiError::BadRequest(format!(
+                "{other} and {owner} have the same {vendor} {key} {value:?}: dropping one \
+                     would drop the other's"
+            ))),
+            _ => Ok(()),
+        };
+        for service in snapshot
+            .services
+            .iter()
+            .filter(|s| nodes.is_real(&s.vendor))
+        {
+            for key in ["name", "user"] {
+                if let Some(value) = service.credentials.get(key).and_then(Value::as_str) {
+                    claim(
+                        &service.vendor,
+                        key,
+                        value,
+                        format!("service {:?}", service.name),
+                    )?;
+                }
+            }
+        }
+        for app in &snapshot.apps {
+            for (name, binding) in &app.bindings {
+                let Some(service) = snapshot
+                    .services
+                    .iter()
+                    .find(|s| &s.name == name && s.owner == app.owner)
+                else {
+                    continue;
+                };
+                if !nodes.is_real(&service.vendor) {
+                    continue;
+                }
+                nodes
+                    .check_credentials(&service.vendor, binding)
+                    .map_err(|e| {
+                        ApiError::BadRequest(format!(
+                            "app {:?}'s binding to {name:?}: {e}",
+                            app.name
+                        ))
+                    })?;
+                let own = service.credentials.get("user");
+                if let Some(user) = binding.get("user").and_then(Value::as_str)
+                    && binding.get("user") != own
+                {
+                    claim(
+                        &service.vendor,
+                        "user",
+                        user,
+                        format!("app {:?}'s binding to {name:?}", app.name),
+                    )?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `GET /_afemu/state`: the snapshot (blocking: it reads the uploaded packages).
@@ -268,6 +348,7 @@ impl Platform {
                 .check_credentials(&service.vendor, &service.credentials)
                 .map_err(|e| ApiError::BadRequest(format!("service {:?}: {e}", service.name)))?;
         }
+        self.check_distinct_credentials(&snapshot)?;
         for app in &snapshot.apps {
             validate_app_name(&app.name)?;
             for uri in &app.uris {
@@ -294,7 +375,16 @@ impl Platform {
         .await
         .map_err(|e| ApiError::System(e.to_string()))??;
 
-        self.reset().await;
+        // The services the snapshot holds keep their databases (with their data).
+        let keep: Vec<(String, String)> = snapshot
+            .services
+            .iter()
+            .filter_map(|s| {
+                let name = s.credentials.get("name")?.as_str()?;
+                Some((s.vendor.clone(), name.to_owned()))
+            })
+            .collect();
+        self.reset_keeping(&keep).await;
         let mut files = checked;
         let mut to_start = Vec::new();
         {

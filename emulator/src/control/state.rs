@@ -247,6 +247,8 @@ pub(crate) struct State {
     pub(crate) tokens: HashMap<String, String>,
     pub(crate) apps: BTreeMap<u64, App>,
     pub(crate) next_app_id: u64,
+    /// How many resets there have been: a provision that began before one is not kept.
+    pub(crate) resets: u64,
     /// Provisioned services, in the order they were created.
     pub(crate) services: Vec<Service>,
 }

@@ -317,10 +317,9 @@ impl Nodes {
         if !completed.is_object() {
             completed = json!({});
         }
-        let id = crate::clock::random_hex(16);
         let (name, user) = match node {
-            Node::Redis(_) => (id.clone(), None),
-            _ => (format!("d{id}"), Some(format!("u{id}"))),
+            Node::Redis(_) => (crate::clock::random_hex(16), None),
+            _ => (new_id('d'), Some(new_id('u'))),
         };
         let missing = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).is_none();
         if missing(&completed, "name") {
@@ -333,7 +332,7 @@ impl Nodes {
             completed["username"] = json!(user);
         }
         if missing(&completed, "password") {
-            completed["password"] = json!(format!("p{id}"));
+            completed["password"] = json!(new_id('p'));
         }
         completed
     }
@@ -401,26 +400,40 @@ fn server_status(server: &Server) -> Value {
     status
 }
 
-/// A name or password from credentials, checked before it goes into SQL or a path: v1's own are
-/// letters and digits, and so are afemu's; anything else (from a hand-written snapshot) is
-/// refused rather than quoted.
+/// A name, user or password from credentials, checked before it goes into SQL or a path. Only
+/// the forms afemu itself makes are accepted (v1's were the same): a database or Redis name is
+/// hex digits, after a `d` for a database; a user is `u` and hex digits; a password is letters
+/// and digits. So no name from a hand-written snapshot can be a server's own (`postgres`,
+/// `root`), a MySQL wildcard (`_`, `%`), or anything that needs quoting.
 pub(crate) fn identifier<'a>(credentials: &'a Value, key: &str) -> Result<&'a str, NodeError> {
     let value = credentials
         .get(key)
         .and_then(Value::as_str)
         .ok_or_else(|| NodeError(format!("the credentials have no {key}")))?;
-    if value.is_empty()
-        || value.len() > 63
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(NodeError(format!(
-            "{key} {value:?} is not usable for a real service: letters, digits, '_' and '-' only, \
-             at most 63"
-        )));
+    let hex = |s: &str| {
+        (8..=64).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let (valid, form) = match key {
+        "name" => (
+            hex(value.strip_prefix('d').unwrap_or(value)),
+            "hex digits (8 to 64), after a 'd' for a database",
+        ),
+        "user" => (
+            value.strip_prefix('u').is_some_and(hex),
+            "'u' and hex digits (8 to 64)",
+        ),
+        _ => (
+            (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "letters and digits (at most 128)",
+        ),
+    };
+    if valid {
+        Ok(value)
+    } else {
+        Err(NodeError(format!(
+            "{key} {value:?} is not one afemu would make for a real service: {form}"
+        )))
     }
-    Ok(value)
 }
 
 /// v1's credentials for a database: `{name, hostname, host, port, user, username, password}`.
@@ -465,7 +478,14 @@ pub(crate) async fn run_client(
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
+        // Its error, without the lines that quote the statement (they may hold a password).
         let stderr = String::from_utf8_lossy(&output.stderr);
+        let said: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("LINE ") && !l.starts_with('^'))
+            .filter(|l| !l.contains("PASSWORD") && !l.contains("IDENTIFIED BY"))
+            .collect();
         Err(NodeError(format!(
             "{} failed ({}): {}",
             program
@@ -473,7 +493,7 @@ pub(crate) async fn run_client(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             output.status,
-            stderr.trim()
+            said.join("; ")
         )))
     }
 }
@@ -488,9 +508,11 @@ pub(crate) async fn run_setup(
     run_as: Option<RunAs>,
 ) -> Result<(), NodeError> {
     let open = || {
+        use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(log)
     };
     let mut command = tokio::process::Command::new(program);
@@ -542,20 +564,29 @@ pub(crate) fn unprivileged_user(preferred: &str) -> Result<Option<(RunAs, String
     )))
 }
 
-/// Gives `dir` and everything under it to `run_as`, and lets it reach `dir` through the
-/// directories afemu made above it (up to `root`'s parent): the server must be able to open it.
-pub(crate) fn hand_over(dir: &Path, root: &Path, run_as: RunAs) -> Result<(), NodeError> {
+/// Gives the paths afemu made for a server (its directory, its data directory, …) to `run_as`,
+/// each by itself and never through a symbolic link (the server's user must not be able to
+/// point afemu, running as root, at a file of its choosing); what the server makes under them is
+/// its own already. Then lets it reach them through the directories afemu made above (up to
+/// `root`'s parent), which may be private (a temporary directory is 0700): passable, not
+/// listable.
+pub(crate) fn hand_over(paths: &[&Path], root: &Path, run_as: RunAs) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
-    let owner = Some(nix::unistd::Uid::from_raw(run_as.uid));
-    let group = Some(nix::unistd::Gid::from_raw(run_as.gid));
-    for entry in walkdir::WalkDir::new(dir) {
-        let entry = entry.map_err(|e| NodeError(e.to_string()))?;
-        nix::unistd::chown(entry.path(), owner, group)
-            .map_err(|e| NodeError(format!("cannot chown {}: {e}", entry.path().display())))?;
+    for path in paths {
+        let metadata = std::fs::symlink_metadata(path)?;
+        if metadata.file_type().is_symlink() {
+            return Err(NodeError(format!(
+                "{} is a symbolic link, not what afemu made: refusing to give it away",
+                path.display()
+            )));
+        }
+        std::os::unix::fs::lchown(path, Some(run_as.uid), Some(run_as.gid))
+            .map_err(|e| NodeError(format!("cannot chown {}: {e}", path.display())))?;
     }
-    // afemu's own data directory and its `services` folder may be private (a temporary
-    // directory is 0700): let others pass through them, not list them.
-    let mut above = dir.parent();
+    let Some(first) = paths.first() else {
+        return Ok(());
+    };
+    let mut above = first.parent();
     while let Some(path) = above {
         let mode = std::fs::metadata(path)?.permissions().mode();
         if mode & 0o001 == 0 {
@@ -568,6 +599,30 @@ pub(crate) fn hand_over(dir: &Path, root: &Path, run_as: RunAs) -> Result<(), No
     }
     Ok(())
 }
+
+/// A directory for a server, created if need be, that only its owner can read: the data in it
+/// is the tenants'.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Whether a server's data directory was initialised to the end (`initdb` or
+/// `mariadb-install-db` succeeded): marked by afemu once it has, so that one killed half-way is
+/// done again rather than taken as ready.
+pub(crate) fn initialised(dir: &Path) -> bool {
+    dir.join(INITIALISED).is_file()
+}
+
+/// Marks a server's data directory as initialised.
+pub(crate) fn mark_initialised(dir: &Path) -> Result<(), NodeError> {
+    crate::atomic_file::write_atomically(&dir.join(INITIALISED), b"")?;
+    Ok(())
+}
+
+const INITIALISED: &str = ".afemu-initialised";
 
 /// Checks that `run_as` can reach `dir` (a parent afemu did not make may be private: /root is).
 pub(crate) async fn check_reachable(
@@ -602,4 +657,65 @@ pub(crate) fn usable(server: &Server) -> bool {
         server.state(),
         ServerState::Failed { .. } | ServerState::Stopped
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_afemus_own_forms_reach_sql_or_a_path() {
+        let ok = json!({
+            "name": "d0123456789abcdef",
+            "user": "ufedcba9876543210",
+            "password": "pAbC123",
+        });
+        for key in ["name", "user", "password"] {
+            assert!(identifier(&ok, key).is_ok(), "{key}");
+        }
+        assert!(identifier(&json!({"name": "0123456789abcdef"}), "name").is_ok());
+        for (key, value) in [
+            ("name", "postgres"),
+            ("name", "mysql"),
+            ("name", "d________________"),
+            ("name", "d%"),
+            ("name", "d0123'; DROP DATABASE x; --"),
+            ("name", "../../etc"),
+            ("name", "dABCDEF0123456789"),
+            ("user", "postgres"),
+            ("user", "root"),
+            ("user", "u_______"),
+            ("user", "0123456789abcdef"),
+            ("password", "it's"),
+            ("password", ""),
+            ("password", "with space"),
+        ] {
+            assert!(
+                identifier(&json!({ key: value }), key).is_err(),
+                "{key} {value:?} refused"
+            );
+        }
+        assert!(identifier(&json!({}), "name").is_err());
+    }
+
+    #[test]
+    fn a_symbolic_link_is_never_given_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, "secret").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let nobody = RunAs {
+            uid: 65534,
+            gid: 65534,
+        };
+        let error = hand_over(&[&link], dir.path(), nobody).unwrap_err();
+        assert!(error.0.contains("symbolic link"), "{error}");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().uid(),
+            nix::unistd::geteuid().as_raw(),
+            "the target keeps its owner"
+        );
+    }
 }

@@ -90,12 +90,20 @@ impl Node {
 
     async fn start(&self) -> Result<Arc<Server>, NodeError> {
         let data = self.dir.join("data");
-        std::fs::create_dir_all(&self.dir)?;
+        super::private_dir(&self.dir)?;
         let socket_len = self.socket().as_os_str().len();
         if socket_len > 107 {
             return Err(NodeError(format!(
                 "MariaDB's socket would be {socket_len} bytes long (at most 107): use a shorter \
                  --data-dir"
+            )));
+        }
+        // mariadb-install-db is a shell script that splits its paths at spaces.
+        if self.dir.to_string_lossy().contains(char::is_whitespace) {
+            return Err(NodeError(format!(
+                "MariaDB's setup cannot use a directory with a space in its path ({}): use \
+                 another --data-dir",
+                self.dir.display()
             )));
         }
         // As root, run it as the user Debian made for it, as its packaged service does.
@@ -106,10 +114,14 @@ impl Node {
         let tmp = self.dir.join("tmp");
         std::fs::create_dir_all(&tmp)?;
         let env = vec![("TMPDIR".into(), tmp.clone().into_os_string())];
-        if !data.join("mysql").exists() {
+        if !super::initialised(&self.dir) {
+            // A directory left by an initialisation that was cut short is made again.
+            if data.exists() {
+                std::fs::remove_dir_all(&data)?;
+            }
             std::fs::create_dir_all(&data)?;
             if let Some((user, name)) = &run_as {
-                super::hand_over(&self.dir, &self.context.root, *user)?;
+                super::hand_over(&[&self.dir, &data, &tmp], &self.context.root, *user)?;
                 super::check_reachable(&data, *user, name).await?;
             }
             tracing::info!(dir = %data.display(), "mysql: initialising the server's data directory");
@@ -132,9 +144,9 @@ impl Node {
                 None,
             )
             .await?;
-        }
-        if let Some((user, _)) = &run_as {
-            super::hand_over(&self.dir, &self.context.root, *user)?;
+            super::mark_initialised(&self.dir)?;
+        } else if let Some((user, _)) = &run_as {
+            super::hand_over(&[&self.dir, &tmp], &self.context.root, *user)?;
         }
         let port = super::server::stable_port(&self.dir.join("port"))?;
         let spec = ServerSpec {
@@ -189,8 +201,8 @@ impl Node {
 
     pub(crate) async fn provision(&self) -> Result<Value, NodeError> {
         let server = self.running().await?;
-        let id = crate::clock::random_hex(16);
-        let (name, user, password) = (format!("d{id}"), format!("u{id}"), format!("p{id}"));
+        // Each drawn on its own: a database's name is no secret, its password must not follow.
+        let (name, user, password) = (new_id('d'), new_id('u'), new_id('p'));
         self.create(&name, &user, &password).await?;
         tracing::info!(database = %name, "mysql: provisioned");
         Ok(database_credentials(

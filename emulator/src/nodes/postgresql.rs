@@ -89,7 +89,7 @@ impl Node {
 
     async fn start(&self) -> Result<Arc<Server>, NodeError> {
         let data = self.data();
-        std::fs::create_dir_all(&self.dir)?;
+        super::private_dir(&self.dir)?;
         let socket_len = data.as_os_str().len() + "/.s.PGSQL.65535".len();
         if socket_len > MAX_SOCKET_PATH {
             return Err(NodeError(format!(
@@ -101,10 +101,14 @@ impl Node {
         // PostgreSQL refuses to run as root.
         let run_as = super::unprivileged_user("postgres")?;
         let log = self.dir.join("server.log");
-        if !data.join("PG_VERSION").exists() {
+        if !super::initialised(&self.dir) {
+            // A directory left by an initialisation that was cut short is made again.
+            if data.exists() {
+                std::fs::remove_dir_all(&data)?;
+            }
             std::fs::create_dir_all(&data)?;
             if let Some((user, name)) = &run_as {
-                super::hand_over(&self.dir, &self.context.root, *user)?;
+                super::hand_over(&[&self.dir, &data], &self.context.root, *user)?;
                 super::check_reachable(&data, *user, name).await?;
             }
             tracing::info!(dir = %data.display(), "postgresql: initialising the server's data directory");
@@ -126,8 +130,9 @@ impl Node {
                 run_as.as_ref().map(|(user, _)| *user),
             )
             .await?;
+            super::mark_initialised(&self.dir)?;
         } else if let Some((user, _)) = &run_as {
-            super::hand_over(&self.dir, &self.context.root, *user)?;
+            super::hand_over(&[&self.dir], &self.context.root, *user)?;
         }
         let port = super::server::stable_port(&self.dir.join("port"))?;
         let spec = ServerSpec {
@@ -181,8 +186,8 @@ impl Node {
 
     pub(crate) async fn provision(&self) -> Result<Value, NodeError> {
         let server = self.running().await?;
-        let id = crate::clock::random_hex(16);
-        let (name, user, password) = (format!("d{id}"), format!("u{id}"), format!("p{id}"));
+        // Each drawn on its own: a database's name is no secret, its password must not follow.
+        let (name, user, password) = (new_id('d'), new_id('u'), new_id('p'));
         self.create(&server, &name, &user, &password).await?;
         tracing::info!(database = %name, "postgresql: provisioned");
         Ok(database_credentials(

@@ -26,6 +26,23 @@ pub(crate) struct Node {
     current: Mutex<BTreeMap<String, Arc<Server>>>,
 }
 
+/// A path as a Redis configuration value: double-quoted, with `\\` and `"` escaped.
+fn quoted(path: &std::path::Path) -> Result<String, NodeError> {
+    let text = path
+        .to_str()
+        .filter(|t| !t.contains(['\n', '\r']))
+        .ok_or_else(|| {
+            NodeError(format!(
+                "{} cannot be written in redis.conf",
+                path.display()
+            ))
+        })?;
+    Ok(format!(
+        "\"{}\"",
+        text.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
 impl Node {
     pub(crate) fn new(programs: Programs, context: Context) -> Node {
         let dir = context.root.join("redis");
@@ -68,7 +85,8 @@ impl Node {
             return Ok(server);
         }
         let dir = self.dir.join(name);
-        std::fs::create_dir_all(&dir)?;
+        super::private_dir(&self.dir)?;
+        super::private_dir(&dir)?;
         let port = super::server::stable_port(&dir.join("port"))?;
         let socket = dir.join("redis.sock");
         if socket.as_os_str().len() > 107 {
@@ -77,19 +95,22 @@ impl Node {
                 socket.as_os_str().len()
             )));
         }
-        // The password goes in a file only its owner reads, not on a command line.
+        // The password goes in a file only its owner reads, not on a command line; paths are
+        // quoted (a data directory may have spaces in it).
         let config = format!(
             "port {port}\nbind 127.0.0.1\nprotected-mode yes\nrequirepass {password}\n\
              dir {dir}\nunixsocket {socket}\nunixsocketperm 700\ndaemonize no\nlogfile \"\"\n\
              appendonly yes\nsave \"\"\n",
-            dir = dir.display(),
-            socket = socket.display(),
+            dir = quoted(&dir)?,
+            socket = quoted(&socket)?,
         );
         let config_file = dir.join("redis.conf");
         crate::atomic_file::write_atomically(&config_file, config.as_bytes())?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&config_file, std::fs::Permissions::from_mode(0o600))?;
+        // As root, run it as the user Debian made for it (or nobody), as the others.
+        let run_as = super::unprivileged_user("redis")?;
+        if let Some((user, name)) = &run_as {
+            super::hand_over(&[&self.dir, &dir, &config_file], &self.context.root, *user)?;
+            super::check_reachable(&dir, *user, name).await?;
         }
         let spec = ServerSpec {
             name: format!("redis {name}"),
@@ -100,7 +121,7 @@ impl Node {
             log: dir.join("server.log"),
             ready_line: "Ready to accept connections",
             stop_signal: Signal::SIGTERM,
-            run_as: None,
+            run_as: run_as.map(|(user, _)| user),
             port,
         };
         let server = self.context.start_server(spec);
@@ -117,7 +138,14 @@ impl Node {
     pub(crate) async fn provision(&self) -> Result<Value, NodeError> {
         let name = crate::clock::random_hex(16);
         let password = crate::clock::random_hex(16);
-        let server = self.running(&name, &password).await?;
+        let server = match self.running(&name, &password).await {
+            Ok(server) => server,
+            Err(error) => {
+                // Nothing of a provision that failed is kept: its server, its directory.
+                let _ = self.unprovision(&json!({"name": name})).await;
+                return Err(error);
+            }
+        };
         tracing::info!(%name, port = server.spec.port, "redis: provisioned");
         Ok(json!({
             "name": name,

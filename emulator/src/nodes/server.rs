@@ -302,10 +302,15 @@ async fn copy_output(
     ready_line: &'static str,
     ready: watch::Sender<bool>,
 ) {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log);
+    // Only its owner reads it: a server's log may quote a statement.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log)
+    };
     let file = Arc::new(std::sync::Mutex::new(file.ok()));
     let ready = Arc::new(ready);
     let copy = |stream: Option<Box<dyn AsyncRead + Unpin + Send>>| {
@@ -336,7 +341,12 @@ pub(crate) fn log_tail(log: &Path) -> String {
     let Ok(text) = std::fs::read_to_string(log) else {
         return String::new();
     };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    // Never a line that quotes a statement with a password in it.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.contains("PASSWORD") && !l.contains("IDENTIFIED BY"))
+        .collect();
     let telling: Vec<&str> = lines
         .iter()
         .copied()
