@@ -41,6 +41,7 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
         .route("/counters", get(counters))
         .route("/faults", get(faults))
         .route("/services", get(services))
+        .route("/live", get(super::live::live))
         .merge(guarded)
 }
 
@@ -61,6 +62,16 @@ async fn admin_only(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().trim_start_matches("Bearer ").trim());
+    if cross_site(request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "code": 200,
+                "description": "Operation not permitted: a page from another site may not change afemu (its Origin is not this host)",
+            })),
+        )
+            .into_response();
+    }
     if direct_local || token == Some(platform.config().admin_token.as_str()) {
         next.run(request).await
     } else {
@@ -94,6 +105,32 @@ async fn service_log(
         .await
         .map_err(|e| ApiError::FileError(format!("{}: {e}", path.display())))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// Whether a browser sent this request from a page of another site (cross-site request
+/// forgery: a page anywhere could otherwise POST to a loopback afemu). Browsers say where a
+/// request comes from in `Origin` (and `Sec-Fetch-Site`); clients that are not browsers send
+/// neither and are not affected.
+fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site" || site.as_bytes() == b"same-site")
+    {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return false;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    match (origin_host, host) {
+        (Some(origin), Some(host)) => !origin.eq_ignore_ascii_case(host),
+        _ => true,
+    }
 }
 
 /// `POST /_afemu/reset`: a clean slate (no apps, users, services; an empty journal).
@@ -197,6 +234,11 @@ async fn journal(
 }
 
 async fn routes_table(State(platform): State<Platform>) -> Json<serde_json::Value> {
+    Json(routes_document(&platform))
+}
+
+/// The route table as `/_afemu/routes` and the live feed show it.
+pub(super) fn routes_document(platform: &Platform) -> serde_json::Value {
     let table = platform.routes().snapshot();
     let mut hosts: Vec<(String, serde_json::Value)> = table
         .hosts()
@@ -210,13 +252,13 @@ async fn routes_table(State(platform): State<Platform>) -> Json<serde_json::Valu
         })
         .collect();
     hosts.sort_by(|a, b| a.0.cmp(&b.0));
-    Json(json!({
+    json!({
         "version": table.version(),
         // Whether every route change made has reached the router (see --route-delay).
         "settled": platform.routes_settled(),
         "apps": platform.app_count(),
         "hosts": hosts.into_iter().collect::<serde_json::Map<_, _>>(),
-    }))
+    })
 }
 
 async fn counters(State(platform): State<Platform>) -> Json<serde_json::Value> {

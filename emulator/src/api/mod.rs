@@ -7,6 +7,7 @@ mod apps;
 mod extract;
 mod files;
 mod info;
+mod live;
 mod services;
 mod users;
 

@@ -523,6 +523,7 @@ impl Platform {
         }
         let previous_instances = app.instances;
         app.instances = instances;
+        let previous_uris = app.uris.clone();
         if let Some(uris) = uris {
             app.uris = uris;
         }
@@ -546,6 +547,34 @@ impl Platform {
             effects.state_change = Some(new_state);
         } else if new_state == AppState::Started && instances != previous_instances {
             effects.scale = Some((previous_instances, instances));
+        }
+        // What changed, as an event on the journal's timeline (the dashboard shows it).
+        let app = state.apps.get(&app_id).expect("applied above");
+        let mut change = serde_json::Map::new();
+        let mapped: Vec<&String> = app
+            .uris
+            .iter()
+            .filter(|u| !previous_uris.contains(u))
+            .collect();
+        let unmapped: Vec<&String> = previous_uris
+            .iter()
+            .filter(|u| !app.uris.contains(u))
+            .collect();
+        if !mapped.is_empty() {
+            change.insert("map".into(), json!(mapped));
+        }
+        if !unmapped.is_empty() {
+            change.insert("unmap".into(), json!(unmapped));
+        }
+        if new_state != previous_state {
+            change.insert("state".into(), json!(new_state.as_str()));
+        }
+        if instances != previous_instances {
+            change.insert("instances".into(), json!(instances));
+        }
+        if !change.is_empty() {
+            change.insert("app".into(), json!(app.name));
+            self.journal().record_event("app", Value::Object(change));
         }
         // A stop unregisters here, in the same step as the change; the kill comes after.
         self.publish(&state);

@@ -269,6 +269,8 @@ impl Platform {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&app_id);
         if let Some(app) = &removed {
+            self.journal()
+                .record_event("app", json!({"app": app.name, "deleted": true}));
             // Its bindings' users go with it.
             let bound = self.state().bound_services(app);
             for (service, binding) in bound {
@@ -357,6 +359,10 @@ impl Platform {
             instance.since = epoch_seconds();
             instance.backend = None;
             tracing::warn!(app = %app.name, index, %reason, "instance crashed");
+            self.journal().record_event(
+                "crash",
+                json!({"app": app.name, "index": index, "reason": reason.to_string()}),
+            );
             app.crashes.push(Crash {
                 instance_id: Arc::from(instance_id),
                 index,

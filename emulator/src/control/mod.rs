@@ -23,6 +23,7 @@ pub(crate) mod faults;
 mod health;
 mod info;
 mod lifecycle;
+mod overview;
 pub(crate) mod packages;
 pub(crate) mod route_feed;
 pub(crate) mod services;
