@@ -341,7 +341,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (api_addr, router_addr) = (api.local_addr()?, router.local_addr()?);
     let ready = move || {
         println!(
-            "afemu ready: api http://{api_addr} router http://{router_addr} (profile {}, data {}, admin token {admin_token})",
+            "afemu ready: api http://{api_addr} router http://{router_addr} dashboard http://{api_addr}/_afemu/ (profile {}, data {}, admin token {admin_token})",
             args.profile.name(),
             data_dir.display()
         );

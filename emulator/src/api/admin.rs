@@ -42,6 +42,7 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
         .route("/faults", get(faults))
         .route("/services", get(services))
         .route("/live", get(super::live::live))
+        .route("/", get(dashboard))
         .merge(guarded)
 }
 
@@ -84,6 +85,19 @@ async fn admin_only(
         )
             .into_response()
     }
+}
+
+/// `GET /_afemu/`: the dashboard, a page fed by `/_afemu/live` (served from the binary: no
+/// build step, nothing fetched from elsewhere).
+pub(super) async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 /// `GET /_afemu/services`: each vendor (real or a record, and why), its database servers (state,

@@ -12,7 +12,8 @@
 //! - `routes`: the route table, when its version changed;
 //! - `apps`: every app with its instances, when anything about them changed (looked at once a
 //!   second: CPU and memory are measured then);
-//! - `faults`: the faults in force, when they changed.
+//! - `faults`: the faults in force, when they changed;
+//! - `requests`: the journal's tail, the last 50 requests of the window at most.
 //!
 //! So a browser receives at most ten messages a second, whatever the traffic.
 
@@ -33,6 +34,8 @@ const TICK: Duration = Duration::from_millis(100);
 const APPS_EVERY: u64 = 10;
 /// How many past platform events the snapshot carries.
 const RECENT_EVENTS: usize = 200;
+/// The most requests of the journal's tail one message carries.
+const TAIL: usize = 50;
 
 pub(super) async fn live(
     State(platform): State<Platform>,
@@ -53,6 +56,7 @@ struct Feed {
     ticks: u64,
     counters: BTreeMap<String, afemu_router::journal::HostCountersSnapshot>,
     last_event: u64,
+    last_request: u64,
     routes_version: u64,
     apps: Value,
     faults: Value,
@@ -69,6 +73,7 @@ impl Feed {
             ticks: 0,
             counters: BTreeMap::new(),
             last_event: 0,
+            last_request: 0,
             routes_version: 0,
             apps: Value::Null,
             faults: Value::Null,
@@ -97,6 +102,7 @@ impl Feed {
         self.counters = journal.counters();
         let events = journal.events_since(0);
         self.last_event = events.last().map_or(0, |e| e.seq);
+        self.last_request = journal.last_seq();
         let routes = super::admin::routes_document(&self.platform);
         self.routes_version = self.platform.routes().version();
         self.apps = self.platform.overview().await["apps"].take();
@@ -153,6 +159,26 @@ impl Feed {
         self.counters = counters;
         if !traffic.is_empty() {
             out.insert("traffic".into(), Value::Object(traffic));
+        }
+
+        let requests = journal.since(self.last_request);
+        if let Some(last) = requests.last() {
+            self.last_request = last.seq;
+            let tail: Vec<Value> = requests[requests.len().saturating_sub(TAIL)..]
+                .iter()
+                .map(|r| {
+                    json!({
+                        "start_us": r.start_us,
+                        "host": r.host,
+                        "path": r.path,
+                        "status": r.status,
+                        "app": r.app,
+                        "instance": r.instance,
+                        "router_error": r.router_error.map(|e| e.as_str()),
+                    })
+                })
+                .collect();
+            out.insert("requests".into(), json!(tail));
         }
 
         let events = journal.events_since(self.last_event);

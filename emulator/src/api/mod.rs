@@ -27,6 +27,8 @@ pub fn api(platform: Platform) -> Router {
         .merge(files::routes())
         .merge(services::routes())
         .nest("/_afemu", admin::routes(&platform))
+        .route("/_afemu/", axum::routing::get(admin::dashboard))
+        .route("/", axum::routing::get(root))
         // v1's `default#route_not_found`: 404 with an empty body.
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn_with_state(
@@ -34,6 +36,20 @@ pub fn api(platform: Platform) -> Router {
             note_changes,
         ))
         .with_state(platform)
+}
+
+/// `GET /`: a browser is sent to the dashboard; a client of the v1 API gets v1's empty 404.
+async fn root(headers: axum::http::HeaderMap) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let browser = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if browser {
+        axum::response::Redirect::to("/_afemu/").into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }
 
 /// Every successful request that is not a read may have changed what a snapshot shows.
