@@ -197,6 +197,7 @@ async fn agree(lines: &[Line], delay: Option<&str>) -> Result<(), TestCaseError>
         replay,
         progress: false,
         services: afemu::ServicesMode::Records,
+        dashboard: false,
     };
     let context = || {
         format!(

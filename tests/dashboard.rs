@@ -215,3 +215,50 @@ async fn the_dashboard_shows_the_platform_live_and_sets_faults() {
     browser.quit().await;
     emu.shutdown().await;
 }
+
+/// `afemu rehearse --dashboard`: the URL at once, and the emulator kept up after the report
+/// until Ctrl-C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_keeps_its_emulator_up_for_the_dashboard() {
+    let scratch = common::scratch();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .args(["rehearse", "--dashboard", "--profile", "instant"])
+        .arg(common::fixture("runbooks/seed-001-swap-awaited.runbook"))
+        .env("TMPDIR", scratch.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    assert!(first.contains("watch it live at http://"), "{first}");
+    let kept = loop {
+        let line = tokio::time::timeout(EVENT_TIMEOUT, lines.next_line())
+            .await
+            .expect("the report in time")
+            .unwrap()
+            .expect("a line saying the emulator stays up");
+        if line.contains("stays up") {
+            break line;
+        }
+    };
+    let url = kept
+        .split_whitespace()
+        .find(|w| w.ends_with("/_afemu/"))
+        .unwrap()
+        .to_owned();
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status(), 200, "the dashboard after the report");
+    assert!(page.text().await.unwrap().contains("/_afemu/live"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(EVENT_TIMEOUT, child.wait())
+        .await
+        .expect("it stops on Ctrl-C")
+        .unwrap();
+    assert!(status.success(), "the rehearsal passed: {status}");
+}

@@ -228,3 +228,84 @@ async fn a_page_from_another_site_cannot_change_afemu() {
     }
     emu.shutdown().await;
 }
+
+/// A rehearsal against a running emulator marks each of its steps on the emulator's timeline,
+/// where the dashboard shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_marks_its_steps_on_the_timeline() {
+    let emu = Emulator::builder()
+        .profile(Profile::Instant)
+        .start()
+        .await
+        .unwrap();
+    let runbook = common::fixture("runbooks/seed-001-swap-awaited.runbook");
+    let options = afemu::procedure::rehearse::Options {
+        runbook: runbook.clone(),
+        profile: Profile::Instant,
+        target: Some((emu.api_url(), emu.router_url())),
+        faults: afemu::Faults::default(),
+        reset: true,
+        replay: None,
+        progress: false,
+        services: afemu::ServicesMode::Records,
+        dashboard: false,
+    };
+    let report = afemu::procedure::rehearse::rehearse(&options)
+        .await
+        .unwrap();
+    assert!(report.passed, "{:?}", report.verdict);
+    let marked: Vec<u64> = emu
+        .journal()
+        .events_since(0)
+        .iter()
+        .filter(|e| e.event == "step")
+        .map(|e| e.detail["line"].as_u64().unwrap())
+        .collect();
+    let lines: Vec<u64> = report
+        .steps
+        .iter()
+        .filter(|s| s.line > 0)
+        .map(|s| s.line as u64)
+        .collect();
+    assert_eq!(marked, lines, "one mark per line run, in order");
+    emu.shutdown().await;
+}
+
+/// `POST /_afemu/events`: a caller's own event, checked; the platform's own names are not
+/// forgeable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_outside_are_checked() {
+    let emu = Emulator::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/_afemu/events", emu.api_url());
+    for (body, status) in [
+        (json!({"event": "step", "detail": {"line": 3}}), 200),
+        (json!({"event": "deploy-started"}), 200),
+        (json!({"event": "crash", "detail": {"app": "web"}}), 400),
+        (json!({"event": "Step!"}), 400),
+        (json!({"event": "step", "detail": [1]}), 400),
+        (
+            json!({"event": "step", "detail": {"x": "y".repeat(5000)}}),
+            400,
+        ),
+        (json!({"detail": {}}), 400),
+    ] {
+        let got = http
+            .post(&url)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(got, status, "{body}");
+    }
+    let names: Vec<String> = emu
+        .journal()
+        .events_since(0)
+        .iter()
+        .map(|e| e.event.clone())
+        .collect();
+    assert_eq!(names, ["step", "deploy-started"]);
+    emu.shutdown().await;
+}

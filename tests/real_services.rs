@@ -536,6 +536,7 @@ fn rehearsal_options(runbook: std::path::PathBuf) -> afemu::procedure::rehearse:
         replay: None,
         progress: false,
         services: ServicesMode::Real,
+        dashboard: false,
     }
 }
 

@@ -65,6 +65,10 @@ struct RehearseArgs {
     /// released in the schedule's order (its route delay and stop mode apply).
     #[arg(long, value_name = "SCHEDULE", conflicts_with = "target")]
     replay: Option<std::path::PathBuf>,
+    /// Print the dashboard's URL at once to watch the rehearsal live; the emulator the rehearsal
+    /// started then stays up after the report until Ctrl-C.
+    #[arg(long, visible_alias = "open")]
+    dashboard: bool,
     /// Services in the emulator the rehearsal starts: real databases where their servers are
     /// installed (auto), always (real), or never (records: made-up credentials). With --target,
     /// the running emulator's own setting holds.
@@ -195,9 +199,10 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
         replay,
         progress: std::io::stderr().is_terminal(),
         services: args.services,
+        dashboard: args.dashboard,
     };
-    let report = match rehearse::rehearse(&options).await {
-        Ok(report) => report,
+    let (report, kept) = match rehearse::rehearse_keeping(&options).await {
+        Ok(done) => done,
         Err(RehearseError::Runbook(error)) => {
             eprintln!("afemu rehearse: {error}");
             return ExitCode::from(2);
@@ -222,6 +227,21 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
             eprintln!("afemu rehearse: cannot write {}: {error}", path.display());
             return ExitCode::from(2);
         }
+    }
+    if args.dashboard
+        && let Some(emu) = kept
+    {
+        // Listening for Ctrl-C before saying it stops the emulator.
+        let stop = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(signals(), stop.clone()));
+        eprintln!(
+            "afemu rehearse: the emulator stays up for the dashboard at {}/_afemu/ (api {}, router {}); Ctrl-C to stop",
+            emu.api_url(),
+            emu.api_url(),
+            emu.router_url()
+        );
+        stop.cancelled().await;
+        emu.shutdown().await;
     }
     if report.passed {
         ExitCode::SUCCESS

@@ -22,6 +22,7 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
     let guarded = Router::new()
         .route("/faults", axum::routing::put(set_faults))
         .route("/reset", axum::routing::post(reset))
+        .route("/events", axum::routing::post(record_event))
         // A server's log may quote a statement with a password in it.
         .route("/services/{server}/log", get(service_log))
         .route(
@@ -145,6 +146,42 @@ fn cross_site(headers: &axum::http::HeaderMap) -> bool {
         (Some(origin), Some(host)) => !origin.eq_ignore_ascii_case(host),
         _ => true,
     }
+}
+
+/// `POST /_afemu/events {"event": "step", "detail": {…}}`: an event of the caller's on the
+/// journal's timeline (a rehearsal marks each step of its runbook so, and the dashboard shows
+/// it where it happened). The name is a short word; the detail an object of at most 4 KiB.
+async fn record_event(
+    State(platform): State<Platform>,
+    super::V1Json(body): super::V1Json,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let event = body
+        .get("event")
+        .and_then(serde_json::Value::as_str)
+        .filter(|e| {
+            (1..=32).contains(&e.len())
+                && e.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'-' || b == b'_')
+        })
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "event must be a short lower-case word (a-z, '-', '_', at most 32)".into(),
+            )
+        })?;
+    let detail = body.get("detail").cloned().unwrap_or_else(|| json!({}));
+    if !detail.is_object() || detail.to_string().len() > 4096 {
+        return Err(ApiError::BadRequest(
+            "detail must be a JSON object of at most 4 KiB".into(),
+        ));
+    }
+    // The platform's own events keep their names: a caller cannot forge a crash or a fault.
+    if ["app", "crash", "fault", "reset", "service"].contains(&event) {
+        return Err(ApiError::BadRequest(format!(
+            "{event:?} is the platform's own event"
+        )));
+    }
+    let recorded = platform.journal().record_event(event, detail);
+    Ok(Json(json!({"seq": recorded.seq})))
 }
 
 /// `POST /_afemu/reset`: a clean slate (no apps, users, services; an empty journal).

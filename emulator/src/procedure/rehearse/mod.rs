@@ -53,6 +53,10 @@ pub struct Options {
     pub progress: bool,
     /// Whether services provisioned in the emulator the rehearsal starts are real databases.
     pub services: crate::config::ServicesMode,
+    /// Say where the dashboard of the emulator is as soon as it is up (stderr), so the
+    /// rehearsal can be watched while it runs; with [`rehearse_keeping`], the emulator the
+    /// rehearsal started is handed back to stay up after it.
+    pub dashboard: bool,
 }
 
 /// Why a rehearsal could not run at all (exit 2).
@@ -348,7 +352,9 @@ impl Run<'_> {
     async fn run_line(&mut self, item: &Item) {
         if matches!(
             item.kind,
-            ItemKind::ExpectServedBy { .. } | ItemKind::ExpectNoDefaultErrorPage { .. }
+            ItemKind::ExpectServedBy { .. }
+                | ItemKind::ExpectNoDefaultErrorPage { .. }
+                | ItemKind::ExpectWritesKept { .. }
         ) {
             return;
         }
@@ -358,6 +364,10 @@ impl Run<'_> {
             self.steps.push(step);
             return;
         }
+        // On the emulator's timeline: the dashboard shows where the rehearsal is.
+        self.oracle
+            .mark_step(serde_json::json!({"line": item.line, "text": item.text}))
+            .await;
         let began = self.started.elapsed();
         self.perform(item, &mut step).await;
         step.took_ms = (self.started.elapsed() - began).as_secs_f64() * 1000.0;
@@ -370,6 +380,14 @@ impl Run<'_> {
 
 /// Runs a rehearsal and returns its report.
 pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
+    rehearse_keeping(options).await.map(|(report, _)| report)
+}
+
+/// [`rehearse`], handing back the emulator it started (none with `--target`), still running:
+/// `afemu rehearse --dashboard` keeps it up for the dashboard after the report.
+pub async fn rehearse_keeping(
+    options: &Options,
+) -> Result<(Report, Option<Emulator>), RehearseError> {
     let runbook = Runbook::load(&options.runbook)?;
     let mut faults = options.faults.clone();
     if let Some(schedule) = &options.replay {
@@ -412,6 +430,15 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         && let Some(emu) = oracle.local()
     {
         emu.platform().hold_routes(true);
+    }
+    if options.dashboard {
+        eprintln!(
+            "afemu rehearse: watch it live at {}/_afemu/",
+            match oracle.local() {
+                Some(emu) => emu.api_url(),
+                None => oracle.api_url(),
+            }
+        );
     }
     let oracle = Arc::new(oracle);
 
@@ -564,8 +591,11 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         traffic_from,
         mut steps,
         failed,
+        oracle: run_oracle,
         ..
     } = run;
+    // The run's hold on the emulator ends here (it may be handed back below).
+    drop(run_oracle);
     let watched = runbook.watched_hosts();
     let relevant: Vec<&Request> = requests
         .iter()
@@ -711,7 +741,11 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         })
         .collect();
     let verdict = render::verdict(passed, &expectations, relevant.len());
-    Ok(Report {
+    let kept = match Arc::try_unwrap(oracle) {
+        Ok(Oracle::Local(emu)) => Some(*emu),
+        _ => None,
+    };
+    let report = Report {
         runbook: options.runbook.display().to_string(),
         profile: options.profile.name().into(),
         faults: describe_faults(&faults),
@@ -725,7 +759,8 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
         totals,
         passed,
         verdict,
-    })
+    };
+    Ok((report, kept))
 }
 
 /// After the last line and the settling: waits until each traffic host has been asked again, at

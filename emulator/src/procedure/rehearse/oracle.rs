@@ -310,6 +310,23 @@ impl Oracle {
     }
 
     /// Applies faults to a running emulator, as `PUT /_afemu/faults` does.
+    /// Marks a step of the runbook on the emulator's timeline (the dashboard shows it). A mark
+    /// that cannot be made changes nothing of the rehearsal.
+    pub(super) async fn mark_step(&self, detail: Value) {
+        match self {
+            Oracle::Local(emu) => {
+                emu.journal().record_event("step", detail);
+            }
+            Oracle::Remote { api, http, .. } => {
+                let _ = http
+                    .post(format!("{api}/_afemu/events"))
+                    .json(&serde_json::json!({"event": "step", "detail": detail}))
+                    .send()
+                    .await;
+            }
+        }
+    }
+
     pub(super) async fn apply_faults(&self, body: &Value) -> Result<(), RehearseError> {
         match self {
             Oracle::Local(emu) => emu
