@@ -120,16 +120,18 @@ impl Browser {
 }
 
 const SEEN: &str = r##"
-const host = (h) => document.querySelector(`svg[data-host="${h}"]`);
+const host = (h) => document.querySelector(`g.host[data-host="${h}"]`);
 const errors = (h) => document.querySelector(`.host[data-host="${h}"] [data-errors]`);
 return {
   status: document.getElementById("status").dataset.state,
   requests: Number(document.getElementById("requests").textContent),
   errors: Number(document.getElementById("errors").textContent),
   web_bars: host("web.com") ? Number(host("web.com").dataset.bars) : 0,
-  web_app_bars: document.querySelectorAll('svg[data-host="web.com"] rect[data-app="web"]').length,
+  web_app_bars: document.querySelectorAll('g.host[data-host="web.com"] rect[data-app="web"]').length,
   nowhere_errors: errors("nowhere.com") ? Number(errors("nowhere.com").dataset.errors) : 0,
-  red_bars: document.querySelectorAll('rect[data-app="(default error page)"]').length,
+  red_bars: document.querySelectorAll('#timeline rect.error-mark').length,
+  markers: document.querySelectorAll('#timeline [data-kind]').length,
+  axis: [...document.querySelectorAll('#timeline .axis-label')].map((t) => t.textContent),
   apps: [...document.querySelectorAll("#apps tr[data-app]")].map((r) => r.dataset.app),
   events: [...document.querySelectorAll("#events tr[data-event]")].map((r) => r.dataset.event),
   faults: document.getElementById("faults").textContent,
@@ -183,6 +185,15 @@ async fn the_dashboard_shows_the_platform_live_and_sets_faults() {
         "the error page drawn in red: {seen}"
     );
     assert_eq!(seen["apps"], json!(["web"]), "{seen}");
+    assert!(
+        seen["markers"].as_u64() > Some(0),
+        "the push marked on the chart: {seen}"
+    );
+    assert_eq!(
+        seen["axis"].as_array().unwrap().len(),
+        6,
+        "an axis with times: {seen}"
+    );
     assert!(
         seen["events"].as_array().unwrap().contains(&json!("app")),
         "the push on the timeline: {seen}"

@@ -91,12 +91,17 @@ async fn admin_only(
 /// `GET /_afemu/`: the dashboard, a page fed by `/_afemu/live` (served from the binary: no
 /// build step, nothing fetched from elsewhere).
 pub(super) async fn dashboard() -> Response {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // The timeline drawing is the one `afemu rehearse --html` uses, put in at the first request.
+    let page = PAGE.get_or_init(|| {
+        include_str!("dashboard.html").replace("/*TIMELINE_JS*/", crate::procedure::TIMELINE_JS)
+    });
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        include_str!("dashboard.html"),
+        page.as_str(),
     )
         .into_response()
 }

@@ -452,118 +452,11 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A colour per app, stable across runs of the same runbook.
-fn colour(app: &str, apps: &[String]) -> &'static str {
-    const PALETTE: [&str; 8] = [
-        "#2a8bd0", "#3bb273", "#e1bc29", "#7768ae", "#4d9de0", "#15b097", "#f39237", "#8c564b",
-    ];
-    let index = apps.iter().position(|a| a == app).unwrap_or(0);
-    PALETTE[index % PALETTE.len()]
-}
-
 /// One self-contained HTML page: the timeline as inline SVG, then the tables.
 pub fn html(report: &Report) -> String {
-    let mut apps: Vec<String> = report
-        .requests
-        .iter()
-        .filter_map(|r| r.app.clone())
-        .collect();
-    apps.sort();
-    apps.dedup();
-    let (left, width, band, gap) = (160.0, 1000.0, 36.0, 14.0);
-    let top = 20.0;
-    // The timeline starts with the traffic; the setup before it is in the table.
-    let origin = report
-        .steps
-        .iter()
-        .find(|s| s.text.starts_with("@traffic"))
-        .map_or(0.0, |s| s.started_ms);
-    let duration = (report.duration_ms - origin).max(1.0);
-    let x = |ms: f64| left + width * ((ms - origin).max(0.0) / duration);
-    let height = top + report.hosts.len() as f64 * (band + gap) + 60.0;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" viewBox="0 0 {} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#,
-        left + width + 20.0,
-        left + width + 20.0
-    );
-    for (index, host) in report.hosts.iter().enumerate() {
-        let y = top + index as f64 * (band + gap);
-        let _ = write!(
-            svg,
-            r##"<g class="host" data-host="{host}"><text x="{}" y="{}" text-anchor="end">{host}</text><rect class="band" x="{left}" y="{y}" width="{width}" height="{band}" fill="#f2f4f7" stroke="#d5dae1"/>"##,
-            left - 8.0,
-            y + band / 2.0 + 4.0,
-            host = escape(host)
-        );
-        for point in report.requests.iter().filter(|p| p.host == index) {
-            if point.error {
-                let _ = write!(
-                    svg,
-                    r##"<rect class="error-mark" x="{:.1}" y="{:.1}" width="2" height="{}" fill="#d62728"><title>{:.0} ms: {} default error page</title></rect>"##,
-                    x(point.at_ms) - 1.0,
-                    y - 4.0,
-                    band + 8.0,
-                    point.at_ms,
-                    point.status
-                );
-            } else if let Some(app) = &point.app {
-                let _ = write!(
-                    svg,
-                    r#"<rect class="served" data-app="{}" x="{:.1}" y="{:.1}" width="1.5" height="{}" fill="{}" fill-opacity="0.8"/>"#,
-                    escape(app),
-                    x(point.at_ms),
-                    y + 4.0,
-                    band - 8.0,
-                    colour(app, &apps)
-                );
-            }
-        }
-        svg.push_str("</g>");
-    }
-    let bottom = top + report.hosts.len() as f64 * (band + gap);
-    for step in report.steps.iter().filter(|s| s.started_ms >= origin) {
-        let at = x(step.started_ms);
-        let _ = write!(
-            svg,
-            r##"<g class="step-marker"><line x1="{at:.1}" y1="{}" x2="{at:.1}" y2="{bottom}" stroke="#555" stroke-dasharray="3,3"/><title>line {}: {} ({:.0} ms)</title></g>"##,
-            top - 6.0,
-            step.line,
-            escape(&step.text),
-            step.started_ms
-        );
-    }
-    let _ = write!(
-        svg,
-        r##"<text x="{left}" y="{}" fill="#555">{origin:.0} ms</text><text x="{}" y="{}" text-anchor="end" fill="#555">{:.0} ms</text>"##,
-        bottom + 16.0,
-        left + width,
-        bottom + 16.0,
-        report.duration_ms
-    );
-    for (number, app) in apps.iter().enumerate() {
-        let lx = left + number as f64 * 150.0;
-        let _ = write!(
-            svg,
-            r##"<g class="legend"><rect x="{lx}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{}</text></g>"##,
-            bottom + 26.0,
-            colour(app, &apps),
-            lx + 16.0,
-            bottom + 36.0,
-            escape(app)
-        );
-    }
-    let _ = write!(
-        svg,
-        r##"<g class="legend"><rect x="{}" y="{}" width="12" height="12" fill="#d62728"/><text x="{}" y="{}">default error page</text></g>"##,
-        left + apps.len() as f64 * 150.0,
-        bottom + 26.0,
-        left + apps.len() as f64 * 150.0 + 16.0,
-        bottom + 36.0
-    );
-    svg.push_str("</svg>");
-
+    // The timeline is drawn in the browser by the same code as the dashboard's
+    // (`procedure/timeline.js`), from this model of the run.
+    let timeline = timeline_model(report).to_string().replace("</", "<\\/");
     let mut steps = String::new();
     for step in &report.steps {
         let traffic: String = step
@@ -636,7 +529,13 @@ tr.failed td {{ background: #fce8e6; }} tr.unevaluated td {{ background: #fff4d6
 <p>Profile {profile}; faults: {faults}; {duration:.0} ms; traffic on {host_list}.</p>{replayed}
 <p class="verdict {verdict_class}">{verdict}</p>
 <h2>Timeline</h2>
-{svg}
+<div id="timeline-box"></div>
+<script type="application/json" id="timeline-data">{timeline}</script>
+<script>{timeline_js}</script>
+<script>
+document.getElementById('timeline-box').append(
+  afemuTimeline(JSON.parse(document.getElementById('timeline-data').textContent)));
+</script>
 <h2>Steps</h2>
 <table><tr><th>line</th><th>step</th><th>took</th><th>result</th><th>traffic during and after it</th></tr>{steps}</table>
 <h2>Expectations</h2>
@@ -671,5 +570,75 @@ window.addEventListener('load', function () {{
         host_list = escape(&report.hosts.join(", ")),
         verdict_class = if report.passed { "passed" } else { "failedv" },
         verdict = escape(&report.verdict),
+        timeline_js = crate::procedure::TIMELINE_JS,
     )
+}
+
+/// What the shared timeline drawing needs of a report: the requests of each host in buckets by
+/// app (a few hundred across the run), each default error page at its moment, and each step
+/// from the start of the traffic as a labelled marker (one that failed, or during which a
+/// visitor got the default error page, marked so); times in ms since the run began.
+fn timeline_model(report: &Report) -> serde_json::Value {
+    use std::collections::BTreeMap;
+    let origin = report
+        .steps
+        .iter()
+        .find(|s| s.text.starts_with("@traffic") || s.text.starts_with("@writes"))
+        .map_or(0.0, |s| s.started_ms);
+    let end = report.duration_ms.max(origin + 1.0);
+    let bucket_ms = ((end - origin) / 300.0).max(1.0);
+    let hosts: Vec<serde_json::Value> = report
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let mut buckets: BTreeMap<u64, BTreeMap<&str, u64>> = BTreeMap::new();
+            let mut errors = Vec::new();
+            for point in report.requests.iter().filter(|p| p.host == index) {
+                if point.error {
+                    errors.push(serde_json::json!({"at_ms": point.at_ms, "n": 1}));
+                } else if let Some(app) = &point.app {
+                    let bucket = ((point.at_ms - origin).max(0.0) / bucket_ms) as u64;
+                    *buckets.entry(bucket).or_default().entry(app).or_default() += 1;
+                }
+            }
+            let buckets: Vec<serde_json::Value> = buckets
+                .into_iter()
+                .map(|(bucket, apps)| {
+                    serde_json::json!({"at_ms": origin + bucket as f64 * bucket_ms, "apps": apps})
+                })
+                .collect();
+            serde_json::json!({"host": host, "buckets": buckets, "errors": errors})
+        })
+        .collect();
+    let markers: Vec<serde_json::Value> = report
+        .steps
+        .iter()
+        .filter(|s| s.started_ms >= origin)
+        .map(|step| {
+            let line = if step.line == 0 {
+                "end".to_owned()
+            } else {
+                step.line.to_string()
+            };
+            serde_json::json!({
+                "at_ms": step.started_ms,
+                "label": line,
+                "title": format!("line {line}: {} ({:.0} ms, {})", step.text, step.took_ms, step.result),
+                "kind": "step",
+                // The step failed, or visitors got the default error page while it ran.
+                "failed": (step.result != "ok" && step.result != "not run")
+                    || step.traffic.values().any(|t| t.default_error_pages > 0),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "from_ms": origin,
+        "to_ms": end,
+        "clock": "run",
+        "width": 1160,
+        "bucket_ms": bucket_ms,
+        "hosts": hosts,
+        "markers": markers,
+    })
 }
