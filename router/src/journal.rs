@@ -360,6 +360,13 @@ impl Journal {
     /// numbered but not stored yet, so a poller that continues from the last entry it got never
     /// skips one; entries overwritten by newer ones are gone (the counters still have them).
     pub fn since(&self, seq: u64) -> Vec<Arc<JournalEntry>> {
+        self.tail(seq, usize::MAX)
+    }
+
+    /// The last `n` entries after `seq` still in the ring, in order: what a live view shows
+    /// without copying everything a busy router journaled since it last looked.
+    pub fn tail(&self, seq: u64, n: usize) -> Vec<Arc<JournalEntry>> {
+        let seq = seq.max(self.last_seq().saturating_sub(n as u64));
         let last = self.last_seq();
         let capacity = self.inner.slots.len() as u64;
         let first = seq
@@ -667,6 +674,20 @@ mod tests {
     }
 
     /// Slots are overwritten in place after a lap: nothing of the old entry may show through.
+    #[test]
+    fn a_tail_is_the_last_entries_after_a_point() {
+        let journal = Journal::new(16);
+        for _ in 0..10 {
+            entry(&journal, "a.com", Some("blue"), None);
+        }
+        let seqs =
+            |entries: Vec<Arc<JournalEntry>>| entries.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(journal.tail(0, 3)), vec![8, 9, 10]);
+        assert_eq!(seqs(journal.tail(8, 5)), vec![9, 10]);
+        assert_eq!(seqs(journal.tail(10, 5)), Vec::<u64>::new());
+        assert_eq!(journal.tail(0, usize::MAX).len(), 10);
+    }
+
     #[test]
     fn reused_slots_hold_only_the_new_entry() {
         let journal = Journal::new(2);

@@ -161,10 +161,11 @@ impl Feed {
             out.insert("traffic".into(), Value::Object(traffic));
         }
 
-        let requests = journal.since(self.last_request);
+        // Only the tail is copied, however much the router journaled since the last look.
+        let requests = journal.tail(self.last_request, TAIL);
         if let Some(last) = requests.last() {
             self.last_request = last.seq;
-            let tail: Vec<Value> = requests[requests.len().saturating_sub(TAIL)..]
+            let tail: Vec<Value> = requests
                 .iter()
                 .map(|r| {
                     json!({
