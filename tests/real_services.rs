@@ -618,15 +618,6 @@ async fn a_swap_to_a_new_database_loses_the_acknowledged_writes() {
     );
 }
 
-/// Whether a process is running (not gone, not a zombie).
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
-}
-
 /// `afemu serve --services real`: it says at start what each vendor is; the database servers it
 /// starts die with it, whether it is stopped or killed outright (the watchdog).
 async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
@@ -703,7 +694,7 @@ async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
         .map(|server| server["pid"].as_i64().unwrap())
         .collect();
     assert_eq!(pids.len(), 3, "{status}");
-    assert!(pids.iter().all(|pid| alive(*pid)));
+    assert!(pids.iter().all(|pid| common::alive(*pid)));
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
@@ -731,7 +722,7 @@ async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
     // A killed process's children die asynchronously (the watchdog kills them once the pipe
     // closes); there is no event to wait on for processes that are not ours.
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    while pids.iter().any(|pid| alive(*pid)) {
+    while pids.iter().any(|pid| common::alive(*pid)) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "database servers survived {signal}: {pids:?}"

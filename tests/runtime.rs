@@ -57,18 +57,6 @@ async fn push_probe(
     af.start(name, EVENT_TIMEOUT).await
 }
 
-/// Whether a process is running: it exists and is not a zombie waiting to be reaped by init
-/// (an app's grandchildren are reparented there when their group is killed).
-fn alive(pid: i64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_app_gets_the_v1_environment_and_is_killed_whole_on_stop() {
     assert!(
@@ -114,10 +102,10 @@ async fn a_command_app_gets_the_v1_environment_and_is_killed_whole_on_stop() {
         seen["pid"].as_i64().unwrap(),
         seen["helper_pid"].as_i64().unwrap(),
     );
-    assert!(alive(pid) && alive(helper));
+    assert!(common::alive(pid) && common::alive(helper));
     af.stop("probe").await.unwrap();
-    assert!(!alive(pid), "the app was killed");
-    assert!(!alive(helper), "and so was what it started");
+    assert!(!common::alive(pid), "the app was killed");
+    assert!(!common::alive(helper), "and so was what it started");
     assert!(
         !std::path::Path::new(home).exists(),
         "a stopped instance's dir is removed"
@@ -188,7 +176,7 @@ async fn a_crash_is_recorded_unregistered_and_restarted() {
         .as_i64()
         .unwrap();
     assert_ne!(first_pid, second_pid, "a new process");
-    assert!(!alive(first_pid));
+    assert!(!common::alive(first_pid));
 }
 
 #[tokio::test]
@@ -274,10 +262,10 @@ async fn requests_go_round_robin_over_three_processes_and_scale_down_drops_the_h
 
     let highest = first_round.iter().find(|p| p.1 == 2).unwrap().0;
     af.scale("probe", 2).await.unwrap();
-    assert!(!alive(highest), "index 2 was stopped");
+    assert!(!common::alive(highest), "index 2 was stopped");
     for (pid, index) in &first_round {
         if *index < 2 {
-            assert!(alive(*pid), "index {index} kept running");
+            assert!(common::alive(*pid), "index {index} kept running");
         }
     }
 }

@@ -136,15 +136,6 @@ fn bad_flags_are_usage_errors() {
     }
 }
 
-/// Whether a process runs (zombies, waiting for init to reap them, run nothing).
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
-    })
-}
-
 /// Runs `afemu serve` with two instances of an app that starts a helper process of its own, then
 /// ends afemu with `signal` and checks that no app process is left.
 async fn no_app_process_outlives(signal: nix::sys::signal::Signal) {
@@ -180,7 +171,7 @@ async fn no_app_process_outlives(signal: nix::sys::signal::Signal) {
         pids.insert(seen["helper_pid"].as_i64().unwrap());
     }
     assert_eq!(pids.len(), 4, "two apps and their helpers: {pids:?}");
-    assert!(pids.iter().all(|pid| alive(*pid)));
+    assert!(pids.iter().all(|pid| common::alive(*pid)));
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(served.child.id().unwrap() as i32),
@@ -194,7 +185,7 @@ async fn no_app_process_outlives(signal: nix::sys::signal::Signal) {
     // A killed process's children die asynchronously; there is no event to wait on for a process
     // that is not ours, so look until they are gone (or fail after a generous bound).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while pids.iter().any(|pid| alive(*pid)) {
+    while pids.iter().any(|pid| common::alive(*pid)) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "app processes survived {signal}: {pids:?}"

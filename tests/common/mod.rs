@@ -75,6 +75,16 @@ pub async fn poll<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T
     }
 }
 
+/// Whether a process is running: it exists and is not a zombie waiting to be reaped (a killed
+/// group's grandchildren are reparented to init and reaped there).
+pub fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
 /// `afemu serve` running as a child process.
 pub struct Served {
     pub child: tokio::process::Child,

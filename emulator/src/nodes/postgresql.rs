@@ -12,13 +12,13 @@
 //! its data directory for afemu (no one else can open it).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::probe::Postgresql as Programs;
-use super::server::{Server, ServerSpec};
+use super::server::{Server, ServerSpec, Shared};
 use super::{Context, NodeError, database_credentials, identifier, new_id, run_client, run_setup};
 
 /// The superuser initdb makes, reached only through the socket.
@@ -30,9 +30,7 @@ pub(crate) struct Node {
     programs: Programs,
     context: Context,
     dir: PathBuf,
-    server: tokio::sync::Mutex<Option<Arc<Server>>>,
-    /// The running server, for sync readers (the port in an app's environment).
-    current: Mutex<Option<Arc<Server>>>,
+    server: Shared,
 }
 
 impl Node {
@@ -42,8 +40,7 @@ impl Node {
             programs,
             context,
             dir,
-            server: tokio::sync::Mutex::new(None),
-            current: Mutex::new(None),
+            server: Shared::default(),
         }
     }
 
@@ -52,39 +49,16 @@ impl Node {
     }
 
     pub(crate) fn port(&self) -> Option<u16> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|s| s.spec.port)
+        self.server.port()
     }
 
     pub(crate) fn servers(&self) -> Vec<Arc<Server>> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.server.servers()
     }
 
     /// The server, initialised and started if it is not running yet; ready.
     async fn running(&self) -> Result<Arc<Server>, NodeError> {
-        let mut slot = self.server.lock().await;
-        if let Some(server) = slot.as_ref()
-            && super::usable(server)
-        {
-            let server = server.clone();
-            drop(slot);
-            server.ready().await.map_err(NodeError)?;
-            return Ok(server);
-        }
-        let server = self.start().await?;
-        *slot = Some(server.clone());
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.clone());
-        drop(slot);
-        server.ready().await.map_err(NodeError)?;
-        Ok(server)
+        self.server.running(self.start()).await
     }
 
     async fn start(&self) -> Result<Arc<Server>, NodeError> {

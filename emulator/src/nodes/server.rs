@@ -374,6 +374,57 @@ pub(crate) fn log_tail(log: &Path) -> String {
     }
 }
 
+/// The one server a node shares between its services (PostgreSQL's, MariaDB's): started on
+/// first use, started again on a later use if it failed or stopped, readable without waiting.
+#[derive(Default)]
+pub(crate) struct Shared {
+    /// Held while the server is being started, so that two first uses start it once.
+    starting: tokio::sync::Mutex<Option<Arc<Server>>>,
+    /// The server as it is now, for readers that cannot wait (an app's environment).
+    current: std::sync::Mutex<Option<Arc<Server>>>,
+}
+
+impl Shared {
+    /// The server, ready: the one running, or a new one `start` makes.
+    pub(crate) async fn running<F>(&self, start: F) -> Result<Arc<Server>, super::NodeError>
+    where
+        F: std::future::Future<Output = Result<Arc<Server>, super::NodeError>>,
+    {
+        let mut slot = self.starting.lock().await;
+        let server = match slot.as_ref() {
+            Some(server) if super::usable(server) => server.clone(),
+            _ => {
+                let server = start.await?;
+                *slot = Some(server.clone());
+                *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.clone());
+                server
+            }
+        };
+        drop(slot);
+        server.ready().await.map_err(super::NodeError)?;
+        Ok(server)
+    }
+
+    /// Its port, if it has been started.
+    pub(crate) fn port(&self) -> Option<u16> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|s| s.spec.port)
+    }
+
+    /// The server, if it has been started (for `/_afemu/services`).
+    pub(crate) fn servers(&self) -> Vec<Arc<Server>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
 /// A free loopback port: bind port 0, note it, let it go (as the DEA finds one for an app).
 pub(crate) fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
