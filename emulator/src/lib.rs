@@ -23,7 +23,8 @@
 //! - [`server`]: `run(platform, api, router, shutdown)`: serve both until told to stop.
 //! - [`harness`]: [`Emulator`], the in-process emulator for tests.
 //! - [`error`]: the v1 errors, `{code, description}`, mapped in one place.
-//! - `clock`: v1's times and random ids; `atomic_file`: files replaced atomically.
+//! - `clock`: v1's times and random ids; `atomic_file`: files replaced atomically;
+//!   `timeline`: the one timeline drawing (JavaScript) of the dashboard and the HTML report.
 //! - [`fuzzing`]: the upload path for the fuzz targets in `fuzz/`; nothing else uses it.
 //!
 //! What may use what: `api`, `server` and `harness` use `control`; `control` uses `dea` only
@@ -44,6 +45,7 @@ pub mod harness;
 mod nodes;
 pub mod procedure;
 pub mod server;
+mod timeline;
 mod watchdog;
 
 pub use api::api;

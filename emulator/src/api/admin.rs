@@ -94,7 +94,7 @@ pub(super) async fn dashboard() -> Response {
     static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     // The timeline drawing is the one `afemu rehearse --html` uses, put in at the first request.
     let page = PAGE.get_or_init(|| {
-        include_str!("dashboard.html").replace("/*TIMELINE_JS*/", crate::procedure::TIMELINE_JS)
+        include_str!("dashboard.html").replace("/*TIMELINE_JS*/", crate::timeline::TIMELINE_JS)
     });
     (
         [
@@ -290,31 +290,7 @@ async fn journal(
 }
 
 async fn routes_table(State(platform): State<Platform>) -> Json<serde_json::Value> {
-    Json(routes_document(&platform))
-}
-
-/// The route table as `/_afemu/routes` and the live feed show it.
-pub(super) fn routes_document(platform: &Platform) -> serde_json::Value {
-    let table = platform.routes().snapshot();
-    let mut hosts: Vec<(String, serde_json::Value)> = table
-        .hosts()
-        .map(|route| {
-            let backends: Vec<_> = route
-                .backends()
-                .iter()
-                .map(|b| json!({"app": b.app(), "instance": b.instance_index(), "version": b.version()}))
-                .collect();
-            (route.host().to_string(), json!(backends))
-        })
-        .collect();
-    hosts.sort_by(|a, b| a.0.cmp(&b.0));
-    json!({
-        "version": table.version(),
-        // Whether every route change made has reached the router (see --route-delay).
-        "settled": platform.routes_settled(),
-        "apps": platform.app_count(),
-        "hosts": hosts.into_iter().collect::<serde_json::Map<_, _>>(),
-    })
+    Json(platform.routes_document())
 }
 
 async fn counters(State(platform): State<Platform>) -> Json<serde_json::Value> {

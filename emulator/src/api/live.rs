@@ -103,7 +103,7 @@ impl Feed {
         let events = journal.events_since(0);
         self.last_event = events.last().map_or(0, |e| e.seq);
         self.last_request = journal.last_seq();
-        let routes = super::admin::routes_document(&self.platform);
+        let routes = self.platform.routes_document();
         self.routes_version = self.platform.routes().version();
         self.apps = self.platform.overview().await["apps"].take();
         self.faults = self.platform.faults_document();
@@ -196,10 +196,7 @@ impl Feed {
         let version = self.platform.routes().version();
         if version != self.routes_version {
             self.routes_version = version;
-            out.insert(
-                "routes".into(),
-                super::admin::routes_document(&self.platform),
-            );
+            out.insert("routes".into(), self.platform.routes_document());
         }
 
         // Apps change with events (a start, a crash) and with time (uptime, CPU): looked at

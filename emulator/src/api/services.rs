@@ -9,18 +9,18 @@ use serde_json::Value;
 
 use super::{AuthUser, V1Json};
 use crate::control::Platform;
-use crate::control::services;
+use crate::control::catalog;
 use crate::error::ApiError;
 
 pub(super) fn routes() -> Router<Platform> {
     Router::new()
         .route(
             "/info/services",
-            get(|| async { Json(services::info_services()) }),
+            get(|| async { Json(catalog::info_services()) }),
         )
         .route(
             "/services/v1/offerings",
-            get(|| async { Json(services::offerings()) }),
+            get(|| async { Json(catalog::offerings()) }),
         )
         .route("/services", get(list).post(create))
         .route("/services/{name}", get(read).delete(delete))

@@ -7,7 +7,8 @@
 //! has a module of its own:
 //!
 //! - `state`: plain data: users, tokens, apps and the records of their instances and crashes.
-//! - `users`, `apps`, `services`, `info`: the v1 API's resources.
+//! - `users`, `apps`, `services`, `info`: the v1 API's resources; `catalog`: what v1 offered
+//!   and the record of a provisioned service.
 //! - `app_update`: reading the app documents clients send.
 //! - `lifecycle`: staging, starting, stopping, scaling and deleting, and what the DEA reports:
 //!   running, crashed (with the health manager's rule, `health`).
@@ -19,6 +20,7 @@
 
 mod app_update;
 mod apps;
+pub(crate) mod catalog;
 pub(crate) mod faults;
 mod health;
 mod info;

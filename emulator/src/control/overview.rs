@@ -109,4 +109,28 @@ impl Platform {
             .collect();
         json!({ "apps": apps })
     }
+
+    /// The route table as `/_afemu/routes` and the live feed show it.
+    pub fn routes_document(&self) -> Value {
+        let table = self.routes().snapshot();
+        let mut hosts: Vec<(String, Value)> = table
+            .hosts()
+            .map(|route| {
+                let backends: Vec<_> = route
+                    .backends()
+                    .iter()
+                    .map(|b| json!({"app": b.app(), "instance": b.instance_index(), "version": b.version()}))
+                    .collect();
+                (route.host().to_string(), json!(backends))
+            })
+            .collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        json!({
+            "version": table.version(),
+            // Whether every route change made has reached the router (see --route-delay).
+            "settled": self.routes_settled(),
+            "apps": self.app_count(),
+            "hosts": hosts.into_iter().collect::<serde_json::Map<_, _>>(),
+        })
+    }
 }

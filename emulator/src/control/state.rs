@@ -13,7 +13,7 @@ use std::time::Instant;
 use afemu_router::{Backend, normalise_host};
 use serde_json::{Value, json};
 
-use super::services::Service;
+use super::catalog::Service;
 use crate::error::ApiError;
 
 #[derive(Debug)]

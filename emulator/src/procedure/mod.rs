@@ -15,6 +15,3 @@ pub mod model;
 pub mod rehearse;
 pub mod runbook;
 pub mod traffic;
-
-/// The one timeline drawing (JavaScript), for the dashboard and `afemu rehearse --html`.
-pub const TIMELINE_JS: &str = include_str!("timeline.js");

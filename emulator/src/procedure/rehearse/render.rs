@@ -455,7 +455,7 @@ fn escape(text: &str) -> String {
 /// One self-contained HTML page: the timeline as inline SVG, then the tables.
 pub fn html(report: &Report) -> String {
     // The timeline is drawn in the browser by the same code as the dashboard's
-    // (`procedure/timeline.js`), from this model of the run.
+    // (`timeline.js`), from this model of the run.
     let timeline = timeline_model(report).to_string().replace("</", "<\\/");
     let mut steps = String::new();
     for step in &report.steps {
@@ -570,7 +570,7 @@ window.addEventListener('load', function () {{
         host_list = escape(&report.hosts.join(", ")),
         verdict_class = if report.passed { "passed" } else { "failedv" },
         verdict = escape(&report.verdict),
-        timeline_js = crate::procedure::TIMELINE_JS,
+        timeline_js = crate::timeline::TIMELINE_JS,
     )
 }
 
