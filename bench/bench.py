@@ -11,7 +11,9 @@ library is used. In one run it:
    from the stats API;
 3. starts nginx and HAProxy as reverse proxies to the same two ports, with upstream keep-alive;
 4. runs wrk through (a) a backend directly, (b) the nginx proxy, (c) the HAProxy proxy, (d) the
-   afemu router (its journal on, as always), at each connection count, interleaved, REPEATS times,
+   afemu router (its journal on, as always), (e) the afemu router with the dashboard's live feed
+   (`/_afemu/live`) open and read throughout (unless DASHBOARD=0), at each connection count,
+   interleaved, REPEATS times,
    with wrk and the servers pinned to separate cores (unless PIN=0), and measures the CPU time the
    proxy process(es) used;
 5. prints, per configuration, the median over the repeats of requests/s, p50, p99 and proxy CPU
@@ -27,7 +29,7 @@ worker threads; default: as many as the server cores), AFEMU (the binary), NGINX
 proxies' binaries), RESULTS (a
 file to write the report to as well), PROFILE (a file: after the benchmark, record a `perf record
 -g` profile of afemu during one more run at the highest connection count; with ONLY_PROFILE=1 the
-benchmark itself is skipped).
+benchmark itself is skipped), DASHBOARD (1; 0: no run with the live feed open).
 """
 
 import io
@@ -51,7 +53,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HOST = "bench.afemu.test"
 EMAIL = "bench@afemu.local"
-TARGETS = ["direct", "nginx", "haproxy", "afemu"]
+DASHBOARD = os.environ.get("DASHBOARD", "1") != "0"
+TARGETS = ["direct", "nginx", "haproxy", "afemu"] + (["afemu+dashboard"] if DASHBOARD else [])
 PROXIES = ["nginx", "haproxy"]
 
 DURATION = int(os.environ.get("DURATION", "5"))
@@ -182,6 +185,39 @@ class Afemu:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+class LiveFeed:
+    """A reader of afemu's live feed, as the dashboard in a browser reads it: open for as long
+    as a run lasts, every message read."""
+
+    def __init__(self, base):
+        import threading
+        self.ticks = 0
+        self.stopped = threading.Event()
+        self.response = urllib.request.urlopen(f"{base}/_afemu/live", timeout=30)
+        self.opened = time.monotonic()
+        self.thread = threading.Thread(target=self.read, daemon=True)
+        self.thread.start()
+
+    def read(self):
+        try:
+            for line in self.response:
+                if self.stopped.is_set():
+                    return
+                # The messages after the snapshot, which the 100 ms bound is about.
+                if line.startswith(b"event: tick"):
+                    self.ticks += 1
+        except Exception:  # closed under it by close(): the run is over
+            pass
+
+    def close(self):
+        """Stops reading; the tick messages per second it was open."""
+        self.stopped.set()
+        rate = self.ticks / max(time.monotonic() - self.opened, 1e-9)
+        self.response.close()
+        self.thread.join(timeout=5)
+        return rate
 
 
 def push_backends(api, nginx):
@@ -379,9 +415,10 @@ def main():
         proxy, proxy_port = start_nginx_proxy(nginx, server_cpus, threads, work, backends)
         haproxy_process, haproxy_port = start_haproxy(haproxy, server_cpus, threads, work, backends)
         ports = {"direct": backends[0], "nginx": proxy_port, "haproxy": haproxy_port,
-                 "afemu": afemu.router_port}
+                 "afemu": afemu.router_port, "afemu+dashboard": afemu.router_port}
         proxy_pids = {"direct": [], "nginx": nginx_pids(proxy), "haproxy": [haproxy_process.pid],
-                      "afemu": [afemu.process.pid]}
+                      "afemu": [afemu.process.pid], "afemu+dashboard": [afemu.process.pid]}
+        feed_rates = []
         for connections in CONNECTIONS:
             for target in TARGETS:
                 wrk(load_cpus, connections, WARMUP, ports[target])
@@ -390,9 +427,12 @@ def main():
         for repeat in range(repeats):
             for connections in CONNECTIONS:
                 for target in TARGETS:
+                    feed = LiveFeed(afemu.api.base) if target == "afemu+dashboard" else None
                     before = process_cpu_seconds(proxy_pids[target])
                     result = wrk(load_cpus, connections, DURATION, ports[target])
                     used = process_cpu_seconds(proxy_pids[target]) - before
+                    if feed:
+                        feed_rates.append(feed.close())
                     result["cpu_ms_per_1k"] = used * 1e6 / max(result["requests"], 1)
                     results[(target, connections)].append(result)
                     print(f"  repeat {repeat + 1}/{REPEATS}, {connections:>3} connections, {target:<6}: "
@@ -449,6 +489,9 @@ def main():
             runs = ", ".join(f"{r['p99_us'] / 1e3:.2f}" for r in results[(target, c)])
             say(f"- {c} connection(s), {target}: {runs}")
     say()
+    if feed_rates:
+        say(f"the live feed, read throughout each afemu+dashboard run: {statistics.median(feed_rates):.1f} "
+            f"messages/s after its snapshot (median; at most 10 by design)")
     say(f"afemu idle RSS (serving, no apps): {idle_rss / 1024:.1f} MiB; after the run, with "
         f"{journaled:,} requests journaled: {busy_rss / 1024:.1f} MiB")
     say(f"`afemu check` on seed-001-swap-awaited.runbook: {time_check(binary) * 1e3:.0f} ms (median of 7)")
