@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (headless Chromium, driven through chromedriver's WebDriver
 //! API): it goes live on `/_afemu/live`, draws each host's traffic split with the default error
-//! pages, lists apps and the timeline, and its fault controls change the emulator.
+//! pages, lists apps and the timeline, its fault controls change the emulator, and it keeps up at
+//! 2,000 requests a second.
 
 mod common;
 
@@ -223,6 +224,17 @@ async fn the_dashboard_shows_the_platform_live_and_sets_faults() {
         "the emulator has it: {}",
         emu.platform().faults_document()
     );
+
+    // At 2,000 requests a second the page stays live: its count keeps up with the counters.
+    emu.inject(json!({"route_delay": null})).unwrap();
+    let traffic = afemu::Traffic::start(emu.router_addr(), &["web.com", "web.com"], Some(1000));
+    let before = seen["requests"].as_u64().unwrap();
+    browser
+        .until("4,000 more requests, counted live", SEEN, |seen| {
+            seen["status"] == "live" && seen["requests"].as_u64() >= Some(before + 4000)
+        })
+        .await;
+    traffic.stop().await;
     browser.quit().await;
     emu.shutdown().await;
 }
