@@ -309,3 +309,52 @@ async fn events_from_outside_are_checked() {
     assert_eq!(names, ["step", "deploy-started"]);
     emu.shutdown().await;
 }
+
+/// The dashboard and its feed are the administrator's, as the other guarded endpoints: open to
+/// this machine directly, and to anyone else (here: through the router, as from elsewhere) only
+/// with the admin token in `Authorization` (never in the URL, which the journal would keep).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_for_the_administrator() {
+    let emu = Emulator::start().await;
+    let token = emu.platform().config().admin_token.clone();
+    let api_host = emu.platform().api_host();
+    let http = reqwest::Client::new();
+    for path in ["/_afemu/", "/_afemu/live"] {
+        let direct = http
+            .get(format!("{}{path}", emu.api_url()))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(direct, 200, "{path} from this machine");
+        let relayed = |query: &str, authorization: Option<&str>| {
+            let request = http
+                .get(format!("{}{path}{query}", emu.router_url()))
+                .header("host", &api_host);
+            match authorization {
+                Some(value) => request.header("authorization", value),
+                None => request,
+            }
+            .send()
+        };
+        assert_eq!(
+            relayed("", None).await.unwrap().status(),
+            403,
+            "{path} relayed"
+        );
+        assert_eq!(
+            relayed(&format!("?token={token}"), None)
+                .await
+                .unwrap()
+                .status(),
+            403,
+            "{path}: a token in the URL is not taken"
+        );
+        assert_eq!(
+            relayed("", Some(&token)).await.unwrap().status(),
+            200,
+            "{path} with the token"
+        );
+    }
+    emu.shutdown().await;
+}

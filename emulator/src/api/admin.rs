@@ -25,6 +25,9 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
         .route("/events", axum::routing::post(record_event))
         // A server's log may quote a statement with a password in it.
         .route("/services/{server}/log", get(service_log))
+        // The dashboard and its feed show every request and app: for the administrator too.
+        .route("/live", get(super::live::live))
+        .route("/", get(dashboard))
         .route(
             "/state",
             get(export_state)
@@ -42,14 +45,22 @@ pub(super) fn routes(platform: &Platform) -> Router<Platform> {
         .route("/counters", get(counters))
         .route("/faults", get(faults))
         .route("/services", get(services))
-        .route("/live", get(super::live::live))
-        .route("/", get(dashboard))
         .merge(guarded)
+}
+
+/// The admin token a request carries, in `Authorization`. (Never in the URL: the router
+/// journals paths, and the journal is readable.)
+fn token_of(request: &axum::extract::Request) -> Option<String> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().trim_start_matches("Bearer ").trim().to_owned())
 }
 
 /// Lets a request through when it comes straight from this machine (a loopback peer, and not
 /// relayed by the router, which adds `X-Forwarded-For`), or carries the admin token.
-async fn admin_only(
+pub(super) async fn admin_only(
     State(platform): State<Platform>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -59,12 +70,13 @@ async fn admin_only(
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .is_some_and(|info| info.0.ip().is_loopback())
         && !request.headers().contains_key("x-forwarded-for");
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().trim_start_matches("Bearer ").trim());
-    if cross_site(request.headers()) {
+    let token = token_of(&request);
+    // A read cannot be forged usefully (another site's page cannot see the answer); a change can.
+    let reads = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !reads && cross_site(request.headers()) {
         return (
             StatusCode::FORBIDDEN,
             Json(json!({
@@ -74,7 +86,7 @@ async fn admin_only(
         )
             .into_response();
     }
-    if direct_local || token == Some(platform.config().admin_token.as_str()) {
+    if direct_local || token.as_deref() == Some(platform.config().admin_token.as_str()) {
         next.run(request).await
     } else {
         (

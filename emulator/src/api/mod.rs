@@ -27,7 +27,13 @@ pub fn api(platform: Platform) -> Router {
         .merge(files::routes())
         .merge(services::routes())
         .nest("/_afemu", admin::routes(&platform))
-        .route("/_afemu/", axum::routing::get(admin::dashboard))
+        .route(
+            "/_afemu/",
+            axum::routing::get(admin::dashboard).layer(axum::middleware::from_fn_with_state(
+                platform.clone(),
+                admin::admin_only,
+            )),
+        )
         .route("/", axum::routing::get(root))
         // v1's `default#route_not_found`: 404 with an empty body.
         .fallback(|| async { StatusCode::NOT_FOUND })
