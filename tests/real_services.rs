@@ -27,22 +27,10 @@ async fn real_emulator(change: impl FnOnce(&mut afemu::Config)) -> Emulator {
         .expect("PostgreSQL, MariaDB and Redis must be installed (.ci/run installs them)")
 }
 
-/// A v1 API call with the test user's token: status and JSON body.
+/// A v1 API call as the harness's logged-in user.
 async fn call(emu: &Emulator, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let token = emu.client().token().unwrap().to_owned();
-    let mut request = reqwest::Client::new()
-        .request(method.parse().unwrap(), format!("{}{path}", emu.api_url()))
-        .header("AUTHORIZATION", token);
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::call(&emu.api_url(), &token, method, path, body).await
 }
 
 async fn create_service(emu: &Emulator, vendor: &str, name: &str) {
@@ -621,71 +609,38 @@ async fn a_swap_to_a_new_database_loses_the_acknowledged_writes() {
 /// `afemu serve --services real`: it says at start what each vendor is; the database servers it
 /// starts die with it, whether it is stopped or killed outright (the watchdog).
 async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let scratch = common::scratch();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--router-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--services", "real"])
-        .env("TMPDIR", scratch.path())
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    tokio::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .await
-        .unwrap();
-    let api = ready
-        .split_whitespace()
-        .skip_while(|w| *w != "api")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no API in {ready:?}"))
-        .to_owned();
-    let http = reqwest::Client::new();
+    let mut served = common::serve_binary_logged(&["--services", "real"], &[]).await;
+    let api = served.api.clone();
     let email = "owner@example.com";
-    http.post(format!("{api}/users"))
-        .body(json!({"email": email, "password": "pw"}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let token: Value = http
-        .post(format!("{api}/users/{email}/tokens"))
-        .body(json!({"password": "pw"}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    common::call(
+        &api,
+        "",
+        "POST",
+        "/users",
+        Some(json!({"email": email, "password": "pw"})),
+    )
+    .await;
+    let (_, token) = common::call(
+        &api,
+        "",
+        "POST",
+        &format!("/users/{email}/tokens"),
+        Some(json!({"password": "pw"})),
+    )
+    .await;
     let token = token["token"].as_str().unwrap().to_owned();
     for vendor in ["postgresql", "mysql", "redis"] {
-        let response = http
-            .post(format!("{api}/services"))
-            .header("AUTHORIZATION", &token)
-            .body(json!({"vendor": vendor, "name": vendor}).to_string())
-            .send()
-            .await
-            .unwrap();
-        let code = response.status();
-        assert_eq!(code, 200, "{vendor}: {}", response.text().await.unwrap());
+        let (status, body) = common::call(
+            &api,
+            &token,
+            "POST",
+            "/services",
+            Some(json!({"vendor": vendor, "name": vendor})),
+        )
+        .await;
+        assert_eq!(status, 200, "{vendor}: {body}");
     }
-    let status: Value = http
-        .get(format!("{api}/_afemu/services"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, status) = common::call(&api, "", "GET", "/_afemu/services", None).await;
     let pids: Vec<i64> = status["vendors"]
         .as_array()
         .unwrap()
@@ -696,20 +651,7 @@ async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
     assert_eq!(pids.len(), 3, "{status}");
     assert!(pids.iter().all(|pid| common::alive(*pid)));
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
-        signal,
-    )
-    .unwrap();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .await
-        .unwrap();
-    child.wait().await.unwrap();
+    let logs = served.end_with(signal).await;
     for said in [
         "postgresql: real (PostgreSQL ",
         "mysql: real (",

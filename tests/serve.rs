@@ -207,43 +207,8 @@ async fn no_app_process_outlives_a_sigkill() {
 /// Logs for a file, a pipe or CI carry no colour codes (stderr here is a pipe).
 #[tokio::test]
 async fn logs_to_a_pipe_have_no_escape_codes() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let scratch = common::scratch();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
-        .args([
-            "serve",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--router-addr",
-            "127.0.0.1:0",
-        ])
-        .env("TMPDIR", scratch.path())
-        .env("RUST_LOG", "debug")
-        .env_remove("NO_COLOR")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    tokio::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .await
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .await
-        .unwrap();
-    child.wait().await.unwrap();
+    let mut served = common::serve_binary_logged(&[], &[("RUST_LOG", "debug")]).await;
+    let logs = served.end_with(nix::sys::signal::Signal::SIGTERM).await;
     assert!(logs.contains("INFO") || logs.contains("DEBUG"), "{logs}");
     assert!(!logs.contains('\u{1b}'), "{logs:?}");
 }

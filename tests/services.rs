@@ -6,30 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use afemu::Emulator;
-use common::{EVENT_TIMEOUT, fixture};
+use common::{EVENT_TIMEOUT, call, fixture};
 use serde_json::{Value, json};
-
-async fn call(
-    emu: &Emulator,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method.parse().unwrap(), format!("{}{path}", emu.api_url()))
-        .header("AUTHORIZATION", token);
-    if let Some(body) = body {
-        request = request.body(body.to_string());
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioned_services_are_bound_into_vcap_services() {
@@ -46,23 +24,37 @@ async fn provisioned_services_are_bound_into_vcap_services() {
     let af = emu.client();
     let token = af.token().unwrap().to_owned();
 
-    let (status, catalog) = call(&emu, &token, "GET", "/info/services", None).await;
+    let (status, catalog) = call(&emu.api_url(), &token, "GET", "/info/services", None).await;
     assert_eq!(status, 200);
     assert_eq!(
         catalog["database"]["mysql"]["5.1"]["tiers"]["free"]["order"],
         1
     );
-    let (_, offerings) = call(&emu, &token, "GET", "/services/v1/offerings", None).await;
+    let (_, offerings) = call(
+        &emu.api_url(),
+        &token,
+        "GET",
+        "/services/v1/offerings",
+        None,
+    )
+    .await;
     assert_eq!(
         offerings["key-value"]["redis"]["core"]["2.2"]["plans"],
         json!(["free"])
     );
 
     let create = json!({"type": "database", "tier": "free", "vendor": "mysql", "version": "5.1", "name": "mysql-abc"});
-    let (status, created) = call(&emu, &token, "POST", "/services", Some(create.clone())).await;
+    let (status, created) = call(
+        &emu.api_url(),
+        &token,
+        "POST",
+        "/services",
+        Some(create.clone()),
+    )
+    .await;
     assert_eq!(status, 200, "{created}");
     assert_eq!(created["name"], "mysql-abc");
-    let (status, again) = call(&emu, &token, "POST", "/services", Some(create)).await;
+    let (status, again) = call(&emu.api_url(), &token, "POST", "/services", Some(create)).await;
     assert_eq!(
         (status, again["code"].as_i64()),
         (400, Some(100)),
@@ -75,16 +67,23 @@ async fn provisioned_services_are_bound_into_vcap_services() {
         (json!({"vendor": 7}), 400, 100),
         (json!("mysql"), 400, 100),
     ] {
-        let (got, error) = call(&emu, &token, "POST", "/services", Some(body.clone())).await;
+        let (got, error) = call(
+            &emu.api_url(),
+            &token,
+            "POST",
+            "/services",
+            Some(body.clone()),
+        )
+        .await;
         assert_eq!(
             (got, error["code"].as_i64()),
             (status, Some(code)),
             "{body} → {error}"
         );
     }
-    let (_, listed) = call(&emu, &token, "GET", "/services", None).await;
+    let (_, listed) = call(&emu.api_url(), &token, "GET", "/services", None).await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
-    let (_, info) = call(&emu, &token, "GET", "/info", None).await;
+    let (_, info) = call(&emu.api_url(), &token, "GET", "/info", None).await;
     assert_eq!(info["usage"]["services"], 1);
 
     // Bind it to an app (af bind-service: PUT with the name in `services`, then restart).
@@ -118,9 +117,23 @@ async fn provisioned_services_are_bound_into_vcap_services() {
     assert_eq!(seen["env"]["VMC_MYSQL"], "127.0.0.1:13306");
 
     // Deleting the service unbinds it.
-    let (status, _) = call(&emu, &token, "DELETE", "/services/mysql-abc", None).await;
+    let (status, _) = call(
+        &emu.api_url(),
+        &token,
+        "DELETE",
+        "/services/mysql-abc",
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(af.app("probe").await.unwrap()["services"], json!([]));
-    let (status, missing) = call(&emu, &token, "DELETE", "/services/mysql-abc", None).await;
+    let (status, missing) = call(
+        &emu.api_url(),
+        &token,
+        "DELETE",
+        "/services/mysql-abc",
+        None,
+    )
+    .await;
     assert_eq!((status, missing["code"].as_i64()), (404, Some(500)));
 }

@@ -91,6 +91,8 @@ pub struct Served {
     pub api: String,
     pub router: String,
     pub line: String,
+    /// Its log, when started with [`serve_binary_logged`].
+    pub logs: Option<tokio::process::ChildStderr>,
     /// The child's `TMPDIR`: its default data directory lives here, so that a child killed
     /// with SIGKILL (which cannot clean up) leaves nothing behind. Dropped after the child.
     pub scratch: tempfile::TempDir,
@@ -106,6 +108,15 @@ pub fn scratch() -> tempfile::TempDir {
 
 /// Starts `afemu serve` on free ports and waits for its ready line.
 pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
+    serve_binary_with(extra_args, env, false).await
+}
+
+/// [`serve_binary`], keeping its log (stderr) to read in [`Served::logs`].
+pub async fn serve_binary_logged(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
+    serve_binary_with(extra_args, env, true).await
+}
+
+async fn serve_binary_with(extra_args: &[&str], env: &[(&str, &str)], logged: bool) -> Served {
     let scratch = scratch();
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"));
     command
@@ -118,14 +129,22 @@ pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
         ])
         .args(extra_args)
         .env("TMPDIR", scratch.path())
+        // Its own defaults, whatever the test's environment says: `env` sets what a test wants.
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if logged {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .kill_on_drop(true);
     for (name, value) in env {
         command.env(name, value);
     }
     let mut child = command.spawn().expect("afemu runs");
     let stdout = child.stdout.take().unwrap();
+    let logs = child.stderr.take();
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
@@ -145,8 +164,51 @@ pub async fn serve_binary(extra_args: &[&str], env: &[(&str, &str)]) -> Served {
         api,
         router,
         line,
+        logs,
         scratch,
     }
+}
+
+impl Served {
+    /// Sends `signal`, then reads its whole log (started with [`serve_binary_logged`]) and waits
+    /// for it to end.
+    pub async fn end_with(&mut self, signal: nix::sys::signal::Signal) -> String {
+        use tokio::io::AsyncReadExt;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32),
+            signal,
+        )
+        .unwrap();
+        let mut logs = String::new();
+        if let Some(mut stderr) = self.logs.take() {
+            stderr.read_to_string(&mut logs).await.unwrap();
+        }
+        self.child.wait().await.unwrap();
+        logs
+    }
+}
+
+/// A v1 API call with `token`: status and JSON body (or the text, when it is not JSON).
+pub async fn call(
+    api: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("{api}{path}"))
+        .header("AUTHORIZATION", token);
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 /// Pushes the fixture app `app` (a path under `fixtures/`) as `name` on `hosts` and waits until

@@ -33,6 +33,16 @@ pub(crate) struct Node {
     server: Shared,
 }
 
+/// SQL that makes a login role with this password, or gives one that exists (a restore) this
+/// password again.
+fn login_role(user: &str, password: &str) -> String {
+    format!(
+        "SELECT 'CREATE ROLE \"{user}\" LOGIN PASSWORD ''{password}'''\n\
+         WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') \\gexec\n\
+         ALTER ROLE \"{user}\" LOGIN PASSWORD '{password}';\n"
+    )
+}
+
 impl Node {
     pub(crate) fn new(programs: Programs, context: Context) -> Node {
         let dir = context.root.join("postgresql");
@@ -184,13 +194,11 @@ impl Node {
             server,
             "postgres",
             &format!(
-                "SELECT 'CREATE ROLE \"{user}\" LOGIN PASSWORD ''{password}'''\n\
-                 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') \\gexec\n\
-                 ALTER ROLE \"{user}\" LOGIN PASSWORD '{password}';\n\
-                 SELECT 'CREATE DATABASE \"{name}\" OWNER \"{user}\"'\n\
+                "{}SELECT 'CREATE DATABASE \"{name}\" OWNER \"{user}\"'\n\
                  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}') \\gexec\n\
                  REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC;\n\
-                 GRANT ALL ON DATABASE \"{name}\" TO \"{user}\";\n"
+                 GRANT ALL ON DATABASE \"{name}\" TO \"{user}\";\n",
+                login_role(user, password)
             ),
         )
         .await?;
@@ -224,10 +232,11 @@ impl Node {
             server,
             "postgres",
             &format!(
-                "SELECT 'CREATE ROLE \"{user}\" LOGIN PASSWORD ''{password}'' IN ROLE \"{parent}\"'\n\
-                 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') \\gexec\n\
-                 ALTER ROLE \"{user}\" LOGIN PASSWORD '{password}';\n\
-                 ALTER ROLE \"{user}\" SET ROLE = \"{parent}\";\n"
+                // GRANT, not CREATE … IN ROLE: a restored role that exists already becomes a
+                // member too.
+                "{}GRANT \"{parent}\" TO \"{user}\";\n\
+                 ALTER ROLE \"{user}\" SET ROLE = \"{parent}\";\n",
+                login_role(user, password)
             ),
         )
         .await?;
