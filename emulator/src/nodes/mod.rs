@@ -604,8 +604,9 @@ pub(crate) fn hand_over(paths: &[&Path], root: &Path, run_as: RunAs) -> Result<(
 /// is the tenants'.
 pub(crate) fn private_dir(dir: &Path) -> Result<(), NodeError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let named = |e: std::io::Error| NodeError(format!("cannot make {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(named)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(named)?;
     Ok(())
 }
 
