@@ -198,6 +198,7 @@ async fn agree(lines: &[Line], delay: Option<&str>) -> Result<(), TestCaseError>
         progress: false,
         services: afemu::ServicesMode::Records,
         dashboard: false,
+        ..Default::default()
     };
     let context = || {
         format!(

@@ -249,6 +249,7 @@ async fn a_rehearsal_marks_its_steps_on_the_timeline() {
         progress: false,
         services: afemu::ServicesMode::Records,
         dashboard: false,
+        ..Default::default()
     };
     let report = afemu::procedure::rehearse::rehearse(&options)
         .await

@@ -525,6 +525,7 @@ fn rehearsal_options(runbook: std::path::PathBuf) -> afemu::procedure::rehearse:
         progress: false,
         services: ServicesMode::Real,
         dashboard: false,
+        ..Default::default()
     }
 }
 

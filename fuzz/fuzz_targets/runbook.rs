@@ -41,6 +41,10 @@ fuzz_target!(|data: &[u8]| {
                 let _ = model_step(&command, |_| Some(1));
                 let _ = model_step(&command, |_| Some(u32::MAX));
             }
+            ItemKind::Exec(command) => {
+                assert!(!command.is_empty() && !command.contains(['\n', '\0']), "{item:?}");
+                assert!(item.text.starts_with('$'), "{item:?}");
+            }
             ItemKind::Traffic { hosts, rate, write } => {
                 assert!(!hosts.is_empty() && *rate > 0, "{item:?}");
                 hosts.iter().for_each(|host| assert_host(host));

@@ -26,7 +26,7 @@ enum Command {
     /// Rehearse a runbook for real: an emulator, the af steps, traffic on the runbook's hosts, and
     /// a report of what every visitor saw. Exit 0 when every expectation holds, 1 when one
     /// fails, 2 for a runbook or usage error.
-    Rehearse(RehearseArgs),
+    Rehearse(Box<RehearseArgs>),
     /// Prove or refute a runbook on the model, without wall-clock luck: every moment a request
     /// can arrive, and (with --route-delay) every order and time route changes can reach the
     /// router in. Exit 0 when every expectation holds in every schedule, 1 with the shortest
@@ -36,8 +36,45 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RehearseArgs {
-    /// The runbook: af command lines and @ directives (paths in it are relative to its folder).
-    runbook: std::path::PathBuf,
+    /// The runbook: af command lines, `$ command` lines and @ directives (paths in it are
+    /// relative to its folder).
+    #[arg(required_unless_present = "exec", conflicts_with = "exec")]
+    runbook: Option<std::path::PathBuf>,
+    /// Rehearse this shell command (a deploy script, unchanged) instead of a runbook: it runs
+    /// with an af on its PATH that is targeted at the emulator and logged in, and each af it
+    /// runs is a step of the report. E.g. --exec ./deploy.sh --traffic www.example.com
+    #[arg(long, value_name = "COMMAND", requires = "traffic")]
+    exec: Option<String>,
+    /// With --exec: a command run before the traffic starts (the apps as they are before the
+    /// deploy); may be given more than once.
+    #[arg(long, value_name = "COMMAND", requires = "exec")]
+    setup: Vec<String>,
+    /// With --exec: the hosts that get steady traffic from the start, comma-separated.
+    #[arg(
+        long,
+        value_name = "HOST[,HOST…]",
+        value_delimiter = ',',
+        requires = "exec"
+    )]
+    traffic: Vec<String>,
+    /// With --exec: requests per second to each traffic host (default 100).
+    #[arg(long, value_name = "N/s", requires = "exec")]
+    rate: Option<String>,
+    /// With --exec: an expectation, as after @expect in a runbook (e.g. 'served-by example2
+    /// example.com'); may be given more than once. Every traffic host is watched in any case.
+    #[arg(long, value_name = "EXPECTATION", requires = "exec")]
+    expect: Vec<String>,
+    /// The af client the commands run (e.g. AppFog's af 0.3.22); by default afemu's own. Each
+    /// invocation is recorded the same way either way.
+    #[arg(long = "af", value_name = "PATH")]
+    af: Option<std::path::PathBuf>,
+    /// Write the af commands the commands ran, with the pauses between them, here as a runbook
+    /// (the report checks that sequence under every schedule in any case).
+    #[arg(long, value_name = "FILE")]
+    record: Option<std::path::PathBuf>,
+    /// How long one command (--exec, --setup or a `$` line) may run before it is stopped.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
     /// How long staging, boot and the rest take in the emulator started for the rehearsal.
     #[arg(long, env = "AFEMU_PROFILE", value_enum, default_value = "fast")]
     profile: afemu_emulator::Profile,
@@ -119,6 +156,14 @@ Every schedule these rules allow is explored; each failure comes with a shortest
 shows it.";
 
 fn main() -> ExitCode {
+    // Called as `af` (a link to afemu, as `afemu rehearse` puts on a command's PATH): AppFog's
+    // client, recording each invocation for the rehearsal when it runs under one.
+    if std::env::args_os()
+        .next()
+        .is_some_and(|arg0| std::path::Path::new(&arg0).file_name() == Some("af".as_ref()))
+    {
+        return afemu_emulator::procedure::rehearse::exec::af_main();
+    }
     let cli = Cli::parse();
     if let Command::Check(args) = &cli.command {
         return check(args);
@@ -155,7 +200,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
-            Command::Rehearse(args) => return Ok(rehearse(args).await),
+            Command::Rehearse(args) => return Ok(rehearse(*args).await),
             Command::Check(_) => unreachable!("checked above"),
         }
         .map(|()| ExitCode::SUCCESS)
@@ -190,8 +235,23 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
             }
         }
     };
+    let (runbook, inline) = match exec_runbook(&args) {
+        Ok(made) => made,
+        Err(error) => {
+            eprintln!("afemu rehearse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let wrapper = match std::env::current_exe() {
+        Ok(exe) => Some(exe),
+        Err(error) => {
+            eprintln!("afemu rehearse: cannot find the afemu executable: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let options = Options {
-        runbook: args.runbook.clone(),
+        runbook,
+        inline,
         profile: args.profile,
         target: args.target.clone().zip(args.router.clone()),
         faults: args.faults.to_faults(),
@@ -200,6 +260,12 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
         progress: std::io::stderr().is_terminal(),
         services: args.services,
         dashboard: args.dashboard,
+        exec: rehearse::exec::ExecOptions {
+            wrapper,
+            client: args.af.clone(),
+            timeout: args.timeout,
+        },
+        record: args.record.clone(),
     };
     let (report, kept) = match rehearse::rehearse_keeping(&options).await {
         Ok(done) => done,
@@ -248,6 +314,49 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The runbook to rehearse: the file, or for `--exec` one made of the flags (its name, its text).
+fn exec_runbook(args: &RehearseArgs) -> Result<(std::path::PathBuf, Option<String>), String> {
+    let Some(command) = &args.exec else {
+        return Ok((args.runbook.clone().unwrap_or_default(), None));
+    };
+    let one_line = |what: &str, value: &str| {
+        if value.contains(['\n', '\r']) {
+            Err(format!("{what} must be one line: {value:?}"))
+        } else {
+            Ok(())
+        }
+    };
+    let mut text = String::new();
+    for setup in &args.setup {
+        one_line("--setup", setup)?;
+        text.push_str(&format!("$ {setup}\n"));
+    }
+    text.push_str("@traffic");
+    for host in &args.traffic {
+        one_line("--traffic", host)?;
+        text.push(' ');
+        text.push_str(host);
+    }
+    if let Some(rate) = &args.rate {
+        one_line("--rate", rate)?;
+        let rate = rate.trim();
+        let rate = if rate.ends_with("/s") {
+            rate.to_owned()
+        } else {
+            format!("{rate}/s")
+        };
+        text.push_str(&format!(" rate={rate}"));
+    }
+    text.push('\n');
+    one_line("--exec", command)?;
+    text.push_str(&format!("$ {command}\n"));
+    for expectation in &args.expect {
+        one_line("--expect", expectation)?;
+        text.push_str(&format!("@expect {expectation}\n"));
+    }
+    Ok((format!("--exec {command}").into(), Some(text)))
 }
 
 /// `afemu check`: pure, no emulator, no async.

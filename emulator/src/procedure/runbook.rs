@@ -50,6 +50,10 @@ pub struct Item {
 pub enum ItemKind {
     /// An `af` command line, split as a shell would (without `af`); af's parser accepts it.
     Af(Vec<String>),
+    /// `$ COMMAND`: a shell command (a deploy script, a make target), run by `/bin/sh -c` in
+    /// the runbook's folder with `af` on its `PATH` targeted at the emulator; each `af` it runs
+    /// is a step of its own. Which those are is known only when it runs.
+    Exec(String),
     /// `@traffic` (GET `/`), or `@writes` (POST to `write`, a path with `{key}` in it).
     Traffic {
         hosts: Vec<String>,
@@ -178,6 +182,25 @@ impl Runbook {
                 line,
                 message,
             };
+            // A command is the shell's to read, quotes, `#` and all.
+            let trimmed = raw.trim();
+            if let Some(command) = trimmed.strip_prefix('$')
+                && (command.is_empty() || command.starts_with(char::is_whitespace))
+            {
+                let command = command.trim();
+                if command.is_empty() {
+                    return Err(error("`$` needs a command, e.g. $ ./deploy.sh".into()));
+                }
+                if command.contains('\0') {
+                    return Err(error("a command cannot hold a NUL byte".into()));
+                }
+                items.push(Item {
+                    line,
+                    text: trimmed.to_owned(),
+                    kind: ItemKind::Exec(command.to_owned()),
+                });
+                continue;
+            }
             let words = split_words(raw).map_err(error)?;
             if words.is_empty() {
                 continue;
@@ -204,7 +227,7 @@ impl Runbook {
                 "@expect" => parse_expect(&words[1..]).map_err(error)?,
                 other => {
                     return Err(error(format!(
-                        "{other:?} is neither an af command nor a directive (@traffic, @writes, @wait, @await, @expect)"
+                        "{other:?} is neither an af command, a `$ command` nor a directive (@traffic, @writes, @wait, @await, @expect)"
                     )));
                 }
             };
@@ -464,7 +487,7 @@ fn host_of(word: &str) -> Result<String, String> {
 
 /// An `af` line as a runbook may hold it: one af itself accepts, and whose effect on the routes
 /// the reference model knows, so that `check` can prove what `rehearse` runs.
-fn check_af_line(args: &[String]) -> Result<(), String> {
+pub(crate) fn check_af_line(args: &[String]) -> Result<(), String> {
     let command = parse_command(args).map_err(|e| format!("af refuses this line: {e}"))?;
     // The step with any current instance count: only the shape of the line matters here.
     model_step(&command, |_| Some(1)).map(|_| ())
@@ -771,12 +794,43 @@ mod tests {
     }
 
     #[test]
+    fn a_command_line_is_the_shells_to_read() {
+        let runbook = Runbook::parse(
+            "@traffic a.com\n  $ ./deploy.sh 'two words' # and a comment\n$\tmake swap\n",
+            "t",
+            PathBuf::new(),
+        )
+        .unwrap();
+        let kinds: Vec<&ItemKind> = runbook.items.iter().map(|i| &i.kind).collect();
+        assert_eq!(
+            kinds[1..],
+            [
+                &ItemKind::Exec("./deploy.sh 'two words' # and a comment".into()),
+                &ItemKind::Exec("make swap".into()),
+            ]
+        );
+        assert_eq!(
+            runbook.items[1].text,
+            "$ ./deploy.sh 'two words' # and a comment"
+        );
+        for (text, message) in [
+            ("@traffic a.com\n$\n", "`$` needs a command"),
+            ("@traffic a.com\n$   \n", "`$` needs a command"),
+            ("@traffic a.com\n$deploy\n", "neither an af command"),
+            ("$ ./deploy.sh\n", "nothing to observe"),
+        ] {
+            let error = Runbook::parse(text, "t", PathBuf::new()).unwrap_err();
+            assert!(error.message.contains(message), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let table = [
             (
                 "af push x --url x.com\nmake coffee\n",
                 2,
-                "neither an af command nor a directive",
+                "neither an af command, a `$ command` nor a directive",
             ),
             ("@wait soon\n", 1, "not a duration"),
             ("@traffic\n", 1, "at least one host"),

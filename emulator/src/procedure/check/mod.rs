@@ -342,6 +342,9 @@ struct Prepared {
     /// Host → the point whose end starts its traffic.
     traffic_from: BTreeMap<String, usize>,
     step_failure: Option<StepFailure>,
+    /// The first `$ command` line: what it runs is known only when it runs, so nothing from
+    /// there on is modelled (the lines before it are).
+    script: Option<(usize, String)>,
 }
 
 fn prepare(runbook: &Runbook) -> Prepared {
@@ -353,6 +356,7 @@ fn prepare(runbook: &Runbook) -> Prepared {
         slot_changes: Vec::new(),
         traffic_from: BTreeMap::new(),
         step_failure: None,
+        script: None,
     };
     let mut slot_of: HashMap<String, usize> = HashMap::new();
     for item in &runbook.items {
@@ -424,6 +428,10 @@ fn prepare(runbook: &Runbook) -> Prepared {
                     }
                 }
                 PointKind::Af
+            }
+            ItemKind::Exec(_) => {
+                prepared.script = Some((item.line, item.text.clone()));
+                break;
             }
             ItemKind::Traffic { hosts, .. } => {
                 for host in hosts {
@@ -930,6 +938,13 @@ fn expectations(
     // What decides an expectation before its own condition: a host nobody sends requests to
     // observes nothing, and a run that stops at a failing step never gets there.
     let unobserved = |host: &str| -> Option<(Outcome, String)> {
+        if let Some((line, text)) = &prepared.script {
+            return Some(not_evaluated(format!(
+                "not evaluated: line {line} ({text}) runs a command, and which af commands it \
+                 runs is known only when it runs; `afemu rehearse --record FILE` writes them \
+                 out as a runbook to check"
+            )));
+        }
         if !prepared.traffic_from.contains_key(host) {
             return Some((
                 Outcome::Failed,

@@ -14,7 +14,9 @@
 //! them in the order a counter-example of `afemu check` gives (`replay.rs`), so the failure it
 //! describes happens in front of the traffic.
 
+pub mod exec;
 mod oracle;
+mod record;
 pub mod render;
 mod replay;
 pub mod report;
@@ -57,6 +59,34 @@ pub struct Options {
     /// rehearsal can be watched while it runs; with [`rehearse_keeping`], the emulator the
     /// rehearsal started is handed back to stay up after it.
     pub dashboard: bool,
+    /// The runbook's text, instead of reading `runbook` (which then only names it in the
+    /// report; its paths are relative to the working directory): `afemu rehearse --exec`.
+    pub inline: Option<String>,
+    /// How `$ COMMAND` lines run.
+    pub exec: exec::ExecOptions,
+    /// Write the `af` commands the `$` lines ran, with the pauses between them, here as a
+    /// runbook (that runbook is checked in any case: the report says whether the sequence is
+    /// safe under every schedule).
+    pub record: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            runbook: PathBuf::new(),
+            profile: Profile::Fast,
+            target: None,
+            faults: Faults::default(),
+            reset: false,
+            replay: None,
+            progress: false,
+            services: crate::config::ServicesMode::Auto,
+            dashboard: false,
+            inline: None,
+            exec: exec::ExecOptions::default(),
+            record: None,
+        }
+    }
 }
 
 /// Why a rehearsal could not run at all (exit 2).
@@ -156,6 +186,11 @@ struct Run<'a> {
     /// The line of the first step that failed: nothing after it runs.
     failed: Option<usize>,
     progress: render::Progress,
+    exec: exec::ExecOptions,
+    /// The `af` steps of the `$` line just run, reported after it.
+    script_steps: Vec<StepReport>,
+    /// What each `$` line ran, by line.
+    scripts: BTreeMap<usize, record::Script>,
 }
 
 impl Run<'_> {
@@ -168,6 +203,7 @@ impl Run<'_> {
 
     fn kind(&self, item: &Item) -> &'static str {
         match (&item.kind, self.traffic.is_some()) {
+            (ItemKind::Exec(_), _) => "script",
             (ItemKind::Af(_), false) => "setup",
             (ItemKind::Af(_), true) => "step",
             _ => "directive",
@@ -199,6 +235,52 @@ impl Run<'_> {
                 if status != 0 {
                     step.result = format!("failed (exit {status})");
                 }
+            }
+            ItemKind::Exec(command) => {
+                let finished = exec::run(
+                    command,
+                    &self.runbook.dir,
+                    self.home,
+                    &self.exec,
+                    self.started,
+                )
+                .await;
+                let finished = match finished {
+                    Ok(finished) => finished,
+                    Err(why) => {
+                        step.result = format!("failed: {why}");
+                        return;
+                    }
+                };
+                step.output = finished.output;
+                step.result = finished.result;
+                let kind = if self.traffic.is_some() {
+                    "step"
+                } else {
+                    "setup"
+                };
+                for invocation in &finished.invocations {
+                    let at = invocation.started.as_secs_f64() * 1000.0;
+                    self.script_steps.push(StepReport {
+                        line: item.line,
+                        text: invocation.text(),
+                        kind: kind.into(),
+                        started_ms: at,
+                        took_ms: invocation
+                            .ended
+                            .map_or(0.0, |end| end.as_secs_f64() * 1000.0 - at),
+                        result: invocation.result(),
+                        output: invocation.output.clone(),
+                        traffic: BTreeMap::new(),
+                    });
+                }
+                self.scripts.insert(
+                    item.line,
+                    record::Script {
+                        ended: self.started.elapsed(),
+                        invocations: finished.invocations,
+                    },
+                );
             }
             ItemKind::Traffic { hosts, rate, write } => {
                 // Traffic starts once the router knows every route change made so far.
@@ -375,6 +457,7 @@ impl Run<'_> {
             self.failed = Some(item.line);
         }
         self.steps.push(step);
+        self.steps.append(&mut self.script_steps);
     }
 }
 
@@ -388,7 +471,14 @@ pub async fn rehearse(options: &Options) -> Result<Report, RehearseError> {
 pub async fn rehearse_keeping(
     options: &Options,
 ) -> Result<(Report, Option<Emulator>), RehearseError> {
-    let runbook = Runbook::load(&options.runbook)?;
+    let runbook = match &options.inline {
+        Some(text) => Runbook::parse(
+            text,
+            &options.runbook.display().to_string(),
+            std::env::current_dir().map_err(|e| RehearseError::Setup(e.to_string()))?,
+        )?,
+        None => Runbook::load(&options.runbook)?,
+    };
     let mut faults = options.faults.clone();
     if let Some(schedule) = &options.replay {
         if options.target.is_some() {
@@ -511,6 +601,9 @@ pub async fn rehearse_keeping(
         steps: Vec::new(),
         failed: None,
         progress: progress.clone(),
+        exec: options.exec.clone(),
+        script_steps: Vec::new(),
+        scripts: BTreeMap::new(),
     };
     let mut next_item = 0;
     let mut replayed = None;
@@ -592,6 +685,7 @@ pub async fn rehearse_keeping(
         mut steps,
         failed,
         oracle: run_oracle,
+        scripts,
         ..
     } = run;
     // The run's hold on the emulator ends here (it may be handed back below).
@@ -698,9 +792,11 @@ pub async fn rehearse_keeping(
             ));
         }
     }
+    // The af steps a command ran may fail without failing it (a loop polling `af stats`): a
+    // command fails by its own exit status.
     for step in steps
         .iter()
-        .filter(|s| s.result != "ok" && s.result != "not run")
+        .filter(|s| s.result.starts_with("failed") || s.result.starts_with("timed out"))
     {
         expectations.push(Expectation {
             name: if step.line == 0 {
@@ -717,6 +813,16 @@ pub async fn rehearse_keeping(
             },
             offending: Vec::new(),
         });
+    }
+    // What the commands ran, as a runbook: checked under every schedule, written out if asked.
+    if !scripts.is_empty() {
+        let recorded = record::runbook(&runbook, &scripts, &options.runbook);
+        if let Some(path) = &options.record {
+            std::fs::write(path, &recorded.text).map_err(|e| {
+                RehearseError::Setup(format!("cannot write {}: {e}", path.display()))
+            })?;
+        }
+        expectations.push(record::check(&recorded, &faults, failed.is_some()));
     }
     let passed = expectations.iter().all(|e| e.outcome == Outcome::Held);
     let host_index: BTreeMap<&str, usize> = traffic_hosts
