@@ -328,6 +328,43 @@ async fn tunnels_reach_real_redis_and_postgresql() {
     );
     assert!(shows_42(rest), "{out}");
 
+    // As a library call on a terminal: af's colours, the context's interrupt, the client's
+    // input and output through the context.
+    let (mut ctx, printed) = afemu::cli::Context::new(af.home.path())
+        .with_tty(true)
+        .with_interrupt(|| Ok(Box::pin(async {})))
+        .captured();
+    let status = afemu::cli::run_line("af tunnel cache none --port 0", &mut ctx).await;
+    let text = printed.text();
+    assert_eq!(status, 0, "{text}");
+    let port = tunnel_port(
+        &text
+            .replace("\u{1b}[0m\u{1b}[1m", "")
+            .replace("\u{1b}[0m", ""),
+    );
+    let paint = |code: &str, text: &str| format!("\u{1b}[0m\u{1b}[{code}m{text}\u{1b}[0m");
+    assert_eq!(
+        text,
+        format!(
+            "Getting tunnel connection info: {}\n\nService connection info: \n  \
+             password : {}\n  infra    : {}\n\nStarting tunnel to {} on port {}.\n\
+             Open another shell to run command-line clients or\n\
+             use a UI tool to connect using the displayed information.\n\
+             Press Ctrl-C to exit...\n\n",
+            paint("32", "OK"),
+            paint("33", password),
+            paint("33", "aws"),
+            paint("1", "cache"),
+            paint("1", &port.to_string()),
+        )
+    );
+    let (mut ctx, printed) = afemu::cli::Context::new(af.home.path())
+        .with_stdin("SELECT 40+2;\n")
+        .captured();
+    let status = afemu::cli::run_line("af tunnel pg psql", &mut ctx).await;
+    assert_eq!(status, 0, "{}", printed.text());
+    assert!(shows_42(&printed.text()), "{}", printed.text());
+
     // A client named by its path is af's client for its name; one that cannot run is af's
     // error.
     let (out, status) = af.run(&["tunnel", "pg", "/nowhere/psql"], "").await;

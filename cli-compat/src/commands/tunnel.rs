@@ -138,6 +138,11 @@ impl Session<'_> {
         self.out.ok();
         let info = connection_info(&vendor, tunnel.get("credentials"), infra)
             .map_err(|key| Failure::err(format!("Could not determine {key} for {service}")))?;
+        let destination = (
+            info.get("hostname").to_ruby_s(),
+            port_number(info.get("port"))
+                .ok_or_else(|| Failure::err(format!("Could not determine port for {service}")))?,
+        );
         self.out.say("");
         self.out.say("Service connection info: ");
         for (label, value) in connection_info_lines(&info) {
@@ -150,11 +155,6 @@ impl Session<'_> {
             self.out.bold(&service),
             self.out.bold(&local_port.to_string())
         ));
-        let destination = format!(
-            "{}:{}",
-            info.get("hostname").to_ruby_s(),
-            info.get("port").to_ruby_s()
-        );
         let forwarder = Forwarder::start(listener, destination)?;
 
         let clients = clients_for(&vendor);
@@ -191,8 +191,10 @@ impl Session<'_> {
                 .parse::<u16>()
                 .map_err(|_| Failure::err(format!("--port must be a port number, not '{port}'")))?,
         };
-        for port in (0..PORT_RANGE).filter_map(|offset| first.checked_add(offset)) {
-            if port == 0 || listened_on(port) {
+        // `--port 0`: any port, as a listener on port 0 means.
+        let tried = if first == 0 { 0 } else { PORT_RANGE };
+        for port in (0..tried).filter_map(|offset| first.checked_add(offset)) {
+            if listened_on(port) {
                 continue;
             }
             if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
@@ -312,6 +314,15 @@ impl Session<'_> {
             }
         }
         child.wait().await.is_ok_and(|status| status.success())
+    }
+}
+
+/// A port in the credentials: a number, or a string of one.
+fn port_number(port: &Json) -> Option<u16> {
+    match port {
+        Json::Int(n) => u16::try_from(*n).ok(),
+        Json::Str(text) => text.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -475,11 +486,16 @@ impl AmqpUrl {
             }
             None => authority,
         };
-        let (host, port) = match host_port.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                (host, port.parse().ok())
-            }
-            _ => (host_port, None),
+        // An IPv6 host is in brackets, and keeps them (as Addressable's `host`).
+        let (host, port) = match host_port.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((address, after)) => (
+                &host_port[..address.len() + 2],
+                after.strip_prefix(':').and_then(|p| p.parse().ok()),
+            ),
+            None => match host_port.rsplit_once(':') {
+                Some((host, port)) => (host, port.parse().ok()),
+                None => (host_port, None),
+            },
         };
         parts.host = Some(host.to_owned());
         parts.port = port;
@@ -497,7 +513,8 @@ struct Forwarder {
 }
 
 impl Forwarder {
-    fn start(listener: TcpListener, destination: String) -> CmdResult<Forwarder> {
+    /// Relays to `destination`, a host (name or address) and a port.
+    fn start(listener: TcpListener, destination: (String, u16)) -> CmdResult<Forwarder> {
         let listener = listener
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpListener::from_std(listener))
@@ -530,8 +547,10 @@ impl Forwarder {
 
 /// One connection through the tunnel. A server that cannot be reached closes the client's
 /// connection at once, as Caldecott's did.
-async fn relay(mut client: tokio::net::TcpStream, destination: String) {
-    let Ok(mut server) = tokio::net::TcpStream::connect(&destination).await else {
+async fn relay(mut client: tokio::net::TcpStream, destination: (String, u16)) {
+    let Ok(mut server) =
+        tokio::net::TcpStream::connect((destination.0.as_str(), destination.1)).await
+    else {
         return;
     };
     let _ = client.set_nodelay(true);
@@ -667,6 +686,10 @@ mod tests {
             }
         );
         assert_eq!(AmqpUrl::parse("no url"), AmqpUrl::default());
+        let v6 = AmqpUrl::parse("amqp://[::1]:5673/v");
+        assert_eq!((v6.host.as_deref(), v6.port), (Some("[::1]"), Some(5673)));
+        let v6 = AmqpUrl::parse("amqp://[::1]");
+        assert_eq!((v6.host.as_deref(), v6.port), (Some("[::1]"), None));
         assert_eq!(
             AmqpUrl::parse("amqp://h:1/").vhost.as_deref(),
             Some(""),
@@ -679,7 +702,7 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // An echo server as the service.
         let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let destination = service.local_addr().unwrap().to_string();
+        let destination = ("127.0.0.1".to_owned(), service.local_addr().unwrap().port());
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = service.accept().await {
                 tokio::spawn(async move {
