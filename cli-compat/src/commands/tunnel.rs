@@ -310,7 +310,7 @@ impl Session<'_> {
         if let Some(mut stdout) = child.stdout.take() {
             let mut buffer = vec![0; 8192];
             while let Ok(n @ 1..) = stdout.read(&mut buffer).await {
-                self.out.print_raw(&String::from_utf8_lossy(&buffer[..n]));
+                self.out.write_bytes(&buffer[..n]);
             }
         }
         child.wait().await.is_ok_and(|status| status.success())
