@@ -610,6 +610,19 @@ impl Api {
         self.update_app(app_name, &app).await
     }
 
+    /// afemu's `GET /_afemu/tunnel/services/NAME`: the service's credentials as this machine
+    /// reaches it (`credentials`), its `vendor`, and whether it is `real` (a record's
+    /// credentials are made up; `detail` says why it is one). Not v1's: what `af tunnel` reads
+    /// instead of pushing Caldecott.
+    pub(crate) async fn tunnel_service(&mut self, name: &str) -> Result<Json, AfError> {
+        self.check_login_status().await?;
+        self.json_get(&format!(
+            "_afemu/tunnel/{}",
+            Self::path(&["services", name])
+        ))
+        .await
+    }
+
     pub(crate) async fn export_service(&self, service: &str) -> Result<Json, AfError> {
         self.json_get(&Self::path(&["services", "export", service]))
             .await

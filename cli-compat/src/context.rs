@@ -3,10 +3,20 @@
 //! and stdin, whether stdout is a terminal (colour), the start-polling interval and the time
 //! zone times are shown in.
 
+use std::future::Future;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Ends when a command that runs until it is interrupted (`af tunnel` with no client) should
+/// stop.
+pub type Interrupt = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Makes an [`Interrupt`]. Called once the tunnel is up and before `Press Ctrl-C to exit...` is
+/// printed, so that the signal handlers are in place by the time anyone reads that line.
+pub type InterruptSource = Box<dyn FnMut() -> io::Result<Interrupt> + Send>;
 
 /// The surroundings of one `af` run. Build one with [`Context::new`] and the `with_*` methods,
 /// or [`Context::from_process`] for the binary.
@@ -28,6 +38,14 @@ pub struct Context {
     pub time_zone: jiff::tz::TimeZone,
     /// af's `TIMEOUT` environment variable: the HTTP open and read timeout.
     pub http_timeout: Duration,
+    /// What ends `af tunnel` when it forwards with no client. The binary's is SIGINT or SIGTERM
+    /// (registered only then: every other command keeps the signals' default actions); by
+    /// default nothing interrupts.
+    pub interrupt: InterruptSource,
+    /// Whether stdin and stdout are the process's own (the binary): the client `af tunnel`
+    /// starts then takes them over directly (a terminal stays a terminal). Otherwise the client
+    /// reads what is left of [`Context::stdin`] and its output goes to [`Context::stdout`].
+    pub stdio_is_process: bool,
 }
 
 impl std::fmt::Debug for Context {
@@ -37,6 +55,7 @@ impl std::fmt::Debug for Context {
             .field("cwd", &self.cwd)
             .field("is_tty", &self.is_tty)
             .field("poll_interval", &self.poll_interval)
+            .field("stdio_is_process", &self.stdio_is_process)
             .finish_non_exhaustive()
     }
 }
@@ -54,11 +73,18 @@ impl Context {
             poll_interval: Duration::from_secs(1),
             time_zone: jiff::tz::TimeZone::system(),
             http_timeout: Duration::from_secs(600),
+            interrupt: Box::new(|| Ok(Box::pin(std::future::pending()))),
+            stdio_is_process: false,
         }
     }
 
     /// The context of the `af` process: `AF_HOME` (else `HOME`) as `~`, the real stdout and
-    /// stdin, colour when stdout is a terminal, `TIMEOUT` seconds for HTTP (default 600).
+    /// stdin, colour when stdout is a terminal, `TIMEOUT` seconds for HTTP (default 600),
+    /// SIGINT and SIGTERM to end a tunnel.
+    ///
+    /// Prompts read stdin a byte at a time, straight from the descriptor, so that nothing after
+    /// an answer is taken from the pipe: what follows is for the client `af tunnel` starts
+    /// (`printf 'SELECT 1;' | af tunnel db psql`).
     pub fn from_process() -> Context {
         use std::io::IsTerminal;
         let home = std::env::var_os("AF_HOME")
@@ -71,8 +97,10 @@ impl Context {
         let mut context = Context::new(home);
         context.is_tty = io::stdout().is_terminal();
         context.stdout = Box::new(io::stdout());
-        context.stdin = Box::new(io::BufReader::new(io::stdin()));
+        context.stdin = unbuffered_stdin();
         context.http_timeout = Duration::from_secs(timeout);
+        context.interrupt = Box::new(process_signals);
+        context.stdio_is_process = true;
         context
     }
 
@@ -107,6 +135,15 @@ impl Context {
         self
     }
 
+    /// What ends a tunnel that forwards with no client (see [`Context::interrupt`]).
+    pub fn with_interrupt(
+        mut self,
+        interrupt: impl FnMut() -> io::Result<Interrupt> + Send + 'static,
+    ) -> Context {
+        self.interrupt = Box::new(interrupt);
+        self
+    }
+
     /// Output kept in memory: returns the context and a handle to read what was printed.
     pub fn captured(self) -> (Context, Captured) {
         let captured = Captured::default();
@@ -118,6 +155,30 @@ impl Context {
     pub fn expand_path(&self, path: &str) -> PathBuf {
         expand_path(path, &self.cwd, &self.home)
     }
+}
+
+/// The process's stdin, read without read-ahead (a duplicate of descriptor 0, a byte at a time):
+/// std's `Stdin` buffers what it reads, which would take input meant for a child process.
+fn unbuffered_stdin() -> Box<dyn BufRead + Send> {
+    use std::os::fd::AsFd;
+    match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => Box::new(io::BufReader::with_capacity(1, std::fs::File::from(fd))),
+        Err(_) => Box::new(io::BufReader::new(io::stdin())),
+    }
+}
+
+/// SIGINT or SIGTERM, whichever comes first. Registering replaces their default action (ending
+/// the process) for the rest of its life, which is why it is done only when a tunnel needs it.
+fn process_signals() -> io::Result<Interrupt> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(Box::pin(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    }))
 }
 
 /// `File.expand_path(path, base)` with `~` as `home`.

@@ -21,7 +21,8 @@
 //! ```
 //! - `runner`: af's command line: which command, how many arguments, how failures print.
 //! - `options`: af's `OptionParser` setup (abbreviations, `-N` deltas, optional arguments).
-//! - `session` and `commands/`: the commands, one group a file, as af groups them.
+//! - `session` and `commands/`: the commands, one group a file, as af groups them
+//!   (`commands/tunnel.rs`: `af tunnel` and its forwarder).
 //! - `api`: the v1 API as the commands call it (af's `VMC::Client`): the login check, af's
 //!   error texts, `-t` tracing.
 //! - [`config`]: the dot-files (`~/.af_target`, `~/.af_token`, `~/.af_instances`,
@@ -37,7 +38,9 @@
 //! # Invariant
 //!
 //! This crate speaks only HTTP to whatever it targets. It does not link the emulator: it must
-//! work against any v1 cloud controller.
+//! work against any v1 cloud controller. The one exception is `af tunnel`, which needs afemu's
+//! `/_afemu/tunnel/services/NAME` (v1 kept credentials from clients) and then relays TCP from a
+//! local port to the service's server itself, where af relayed it through an app it pushed.
 //!
 //! Where af 0.3.22 has a bug, this client does the right thing instead; `COMPATIBILITY.md`
 //! lists every such difference.
@@ -63,7 +66,7 @@ mod table;
 mod yaml_out;
 
 pub use client::{ClientError, V1Client};
-pub use context::{Captured, Context};
+pub use context::{Captured, Context, Interrupt, InterruptSource};
 pub use runner::{
     BASIC_USAGE, COMMAND_USAGE, CommandLine, parse_command, run, run_line, split_words,
 };

@@ -41,6 +41,15 @@ impl Out {
         }
     }
 
+    /// Bytes as they are (a child's output, which may not be UTF-8 or may split a character
+    /// between two reads): always written, flushed.
+    pub(crate) fn write_bytes(&self, bytes: &[u8]) {
+        if let Ok(mut sink) = self.sink.lock() {
+            let _ = sink.write_all(bytes);
+            let _ = sink.flush();
+        }
+    }
+
     /// Kernel `puts`: always written.
     pub(crate) fn puts_raw(&self, text: &str) {
         if text.ends_with('\n') {

@@ -124,7 +124,7 @@ impl<'c> Session<'c> {
             ExportService => self.export_service(&args[0]).await,
             ImportService => self.import_service(&args[0], &args[1]).await,
             Clone => self.clone_app(&args[0], &args[1], arg(2)).await,
-            Tunnel => self.tunnel(),
+            Tunnel => self.tunnel(arg(0), arg(1)).await,
             Console => self.console(),
             MicroOnline | MicroOffline | MicroStatus => self.micro(),
             ManifestEdit => self.manifest_edit().await,

@@ -298,12 +298,7 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// `af tunnel`: needs Caldecott, which af tells you to install.
-    pub(crate) fn tunnel(&mut self) -> CmdResult {
-        self.caldecott_missing("af tunnel")
-    }
-
-    /// `af rails-console`: needs Caldecott too.
+    /// `af rails-console`: needs Caldecott, which af tells you to install.
     pub(crate) fn console(&mut self) -> CmdResult {
         self.caldecott_missing("vmc rails-console")
     }

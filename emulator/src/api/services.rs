@@ -24,6 +24,9 @@ pub(super) fn routes() -> Router<Platform> {
         )
         .route("/services", get(list).post(create))
         .route("/services/{name}", get(read).delete(delete))
+        // afemu's own, for `af tunnel`: the user's token decides, as for `/services` (the
+        // admin guard of the other `/_afemu/` endpoints does not apply: it is their service).
+        .route("/_afemu/tunnel/services/{name}", get(tunnel))
 }
 
 async fn list(State(platform): State<Platform>, AuthUser(user): AuthUser) -> Json<Vec<Value>> {
@@ -36,6 +39,15 @@ async fn read(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     platform.service_document(&user, &name).map(Json)
+}
+
+/// The service's credentials as this machine reaches it, for `af tunnel`.
+async fn tunnel(
+    State(platform): State<Platform>,
+    AuthUser(user): AuthUser,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    platform.tunnel_info(&user, &name).map(Json)
 }
 
 /// 200 with the new service's document: cfoundry wants JSON back and raises on a 201.

@@ -285,6 +285,42 @@ impl Platform {
         credentials
     }
 
+    /// `GET /_afemu/tunnel/services/:name`: what `af tunnel` needs to reach one of the user's
+    /// services from this machine. v1's `GET /services/:name` never carried credentials (the
+    /// Caldecott app af pushed read them from its own binding); here the services already listen
+    /// on loopback, so the owner gets the service's own credentials, with the port its server
+    /// listens on now, and whether anything listens at all (`real`: a record's credentials are
+    /// made up).
+    pub fn tunnel_info(&self, user: &str, name: &str) -> Result<Value, ApiError> {
+        let service = self
+            .state()
+            .services_of(user)
+            .find(|s| s.name == name)
+            .cloned()
+            .ok_or(ApiError::ServiceNotFound)?;
+        let vendor = service.offering.vendor;
+        let real = self.inner.nodes.is_real(vendor);
+        let detail = self
+            .inner
+            .nodes
+            .vendors()
+            .iter()
+            .find(|v| v.vendor == vendor)
+            .map_or_else(
+                || "not a vendor afemu runs".to_owned(),
+                |v| v.detail.clone(),
+            );
+        let credentials = self.live_credentials(&service, &service.credentials);
+        Ok(json!({
+            "name": service.name,
+            "vendor": vendor,
+            "version": service.offering.version,
+            "real": real,
+            "detail": detail,
+            "credentials": credentials,
+        }))
+    }
+
     /// `GET /_afemu/services`: each vendor (real or a record, and why), its servers, and the
     /// services provisioned with the apps bound to each.
     pub fn services_status(&self) -> Value {
