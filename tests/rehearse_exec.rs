@@ -67,20 +67,25 @@ fn owned(steps: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
         .collect()
 }
 
-const SWAP_STEPS: [(&str, &str, &str); 4] = [
-    (
-        "setup",
-        "af push example --path ../apps/node-hello-v1 --url example.com -n",
-        "ok",
-    ),
-    (
-        "step",
-        "af push example2 --path ../apps/node-hello-v2 --url example.aws.af.cm -n",
-        "ok",
-    ),
-    ("step", "af map example2 example.com", "ok"),
-    ("step", "af unmap example example.com", "ok"),
-];
+/// The af steps of the swap scripts: (kind, command line, result).
+fn swap_steps() -> Vec<(String, String, String)> {
+    let apps = std::fs::canonicalize("fixtures/apps").unwrap();
+    let apps = apps.display();
+    owned(&[
+        (
+            "setup",
+            &format!("af push example --path {apps}/node-hello-v1 --url example.com -n"),
+            "ok",
+        ),
+        (
+            "step",
+            &format!("af push example2 --path {apps}/node-hello-v2 --url example.aws.af.cm -n"),
+            "ok",
+        ),
+        ("step", "af map example2 example.com", "ok"),
+        ("step", "af unmap example example.com", "ok"),
+    ])
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_safe_swap_script_passes_and_the_sequence_it_ran_is_proved() {
@@ -93,7 +98,7 @@ async fn the_safe_swap_script_passes_and_the_sequence_it_ran_is_proved() {
     .await
     .unwrap();
     assert!(report.passed, "{}", report.verdict);
-    assert_eq!(af_steps(&report), owned(&SWAP_STEPS));
+    assert_eq!(af_steps(&report), swap_steps());
     let script = report
         .steps
         .iter()
@@ -108,25 +113,11 @@ async fn the_safe_swap_script_passes_and_the_sequence_it_ran_is_proved() {
     let proof = expectation(&report, PROOF);
     assert_eq!(proof.outcome, Outcome::Held, "{}", proof.detail);
 
-    // The recorded runbook: the same commands, absolute paths, checkable on its own.
+    // The recorded runbook: the same commands, checkable on its own.
     let text = std::fs::read_to_string(&recorded).unwrap();
     let commands: Vec<&str> = text.lines().filter(|l| l.starts_with("af ")).collect();
-    let scripts = std::fs::canonicalize("fixtures/scripts").unwrap();
-    assert_eq!(
-        commands,
-        [
-            format!(
-                "af push example --path {}/../apps/node-hello-v1 --url example.com -n",
-                scripts.display()
-            ),
-            format!(
-                "af push example2 --path {}/../apps/node-hello-v2 --url example.aws.af.cm -n",
-                scripts.display()
-            ),
-            "af map example2 example.com".to_owned(),
-            "af unmap example example.com".to_owned(),
-        ]
-    );
+    let expected: Vec<String> = swap_steps().into_iter().map(|(_, text, _)| text).collect();
+    assert_eq!(commands, expected);
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
         .arg("check")
         .arg(&recorded)
@@ -208,11 +199,11 @@ async fn another_client_through_af_is_recorded_the_same_way() {
     options.exec.client = Some(stand_in);
     let report = rehearse(&options).await.unwrap();
     assert!(report.passed, "{}", report.verdict);
-    assert_eq!(af_steps(&report), owned(&SWAP_STEPS));
+    assert_eq!(af_steps(&report), swap_steps());
     let calls = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         calls.lines().collect::<Vec<_>>(),
-        SWAP_STEPS
+        swap_steps()
             .iter()
             .map(|(_, text, _)| text.strip_prefix("af ").unwrap())
             .collect::<Vec<_>>(),
@@ -356,7 +347,7 @@ async fn the_command_line_form_and_check_of_a_command_line() {
         String::from_utf8_lossy(&passed.stdout)
     );
     let report: Report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(af_steps(&report), owned(&SWAP_STEPS));
+    assert_eq!(af_steps(&report), swap_steps());
     let failed = run("fixtures/scripts/swap-unmap-first.sh");
     assert_eq!(failed.status.code(), Some(1));
 
