@@ -189,6 +189,24 @@ async fn where_we_do_the_right_thing_instead() {
     let (out, _) = session.af(&Af::Library, "af apps", &[], false).await;
     assert_eq!(out, "\nNo Applications\n\n", "nothing was created");
 
+    // A static site (an index.html) pushed with -n: af asks for a start command forever; here it
+    // needs none, and afemu serves the page (the README's example).
+    let site = common::fixture("apps/downtime");
+    let line = format!(
+        "af push example --path {} --url example.com -n",
+        site.display()
+    );
+    let (out, status) = session.af(&Af::Library, &line, &[], false).await;
+    assert_eq!(status, 0, "{out}");
+    assert!(!out.contains("Start Command"), "{out}");
+    assert!(out.contains("Starting Application 'example': "), "{out}");
+    let page = session.emu.get("example.com", "/").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.body,
+        std::fs::read_to_string(site.join("index.html")).unwrap()
+    );
+
     // A relative --path: af creates the app, then fails to find the files; we push it.
     session.cwd = common::fixture("apps");
     let (out, status) = session

@@ -132,8 +132,13 @@ impl Session<'_> {
             let default = framework.default_runtime(&app_path);
             runtime = self.detect_runtime(default, !self.no_prompt()).await?;
         }
-        if command.is_none() && framework.require_start_command() {
-            // af asks even with -n; at the end of input this fails rather than ask forever.
+        if command.is_none()
+            && framework.require_start_command()
+            && !(self.no_prompt() && is_static_site(&app_path))
+        {
+            // af asks even with -n; at the end of input this fails rather than ask forever. A
+            // static site pushed with -n needs no command: afemu serves its index.html itself
+            // (af 0.3.22 asked for one forever; COMPATIBILITY.md).
             command = self.ask(Ask::new("Start Command"))?.text();
         }
         let mut default_url = None;
@@ -1149,4 +1154,10 @@ mod tests {
             "128M"
         );
     }
+}
+
+/// A directory whose app is a static site: an `index.html` at its top, and nothing a runtime
+/// would start (a standalone app with no start command, which afemu serves as files).
+fn is_static_site(path: &std::path::Path) -> bool {
+    path.is_dir() && path.join("index.html").is_file()
 }
