@@ -1130,6 +1130,12 @@ fn number(value: &Json) -> i64 {
     }
 }
 
+/// A directory whose app is a static site: an `index.html` at its top, and nothing a runtime
+/// would start (a standalone app with no start command, which afemu serves as files).
+fn is_static_site(path: &std::path::Path) -> bool {
+    path.is_dir() && path.join("index.html").is_file()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1154,10 +1160,4 @@ mod tests {
             "128M"
         );
     }
-}
-
-/// A directory whose app is a static site: an `index.html` at its top, and nothing a runtime
-/// would start (a standalone app with no start command, which afemu serves as files).
-fn is_static_site(path: &std::path::Path) -> bool {
-    path.is_dir() && path.join("index.html").is_file()
 }
