@@ -94,3 +94,22 @@ async fn a_request_that_never_ends_does_not_hold_up_the_shutdown() {
         assert_eq!(entry.status, 502);
     }
 }
+
+/// Nobody reads afemu's output any more (a CI step's pipe, a terminal closed): SIGTERM still
+/// shuts it down, rather than the log's write error stopping the task that would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_afemu_when_nobody_reads_its_output() {
+    let mut served = common::serve_binary_logged(&[], &[]).await;
+    // The ready line was read and stdout's reader dropped; now stderr's goes too.
+    drop(served.logs.take());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(served.child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(EVENT_TIMEOUT, served.child.wait())
+        .await
+        .expect("afemu ends after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -179,6 +179,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        // A log nobody reads any more (a closed pipe) must not stop afemu: tracing's own
+        // complaint about it would panic in eprintln!, here in the task that shuts afemu down.
+        .log_internal_errors(false)
         // Colours only for a person: none in a file, a pipe or CI's log.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
@@ -469,7 +472,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(signals(), shutdown.clone()));
     let (api_addr, router_addr) = (api.local_addr()?, router.local_addr()?);
     let ready = move || {
-        println!(
+        use std::io::Write;
+        // Written, not println!: a closed stdout is no reason to stop serving.
+        let _ = writeln!(
+            std::io::stdout(),
             "afemu ready: api http://{api_addr} router http://{router_addr} dashboard http://{api_addr}/_afemu/ (profile {}, data {}, admin token {admin_token})",
             args.profile.name(),
             data_dir.display()
@@ -506,6 +512,7 @@ async fn cancel_on_signal(
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
     }
-    tracing::info!("shutting down");
+    // First the shutdown, then the word: nothing said can keep it from happening.
     shutdown.cancel();
+    tracing::info!("shutting down");
 }
