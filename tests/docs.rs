@@ -1,0 +1,275 @@
+//! Docs that run: every shell example in the repository's documents (a fenced block tagged
+//! `sh`, `bash` or `shell`) runs here, against the `afemu` and `af` this build made, or says
+//! why it cannot (`<!-- not run: REASON -->` on the line before its fence). Output samples and
+//! formats are untagged or `text` blocks. Every relative link points at a file of the
+//! repository, and the README's Rust example is `tests/readme_example.rs`, word for word.
+//!
+//! A block runs under `bash -euo pipefail` in a scratch directory (with `fixtures/` linked in,
+//! so examples name the fixtures as they would from a checkout), with `HOME` and `TMPDIR` there
+//! too and the two binaries first on `PATH`; it passes when it exits 0 (a `curl -f` fails on an
+//! HTTP error). What it starts in the background (`afemu serve &`) is stopped afterwards, with
+//! its whole process group.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long one block may run.
+const BLOCK_LIMIT: Duration = Duration::from_secs(300);
+
+/// The documents: the README, ARCHITECTURE.md and every other Markdown file of the repository
+/// (not the build's or node's).
+fn documents() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(
+                    name.as_str(),
+                    "target" | "node_modules" | "corpus" | "artifacts"
+                ) && !name.starts_with('.')
+                {
+                    dirs.push(path);
+                }
+            } else if name.ends_with(".md") {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[derive(Debug)]
+struct Block {
+    file: PathBuf,
+    /// The line of its opening fence.
+    line: usize,
+    lang: String,
+    text: String,
+    /// Why it does not run, when it says so.
+    not_run: Option<String>,
+}
+
+fn blocks(file: &Path) -> Vec<Block> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < lines.len() {
+        let Some(lang) = lines[at].strip_prefix("```") else {
+            at += 1;
+            continue;
+        };
+        let start = at;
+        let mut end = at + 1;
+        while end < lines.len() && lines[end].trim_end() != "```" {
+            end += 1;
+        }
+        let not_run = start
+            .checked_sub(1)
+            .and_then(|before| lines[before].trim().strip_prefix("<!-- not run:"))
+            .and_then(|rest| rest.strip_suffix("-->"))
+            .map(|reason| reason.trim().to_owned());
+        found.push(Block {
+            file: file.to_path_buf(),
+            line: start + 1,
+            lang: lang.trim().to_owned(),
+            text: lines[start + 1..end.min(lines.len())].join("\n") + "\n",
+            not_run,
+        });
+        at = end + 1;
+    }
+    found
+}
+
+fn is_shell(block: &Block) -> bool {
+    matches!(block.lang.as_str(), "sh" | "bash" | "shell")
+}
+
+/// A directory holding `afemu` and `af` as this build made them.
+fn binaries(scratch: &Path) -> PathBuf {
+    let bin = scratch.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, path) in [
+        ("afemu", env!("CARGO_BIN_EXE_afemu")),
+        ("af", env!("CARGO_BIN_EXE_af")),
+    ] {
+        std::os::unix::fs::symlink(path, bin.join(name)).unwrap();
+    }
+    bin
+}
+
+/// Runs one block; its output, or why it failed.
+async fn run(block: &Block) -> Result<String, String> {
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = binaries(scratch.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::os::unix::fs::symlink(root.join("fixtures"), scratch.path().join("fixtures")).unwrap();
+    let home = scratch.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let mut command = tokio::process::Command::new("bash");
+    command
+        .args(["-euo", "pipefail", "-c", &block.text])
+        .current_dir(scratch.path())
+        .env("PATH", path)
+        .env("HOME", &home)
+        .env("TMPDIR", scratch.path())
+        .env("NO_COLOR", "1");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AFEMU_") || name == "AF_HOME" || name == "RUST_LOG" {
+            command.env_remove(&name);
+        }
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    let group = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    // Read as it comes: a background server keeps the pipes open after bash has ended.
+    let read = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+        tokio::spawn(async move {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut text).await;
+            }
+            text
+        })
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = tokio::time::timeout(BLOCK_LIMIT, child.wait()).await;
+    // What it started in the background goes with it.
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+    wait_for_group_to_end(group).await;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&stdout.await.unwrap_or_default()),
+        String::from_utf8_lossy(&stderr.await.unwrap_or_default())
+    );
+    let status = status
+        .map_err(|_| format!("still running after {BLOCK_LIMIT:?}\n{said}"))?
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(said)
+    } else {
+        Err(format!("{status}\n{said}"))
+    }
+}
+
+/// Waits (briefly) until no process of the group is left; kills what remains.
+async fn wait_for_group_to_end(group: nix::unistd::Pid) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while nix::sys::signal::killpg(group, None).is_ok() {
+        if tokio::time::Instant::now() >= deadline {
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shell_example_runs_or_says_why_not() {
+    let all: Vec<Block> = documents().iter().flat_map(|d| blocks(d)).collect();
+    let shell: Vec<&Block> = all.iter().filter(|b| is_shell(b)).collect();
+    assert!(
+        shell.len() >= 8,
+        "the documents' shell examples: {shell:#?}"
+    );
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for block in shell {
+        let place = format!("{}:{}", block.file.display(), block.line);
+        match &block.not_run {
+            Some(reason) => assert!(
+                reason.len() >= 10,
+                "{place}: say why the example does not run"
+            ),
+            None => {
+                ran += 1;
+                if let Err(why) = run(block).await {
+                    failures.push(format!("{place}:\n{}\n--- {why}", block.text));
+                }
+            }
+        }
+    }
+    assert!(ran >= 3, "only {ran} examples ran");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A marker for a block that is not a shell example is a mistake.
+#[test]
+fn not_run_marks_only_shell_examples() {
+    for block in documents().iter().flat_map(|d| blocks(d)) {
+        assert!(
+            block.not_run.is_none() || is_shell(&block),
+            "{}:{}: `not run` on a {:?} block",
+            block.file.display(),
+            block.line,
+            block.lang
+        );
+    }
+}
+
+/// Every relative link of a document points at something in the repository.
+#[test]
+fn links_stay_in_the_repository() {
+    let root = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).unwrap();
+    for document in documents() {
+        let text = std::fs::read_to_string(&document).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let mut rest = line;
+            while let Some(at) = rest.find("](") {
+                rest = &rest[at + 2..];
+                let Some(end) = rest.find(')') else { break };
+                let target = &rest[..end];
+                rest = &rest[end..];
+                if target.contains("://")
+                    || target.starts_with('#')
+                    || target.starts_with("mailto:")
+                {
+                    continue;
+                }
+                let file = target.split('#').next().unwrap();
+                let resolved = document.parent().unwrap().join(file);
+                let place = format!("{}:{}", document.display(), number + 1);
+                let resolved = std::fs::canonicalize(&resolved)
+                    .unwrap_or_else(|e| panic!("{place}: {target} does not exist: {e}"));
+                assert!(
+                    resolved.starts_with(&root),
+                    "{place}: {target} is outside the repository"
+                );
+            }
+        }
+    }
+}
+
+/// The README's Rust example is a test of its own, word for word.
+#[test]
+fn the_readme_rust_example_is_a_test() {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let rust: Vec<Block> = blocks(&readme)
+        .into_iter()
+        .filter(|b| b.lang == "rust")
+        .collect();
+    assert_eq!(rust.len(), 1, "{rust:#?}");
+    let test = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/readme_example.rs"),
+    )
+    .unwrap();
+    assert_eq!(
+        rust[0].text, test,
+        "README.md's example and tests/readme_example.rs differ"
+    );
+}
