@@ -70,3 +70,20 @@ pub use context::{Captured, Context, Interrupt, InterruptSource};
 pub use runner::{
     BASIC_USAGE, COMMAND_USAGE, CommandLine, parse_command, run, run_line, split_words,
 };
+
+/// `af` as a process: `args` (without the program's name) run with the process's surroundings
+/// (`AF_HOME` or `HOME`, stdin, stdout, whether it is a terminal); the exit status.
+pub fn run_process(args: &[String]) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("af: cannot start: {error}");
+            return 1;
+        }
+    };
+    let mut context = Context::from_process();
+    runtime.block_on(run(args, &mut context))
+}

@@ -6,17 +6,5 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("af: cannot start: {error}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut context = afemu_cli::Context::from_process();
-    let status = runtime.block_on(afemu_cli::run(&args, &mut context));
-    ExitCode::from(u8::try_from(status).unwrap_or(1))
+    ExitCode::from(u8::try_from(afemu_cli::run_process(&args)).unwrap_or(1))
 }

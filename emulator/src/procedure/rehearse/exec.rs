@@ -518,25 +518,9 @@ pub fn af_main() -> ExitCode {
         .collect();
     let status = match std::env::var_os(SOCKET_VAR) {
         Some(socket) => recorded(Path::new(&socket), &args),
-        None => own_af(&args),
+        None => afemu_cli::run_process(&args),
     };
     ExitCode::from((status & 0xff) as u8)
-}
-
-/// afemu's own `af`, in this process.
-fn own_af(args: &[String]) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("af: cannot start: {error}");
-            return 1;
-        }
-    };
-    let mut context = afemu_cli::Context::from_process();
-    runtime.block_on(afemu_cli::run(args, &mut context))
 }
 
 /// The recording wrapper: says the invocation starts, runs the client, says how it ended.
