@@ -164,7 +164,10 @@ impl Node {
     /// none of the machine's RabbitMQ configuration.
     fn environment(&self, dir: &Path, name: &str, epmd_port: u16) -> Vec<(OsString, OsString)> {
         let path = |p: &str| dir.join(p).into_os_string();
-        let loopback = "-kernel inet_dist_use_interface {127,0,0,1}";
+        // Distribution on loopback only; and no scheduler busy-waiting, which on a small
+        // machine takes the CPU from everything else (apps, the other brokers, rabbitmqctl).
+        let erl_args = "-kernel inet_dist_use_interface {127,0,0,1} \
+                        +sbwt none +sbwtdcpu none +sbwtdio none";
         vec![
             ("HOME".into(), path("home")),
             ("ERL_EPMD_PORT".into(), epmd_port.to_string().into()),
@@ -187,9 +190,9 @@ impl Node {
             ("RABBITMQ_LOGS".into(), "-".into()),
             (
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".into(),
-                loopback.into(),
+                erl_args.into(),
             ),
-            ("RABBITMQ_CTL_ERL_ARGS".into(), loopback.into()),
+            ("RABBITMQ_CTL_ERL_ARGS".into(), erl_args.into()),
             // rabbitmqctl's own distribution: any free port, not the default fixed range.
             ("RABBITMQ_CTL_DIST_PORT_MIN".into(), "0".into()),
             ("RABBITMQ_CTL_DIST_PORT_MAX".into(), "0".into()),
