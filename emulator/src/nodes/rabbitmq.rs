@@ -303,6 +303,8 @@ impl Node {
             super::check_reachable(&dir, *user, user_name).await?;
         }
         let mut env = self.environment(&dir, name, epmd.spec.port);
+        // As the configuration says (and over any RABBITMQ_NODE_IP_ADDRESS afemu was given).
+        env.push(("RABBITMQ_NODE_IP_ADDRESS".into(), "127.0.0.1".into()));
         env.push(("RABBITMQ_NODE_PORT".into(), port.to_string().into()));
         env.push(("RABBITMQ_DIST_PORT".into(), dist_port.to_string().into()));
         let spec = ServerSpec {
