@@ -969,3 +969,32 @@ async fn a_rabbitmq_broker_survives_a_restart_comes_back_from_a_snapshot_and_goe
     assert!(!broker.exists(), "its directory went");
     emu.shutdown().await;
 }
+
+/// A broker afemu cannot start fails the provision with v1's gateway error saying why, and
+/// nothing of it is kept: no service, no server. (Here its directory cannot be made: a file is
+/// in the way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_provision_that_fails_is_v1s_gateway_error_and_keeps_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("services")).unwrap();
+    std::fs::write(data.path().join("services/rabbitmq"), "in the way").unwrap();
+    let emu = real_emulator(|config| config.data_dir = Some(data.path().to_path_buf())).await;
+    let (status, body) = call(
+        &emu,
+        "POST",
+        "/services",
+        Some(json!({"vendor": "rabbitmq", "name": "mq"})),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["code"], 503, "{body}");
+    let said = body["description"].as_str().unwrap();
+    assert!(
+        said.starts_with("Unexpected response from service gateway") && said.contains("exists"),
+        "{said}"
+    );
+    let (_, services) = call(&emu, "GET", "/services", None).await;
+    assert_eq!(services, json!([]));
+    assert_eq!(rabbitmq_servers(&emu), Vec::<Value>::new());
+    emu.shutdown().await;
+}
