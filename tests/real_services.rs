@@ -794,8 +794,9 @@ fn rabbitmq_servers(emu: &Emulator) -> Vec<Value> {
 }
 
 /// RabbitMQ as v1's node ran it: a broker of its own per service, a user of its own per bound
-/// app (v1's credentials, `url` included), that user deleted on unbind, the broker on delete.
-/// The Python app publishes a message with pika and consumes it back.
+/// app (v1's credentials, `url` included), that user deleted on unbind, the broker on delete;
+/// supervised like the database servers (started again if it dies). The Python app publishes a
+/// message with pika and consumes it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_send_and_receive_on_a_real_rabbitmq_broker_with_users_of_their_own() {
     let data = tempfile::tempdir().unwrap();
@@ -869,6 +870,27 @@ async fn apps_send_and_receive_on_a_real_rabbitmq_broker_with_users_of_their_own
             assert_eq!(mode & 0o077, 0, "{} is {mode:o}", private.display());
         }
     }
+
+    // A broker that dies is started again, on the same port, with its users.
+    let broker = |servers: Vec<Value>| {
+        servers
+            .into_iter()
+            .find(|s| s["name"] != "rabbitmq epmd")
+            .unwrap()
+    };
+    let before = broker(rabbitmq_servers(&emu));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let after = poll("the broker started again", async || {
+        let now = broker(rabbitmq_servers(&emu));
+        (now["restarts"] == 1 && now["state"] == "running").then_some(now)
+    })
+    .await;
+    assert_eq!(after["port"], before["port"]);
+    assert_eq!(check(&emu, "py.com").await, json!({"rabbitmq": "ok"}));
 
     // Unbinding deletes the app's user: the app, still running with it, is refused; the other
     // app is not.
