@@ -1,11 +1,11 @@
-//! Real services: `af create-service` provisions a real PostgreSQL, MariaDB or Redis database as
-//! v1's service nodes did; bound apps reach it with the ordinary client libraries (a Python app
-//! and a node app, `fixtures/apps/services-*`); unbinding and deleting drop what they made; the
-//! databases survive a restart with the state file; a blue/green swap over one shared
-//! PostgreSQL loses no acknowledged write.
+//! Real services: `af create-service` provisions a real PostgreSQL, MariaDB or Redis database or
+//! RabbitMQ broker as v1's service nodes did; bound apps reach it with the ordinary client
+//! libraries (a Python app and a node app, `fixtures/apps/services-*`); unbinding and deleting
+//! drop what they made; the databases survive a restart with the state file; a blue/green swap
+//! over one shared PostgreSQL loses no acknowledged write.
 //!
 //! Every test here runs with `--services real`: a machine without the servers fails them
-//! (`.ci/run` installs PostgreSQL, MariaDB and Redis), it never quietly tests records.
+//! (`.ci/run` installs PostgreSQL, MariaDB, Redis and RabbitMQ), it never quietly tests records.
 
 mod common;
 
@@ -24,7 +24,7 @@ async fn real_emulator(change: impl FnOnce(&mut afemu::Config)) -> Emulator {
         })
         .start()
         .await
-        .expect("PostgreSQL, MariaDB and Redis must be installed (.ci/run installs them)")
+        .expect("PostgreSQL, MariaDB, Redis and RabbitMQ must be installed (.ci/run installs them)")
 }
 
 /// A v1 API call as the harness's logged-in user.
@@ -607,8 +607,9 @@ async fn a_swap_to_a_new_database_loses_the_acknowledged_writes() {
     );
 }
 
-/// `afemu serve --services real`: it says at start what each vendor is; the database servers it
-/// starts die with it, whether it is stopped or killed outright (the watchdog).
+/// `afemu serve --services real`: it says at start what each vendor is; the database servers and
+/// brokers it starts, and every process they start (RabbitMQ's port mapper, Erlang's helpers),
+/// die with it, whether it is stopped or killed outright (the watchdog).
 async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
     let mut served = common::serve_binary_logged(&["--services", "real"], &[]).await;
     let api = served.api.clone();
@@ -630,7 +631,7 @@ async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
     )
     .await;
     let token = token["token"].as_str().unwrap().to_owned();
-    for vendor in ["postgresql", "mysql", "redis"] {
+    for vendor in ["postgresql", "mysql", "redis", "rabbitmq"] {
         let (status, body) = common::call(
             &api,
             &token,
@@ -641,6 +642,13 @@ async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
         .await;
         assert_eq!(status, 200, "{vendor}: {body}");
     }
+    let (_, state) = common::call(&api, "", "GET", "/_afemu/state", None).await;
+    let passwords: Vec<String> = state["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["credentials"]["password"].as_str().map(str::to_owned))
+        .collect();
     let (_, status) = common::call(&api, "", "GET", "/_afemu/services", None).await;
     let pids: Vec<i64> = status["vendors"]
         .as_array()
@@ -649,8 +657,16 @@ async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
         .flat_map(|v| v["servers"].as_array().unwrap().clone())
         .map(|server| server["pid"].as_i64().unwrap())
         .collect();
-    assert_eq!(pids.len(), 3, "{status}");
+    // PostgreSQL, MariaDB, Redis, RabbitMQ's port mapper and its broker.
+    assert_eq!(pids.len(), 5, "{status}");
     assert!(pids.iter().all(|pid| common::alive(*pid)));
+    // And what they started: the broker's Erlang VM and its helpers (erl_child_setup,
+    // inet_gethost), some in sessions of their own.
+    let pids = descendants(&pids);
+    let names: Vec<String> = pids.iter().map(|pid| process_name(*pid)).collect();
+    for erlang in ["beam.smp", "epmd"] {
+        assert!(names.iter().any(|n| n == erlang), "{erlang} in {names:?}");
+    }
 
     let logs = served.end_with(signal).await;
     for said in [
@@ -658,9 +674,16 @@ async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
         "mysql: real (",
         "redis: real (redis-server ",
         "mongodb: record only (",
-        "rabbitmq: record only (",
+        "rabbitmq: real (rabbitmq-server 3.",
     ] {
         assert!(logs.contains(said), "{said:?} in the start-up log:\n{logs}");
+    }
+    assert_eq!(passwords.len(), 4, "every service has a password");
+    for password in &passwords {
+        assert!(
+            !logs.contains(password.as_str()),
+            "a password in the log:\n{logs}"
+        );
     }
     // A killed process's children die asynchronously (the watchdog kills them once the pipe
     // closes); there is no event to wait on for processes that are not ours.
@@ -668,7 +691,11 @@ async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
     while pids.iter().any(|pid| common::alive(*pid)) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "database servers survived {signal}: {pids:?}"
+            "database servers survived {signal}: {:?}",
+            pids.iter()
+                .filter(|pid| common::alive(**pid))
+                .map(|pid| format!("{pid} {}", process_name(*pid)))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
@@ -716,5 +743,281 @@ async fn without_a_data_dir_the_databases_live_beside_the_state_file() {
         .await
         .unwrap();
     assert_eq!(emu.get("py.com", "/keys").await.body, "kept\n");
+    emu.shutdown().await;
+}
+
+/// The processes started by `pids` (and by those, and so on), with `pids` themselves: read from
+/// `/proc`, whatever session or process group they put themselves in.
+fn descendants(pids: &[i64]) -> Vec<i64> {
+    let parents: Vec<(i64, i64)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i64>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(')')?;
+            let parent = rest.split_whitespace().nth(1)?.parse::<i64>().ok()?;
+            Some((pid, parent))
+        })
+        .collect();
+    let mut found = pids.to_vec();
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(pid, _)| *pid),
+        );
+        next += 1;
+    }
+    found
+}
+
+fn process_name(pid: i64) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The rabbitmq vendor's servers in `/_afemu/services`: its port mapper and a broker per service.
+fn rabbitmq_servers(emu: &Emulator) -> Vec<Value> {
+    emu.platform().services_status()["vendors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vendor"] == "rabbitmq")
+        .unwrap()["servers"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// RabbitMQ as v1's node ran it: a broker of its own per service, a user of its own per bound
+/// app (v1's credentials, `url` included), that user deleted on unbind, the broker on delete;
+/// supervised like the database servers (started again if it dies). The Python app publishes a
+/// message with pika and consumes it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_send_and_receive_on_a_real_rabbitmq_broker_with_users_of_their_own() {
+    let data = tempfile::tempdir().unwrap();
+    let emu = real_emulator(|config| config.data_dir = Some(data.path().to_path_buf())).await;
+    let af = emu.client();
+    create_service(&emu, "rabbitmq", "mq").await;
+    let servers = rabbitmq_servers(&emu);
+    let names: Vec<&str> = servers.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(
+        servers.len(),
+        2,
+        "the port mapper and one broker: {names:?}"
+    );
+    assert!(names.contains(&"rabbitmq epmd"), "{names:?}");
+    assert!(
+        servers.iter().all(|s| s["state"] == "running"),
+        "{servers:?}"
+    );
+
+    push(&af, "py", "apps/services-python", &["py.com"], &[], &["mq"]).await;
+    push(
+        &af,
+        "py2",
+        "apps/services-python",
+        &["py2.com"],
+        &[],
+        &["mq"],
+    )
+    .await;
+    assert_eq!(check(&emu, "py.com").await, json!({"rabbitmq": "ok"}));
+    assert_eq!(check(&emu, "py2.com").await, json!({"rabbitmq": "ok"}));
+
+    // v1's credentials: the same broker and virtual host, a user of each app's own.
+    let (one, two) = (
+        bound_credentials(&emu, "py.com", "rabbitmq").await,
+        bound_credentials(&emu, "py2.com", "rabbitmq").await,
+    );
+    for key in [
+        "name", "hostname", "host", "port", "vhost", "user", "username", "pass", "password", "url",
+    ] {
+        assert!(one.get(key).is_some(), "v1's {key} in {one}");
+    }
+    assert_eq!(one["name"], two["name"]);
+    assert_eq!(one["vhost"], two["vhost"]);
+    assert_eq!(one["port"], two["port"]);
+    assert_ne!(one["user"], two["user"]);
+    assert_ne!(one["password"], two["password"]);
+    assert_eq!(
+        one["url"],
+        format!(
+            "amqp://{}:{}@127.0.0.1:{}/{}",
+            one["user"].as_str().unwrap(),
+            one["pass"].as_str().unwrap(),
+            one["port"],
+            one["vhost"].as_str().unwrap()
+        )
+    );
+    // The broker's files are its user's only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let broker = data
+            .path()
+            .join("services/rabbitmq")
+            .join(one["name"].as_str().unwrap());
+        for private in [
+            broker.clone(),
+            broker.join("home"),
+            broker.join("rabbitmq.conf"),
+        ] {
+            let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", private.display());
+        }
+    }
+
+    // A broker that dies is started again, on the same port, with its users.
+    let broker = |servers: Vec<Value>| {
+        servers
+            .into_iter()
+            .find(|s| s["name"] != "rabbitmq epmd")
+            .unwrap()
+    };
+    let before = broker(rabbitmq_servers(&emu));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let after = poll("the broker started again", async || {
+        let now = broker(rabbitmq_servers(&emu));
+        (now["restarts"] == 1 && now["state"] == "running").then_some(now)
+    })
+    .await;
+    assert_eq!(after["port"], before["port"]);
+    assert_eq!(check(&emu, "py.com").await, json!({"rabbitmq": "ok"}));
+
+    // Unbinding deletes the app's user: the app, still running with it, is refused; the other
+    // app is not.
+    af.modify("py", |doc| doc["services"] = json!([]))
+        .await
+        .unwrap();
+    let refused = check(&emu, "py.com").await;
+    assert!(
+        refused["rabbitmq"]
+            .as_str()
+            .is_some_and(|said| said.contains("ACCESS_REFUSED")),
+        "{refused}"
+    );
+    assert_eq!(check(&emu, "py2.com").await, json!({"rabbitmq": "ok"}));
+
+    // Deleting the service stops its broker and removes its directory.
+    let (status, body) = call(&emu, "DELETE", "/services/mq", None).await;
+    assert_eq!(status, 200, "{body}");
+    let servers = rabbitmq_servers(&emu);
+    assert_eq!(
+        servers.len(),
+        1,
+        "only the port mapper is left: {servers:?}"
+    );
+    assert!(
+        !data
+            .path()
+            .join("services/rabbitmq")
+            .join(one["name"].as_str().unwrap())
+            .exists()
+    );
+    assert_ne!(check(&emu, "py2.com").await["rabbitmq"], "ok");
+    emu.shutdown().await;
+}
+
+/// A broker keeps its virtual host and users across a restart of afemu with its data directory;
+/// loaded from the state file into a new data directory, it is made again with the snapshot's
+/// credentials (each binding's user too); a reset removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_broker_survives_a_restart_comes_back_from_a_snapshot_and_goes_on_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let configure = |data: std::path::PathBuf| {
+        let state = state.clone();
+        move |config: &mut afemu::Config| {
+            config.data_dir = Some(data);
+            config.state_file = Some(state);
+        }
+    };
+    let data = dir.path().join("data");
+    let emu = real_emulator(configure(data.clone())).await;
+    create_service(&emu, "rabbitmq", "mq").await;
+    push(
+        &emu.client(),
+        "py",
+        "apps/services-python",
+        &["py.com"],
+        &[],
+        &["mq"],
+    )
+    .await;
+    let bound = bound_credentials(&emu, "py.com", "rabbitmq").await;
+    emu.shutdown().await;
+
+    // The same data directory: the same broker, its users as they were.
+    let emu = real_emulator(configure(data.clone())).await;
+    emu.client()
+        .wait_running("py", 0, EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(bound_credentials(&emu, "py.com", "rabbitmq").await, bound);
+    assert_eq!(check(&emu, "py.com").await, json!({"rabbitmq": "ok"}));
+    emu.shutdown().await;
+
+    // A new data directory: the broker made again from the snapshot, the app's user with it.
+    let elsewhere = dir.path().join("elsewhere");
+    let mut emu = real_emulator(configure(elsewhere.clone())).await;
+    emu.client()
+        .wait_running("py", 0, EVENT_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(
+        bound_credentials(&emu, "py.com", "rabbitmq").await["user"],
+        bound["user"]
+    );
+    assert_eq!(check(&emu, "py.com").await, json!({"rabbitmq": "ok"}));
+    let broker = elsewhere
+        .join("services/rabbitmq")
+        .join(bound["name"].as_str().unwrap());
+    assert!(broker.is_dir(), "{}", broker.display());
+
+    emu.reset().await;
+    let servers = rabbitmq_servers(&emu);
+    assert!(
+        servers.iter().all(|s| s["name"] == "rabbitmq epmd"),
+        "no broker is left: {servers:?}"
+    );
+    assert!(!broker.exists(), "its directory went");
+    emu.shutdown().await;
+}
+
+/// A broker afemu cannot start fails the provision with v1's gateway error saying why, and
+/// nothing of it is kept: no service, no server. (Here its directory cannot be made: a file is
+/// in the way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_provision_that_fails_is_v1s_gateway_error_and_keeps_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(data.path().join("services")).unwrap();
+    std::fs::write(data.path().join("services/rabbitmq"), "in the way").unwrap();
+    let emu = real_emulator(|config| config.data_dir = Some(data.path().to_path_buf())).await;
+    let (status, body) = call(
+        &emu,
+        "POST",
+        "/services",
+        Some(json!({"vendor": "rabbitmq", "name": "mq"})),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["code"], 503, "{body}");
+    let said = body["description"].as_str().unwrap();
+    assert!(
+        said.starts_with("Unexpected response from service gateway") && said.contains("exists"),
+        "{said}"
+    );
+    let (_, services) = call(&emu, "GET", "/services", None).await;
+    assert_eq!(services, json!([]));
+    assert_eq!(rabbitmq_servers(&emu), Vec::<Value>::new());
     emu.shutdown().await;
 }

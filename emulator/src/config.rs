@@ -206,11 +206,12 @@ pub struct Faults {
 /// Whether `af create-service` provisions a real database, as v1's service nodes did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServicesMode {
-    /// Real for every vendor whose server is installed (PostgreSQL, MariaDB/MySQL, Redis); a
-    /// record (made-up credentials) for the others.
+    /// Real for every vendor whose server is installed (PostgreSQL, MariaDB/MySQL, Redis,
+    /// RabbitMQ); a record (made-up credentials) for the others.
     #[default]
     Auto,
-    /// Real, and refuse to start if PostgreSQL, MariaDB/MySQL or Redis is not installed.
+    /// Real, and refuse to start if PostgreSQL, MariaDB/MySQL, Redis or RabbitMQ is not
+    /// installed.
     Real,
     /// Records only: made-up credentials, nothing listening (fast, for apps that never connect).
     Records,
@@ -367,7 +368,8 @@ pub struct ServeArgs {
     #[arg(long, env = "AFEMU_MAX_UPLOAD", default_value_t = 256 * 1024 * 1024)]
     pub max_upload: usize,
     /// Services: real databases where their servers are installed (auto), always (real: refuse
-    /// to start without PostgreSQL, MariaDB and Redis), or never (records: made-up credentials).
+    /// to start without PostgreSQL, MariaDB, Redis and RabbitMQ), or never (records: made-up
+    /// credentials).
     #[arg(long, env = "AFEMU_SERVICES", value_enum, default_value = "auto")]
     pub services: ServicesMode,
     /// A JSON file of credentials for new services, by vendor: {"mysql": {"password": "…"}}; a

@@ -11,9 +11,11 @@
 //!   `router.register`), the faults, snapshots.
 //! - `dea`: the DEA: the stager, one supervisor task per instance owning its process or static
 //!   server, instance files and stats. It knows nothing of users or documents.
-//! - `nodes`: the service nodes: real PostgreSQL, MariaDB and Redis servers, supervised, where
-//!   databases are provisioned and bound as v1's nodes did; records where a server is missing.
-//! - `watchdog`: kills every process afemu started (apps, database servers) if afemu dies.
+//! - `nodes`: the service nodes: real PostgreSQL, MariaDB and Redis servers and RabbitMQ
+//!   brokers, supervised, where services are provisioned and bound as v1's nodes did; records
+//!   where a server is missing.
+//! - `watchdog`: kills every process afemu started (apps, database servers, brokers) if afemu
+//!   dies.
 //! - `bus`: the only things the controller and the DEA say to each other (v1's NATS messages:
 //!   stage, start, stop; running, crashed).
 //! - `api`: HTTP only: the v1 API and the `/_afemu/` admin API (axum), over [`Platform`].

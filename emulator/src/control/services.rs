@@ -273,16 +273,9 @@ impl Platform {
     /// The credentials an app's environment gets for a binding: where a real service listens
     /// now (its port may have changed since it was bound, across a restart).
     pub(super) fn live_credentials(&self, service: &Service, binding: &Value) -> Value {
-        let mut credentials = binding.clone();
-        if let Some(port) = self
-            .inner
+        self.inner
             .nodes
-            .endpoint(service.offering.vendor, &service.credentials)
-            && credentials.is_object()
-        {
-            credentials["port"] = json!(port);
-        }
-        credentials
+            .live_credentials(service.offering.vendor, &service.credentials, binding)
     }
 
     /// `GET /_afemu/tunnel/services/:name`: what `af tunnel` needs to reach one of the user's
@@ -350,7 +343,8 @@ impl Platform {
         status
     }
 
-    /// The log of a database server (`postgresql`, `mysql`, `redis <name>`), if there is one.
+    /// The log of a service's server (`postgresql`, `mysql`, `redis <name>`, `rabbitmq <name>`,
+    /// `rabbitmq epmd`), if there is one.
     pub fn service_server_log(&self, server: &str) -> Option<std::path::PathBuf> {
         self.inner.nodes.server_log(server)
     }

@@ -1,14 +1,15 @@
 //! The service nodes, as v1 ran them beside its DEAs (`vcap-services`: one node per vendor next
 //! to a real server): provisioning creates a database with its own user and password on a shared
-//! PostgreSQL or MariaDB server, or starts a Redis server of its own; binding creates a further
-//! user per bound app; unbinding drops it; unprovisioning drops the database.
+//! PostgreSQL or MariaDB server, or starts a Redis server or a RabbitMQ broker of its own; binding
+//! creates a further user per bound app; unbinding drops it; unprovisioning drops the database
+//! (or stops the server).
 //!
 //! A vendor is *real* when its server is installed on this machine (and `--services records` does
 //! not say otherwise), else a *record*: made-up credentials, nothing listening, as afemu did
 //! before. Each vendor says which it is and why ([`Nodes::vendors`]).
 //!
 //! - `server`: a supervised server process (log, readiness, restart, clean stop, watchdog).
-//! - `postgresql`, `mysql`, `redis`: what v1's node for each did.
+//! - `postgresql`, `mysql`, `redis`, `rabbitmq`: what v1's node for each did.
 //! - `probe`: which servers this machine has.
 //!
 //! The controller calls a node as v1's cloud controller called the service gateway, and keeps
@@ -17,6 +18,7 @@
 mod mysql;
 mod postgresql;
 mod probe;
+mod rabbitmq;
 mod redis;
 pub(crate) mod server;
 
@@ -97,6 +99,7 @@ enum Node {
     Postgresql(postgresql::Node),
     Mysql(mysql::Node),
     Redis(redis::Node),
+    Rabbitmq(rabbitmq::Node),
 }
 
 /// The service nodes of one emulator; clone freely.
@@ -165,6 +168,13 @@ impl Nodes {
                     let detail = b.describe();
                     (Node::Redis(redis::Node::new(b, context.clone())), detail)
                 }),
+                "rabbitmq" => found.rabbitmq.clone().map(|b| {
+                    let detail = b.describe();
+                    (
+                        Node::Rabbitmq(rabbitmq::Node::new(b, context.clone())),
+                        detail,
+                    )
+                }),
                 _ => None,
             };
             match installed {
@@ -181,10 +191,13 @@ impl Nodes {
                         "postgresql" => "postgres not installed".to_owned(),
                         "mysql" => "mariadbd or mysqld not installed".to_owned(),
                         "redis" => "redis-server not installed".to_owned(),
+                        "rabbitmq" => {
+                            "rabbitmq-server (with rabbitmqctl and epmd) not installed".to_owned()
+                        }
                         other => probe::unsupported(other),
                     };
                     if mode == ServicesMode::Real
-                        && matches!(vendor, "postgresql" | "mysql" | "redis")
+                        && matches!(vendor, "postgresql" | "mysql" | "redis" | "rabbitmq")
                     {
                         missing.push(format!("{vendor} ({why})"));
                     }
@@ -232,18 +245,20 @@ impl Nodes {
             Node::Postgresql(node) => node.provision().await,
             Node::Mysql(node) => node.provision().await,
             Node::Redis(node) => node.provision().await,
+            Node::Rabbitmq(node) => node.provision().await,
         })
     }
 
     /// Binds a provisioned service to an app: the credentials that app gets (a user of its own
-    /// for the databases; the same as the service's for Redis, as v1). A record's binding is the
-    /// service's credentials.
+    /// for the databases and RabbitMQ; the same as the service's for Redis, as v1). A record's
+    /// binding is the service's credentials.
     pub(crate) async fn bind(&self, vendor: &str, service: &Value) -> Result<Value, NodeError> {
         match self.node(vendor) {
             None => Ok(service.clone()),
             Some(Node::Postgresql(node)) => node.bind(service).await,
             Some(Node::Mysql(node)) => node.bind(service).await,
             Some(Node::Redis(node)) => node.bind(service).await,
+            Some(Node::Rabbitmq(node)) => node.bind(service).await,
         }
     }
 
@@ -259,16 +274,19 @@ impl Nodes {
             Some(Node::Postgresql(node)) => node.unbind(service, binding).await,
             Some(Node::Mysql(node)) => node.unbind(service, binding).await,
             Some(Node::Redis(_)) => Ok(()),
+            Some(Node::Rabbitmq(node)) => node.unbind(service, binding).await,
         }
     }
 
-    /// Drops the database (and every user of it), or stops and removes the Redis server.
+    /// Drops the database (and every user of it), or stops and removes the Redis server or the
+    /// RabbitMQ broker.
     pub(crate) async fn unprovision(&self, vendor: &str, service: &Value) -> Result<(), NodeError> {
         match self.node(vendor) {
             None => Ok(()),
             Some(Node::Postgresql(node)) => node.unprovision(service).await,
             Some(Node::Mysql(node)) => node.unprovision(service).await,
             Some(Node::Redis(node)) => node.unprovision(service).await,
+            Some(Node::Rabbitmq(node)) => node.unprovision(service).await,
         }
     }
 
@@ -286,6 +304,7 @@ impl Nodes {
             Some(Node::Postgresql(node)) => node.restore(service, bindings).await,
             Some(Node::Mysql(node)) => node.restore(service, bindings).await,
             Some(Node::Redis(node)) => node.restore(service).await,
+            Some(Node::Rabbitmq(node)) => node.restore(service, bindings).await,
         }
     }
 
@@ -299,7 +318,7 @@ impl Nodes {
         if !service.is_object() {
             return Err(NodeError("the credentials must be a JSON object".into()));
         }
-        for key in ["name", "user", "password"] {
+        for key in ["name", "user", "password", "vhost"] {
             if service.get(key).is_some() {
                 identifier(service, key)?;
             }
@@ -319,6 +338,7 @@ impl Nodes {
         }
         let (name, user) = match node {
             Node::Redis(_) => (crate::clock::random_hex(16), None),
+            Node::Rabbitmq(_) => (crate::clock::random_hex(16), Some(new_id('u'))),
             _ => (new_id('d'), Some(new_id('u'))),
         };
         let missing = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).is_none();
@@ -334,17 +354,36 @@ impl Nodes {
         if missing(&completed, "password") {
             completed["password"] = json!(new_id('p'));
         }
+        if let Node::Rabbitmq(_) = node {
+            rabbitmq::complete(&mut completed);
+        }
         completed
     }
 
     /// Where a real service listens now (its port can change across restarts of afemu when the
     /// old one was taken): what the app's environment says.
-    pub(crate) fn endpoint(&self, vendor: &str, service: &Value) -> Option<u16> {
+    fn endpoint(&self, vendor: &str, service: &Value) -> Option<u16> {
         match self.node(vendor)? {
             Node::Postgresql(node) => node.port(),
             Node::Mysql(node) => node.port(),
             Node::Redis(node) => node.port(service),
+            Node::Rabbitmq(node) => node.port(service),
         }
+    }
+
+    /// The credentials an app's environment gets for a binding: with where the service listens
+    /// now (and RabbitMQ's `url` saying the same).
+    pub(crate) fn live_credentials(&self, vendor: &str, service: &Value, binding: &Value) -> Value {
+        let mut credentials = binding.clone();
+        if let Some(port) = self.endpoint(vendor, service)
+            && credentials.is_object()
+        {
+            credentials["port"] = json!(port);
+            if let Some(Node::Rabbitmq(_)) = self.node(vendor) {
+                rabbitmq::set_url(&mut credentials);
+            }
+        }
+        credentials
     }
 
     /// `/_afemu/services`' view of the nodes: each vendor and its servers.
@@ -355,6 +394,7 @@ impl Nodes {
                 Some(Node::Postgresql(node)) => node.servers(),
                 Some(Node::Mysql(node)) => node.servers(),
                 Some(Node::Redis(node)) => node.servers(),
+                Some(Node::Rabbitmq(node)) => node.servers(),
             };
             list.iter().map(|server| server_status(server)).collect()
         };
@@ -369,7 +409,8 @@ impl Nodes {
         })
     }
 
-    /// The log of a server by its name (`postgresql`, `mysql`, `redis <name>`).
+    /// The log of a server by its name (`postgresql`, `mysql`, `redis <name>`, `rabbitmq <name>`,
+    /// `rabbitmq epmd`).
     pub(crate) fn server_log(&self, name: &str) -> Option<PathBuf> {
         self.inner
             .nodes
@@ -378,6 +419,7 @@ impl Nodes {
                 Node::Postgresql(node) => node.servers(),
                 Node::Mysql(node) => node.servers(),
                 Node::Redis(node) => node.servers(),
+                Node::Rabbitmq(node) => node.servers(),
             })
             .find(|server| server.spec.name == name)
             .map(|server| server.spec.log.clone())
@@ -400,10 +442,11 @@ fn server_status(server: &Server) -> Value {
     status
 }
 
-/// A name, user or password from credentials, checked before it goes into SQL or a path. Only
-/// the forms afemu itself makes are accepted (v1's were the same): a database or Redis name is
-/// hex digits, after a `d` for a database; a user is `u` and hex digits; a password is letters
-/// and digits. So no name from a hand-written snapshot can be a server's own (`postgres`,
+/// A name, user, virtual host or password from credentials, checked before it goes into SQL, a
+/// command line, a configuration file or a path. Only the forms afemu itself makes are accepted
+/// (v1's were the same): a database, Redis or RabbitMQ name is hex digits, after a `d` for a
+/// database; a user is `u` and hex digits; a virtual host `v` and hex digits; a password is
+/// letters and digits. So no name from a hand-written snapshot can be a server's own (`postgres`,
 /// `root`), a MySQL wildcard (`_`, `%`), or anything that needs quoting.
 pub(crate) fn identifier<'a>(credentials: &'a Value, key: &str) -> Result<&'a str, NodeError> {
     let value = credentials
@@ -421,6 +464,10 @@ pub(crate) fn identifier<'a>(credentials: &'a Value, key: &str) -> Result<&'a st
         "user" => (
             value.strip_prefix('u').is_some_and(hex),
             "'u' and hex digits (8 to 64)",
+        ),
+        "vhost" => (
+            value.strip_prefix('v').is_some_and(hex),
+            "'v' and hex digits (8 to 64)",
         ),
         _ => (
             (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric()),
@@ -674,6 +721,7 @@ mod tests {
         for key in ["name", "user", "password"] {
             assert!(identifier(&ok, key).is_ok(), "{key}");
         }
+        assert!(identifier(&json!({"vhost": "v0123456789abcdef"}), "vhost").is_ok());
         assert!(identifier(&json!({"name": "0123456789abcdef"}), "name").is_ok());
         for (key, value) in [
             ("name", "postgres"),
@@ -690,6 +738,9 @@ mod tests {
             ("password", "it's"),
             ("password", ""),
             ("password", "with space"),
+            ("vhost", "/"),
+            ("vhost", "v../../x"),
+            ("vhost", "vhost"),
         ] {
             assert!(
                 identifier(&json!({ key: value }), key).is_err(),

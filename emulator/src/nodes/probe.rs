@@ -1,6 +1,6 @@
 //! Which database servers this machine has: found once per process (the machine does not change
 //! under a running afemu), on `PATH` and where Debian puts them (`/usr/sbin`,
-//! `/usr/lib/postgresql/<major>/bin`).
+//! `/usr/lib/postgresql/<major>/bin`, `/usr/lib/rabbitmq/bin`).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -29,11 +29,23 @@ pub(crate) struct Redis {
     pub(crate) version: String,
 }
 
+/// RabbitMQ's programs: the broker's own scripts (not Debian's wrappers in `/usr/sbin`, which
+/// switch to the `rabbitmq` user with `su` and lose the environment afemu sets) and the
+/// Erlang port mapper afemu runs for its brokers.
+#[derive(Clone, Debug)]
+pub(crate) struct Rabbitmq {
+    pub(crate) server: PathBuf,
+    pub(crate) ctl: PathBuf,
+    pub(crate) epmd: PathBuf,
+    pub(crate) version: String,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Machine {
     pub(crate) postgresql: Option<Postgresql>,
     pub(crate) mysql: Option<Mysql>,
     pub(crate) redis: Option<Redis>,
+    pub(crate) rabbitmq: Option<Rabbitmq>,
 }
 
 impl Postgresql {
@@ -54,6 +66,16 @@ impl Redis {
     }
 }
 
+impl Rabbitmq {
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "rabbitmq-server {} at {}",
+            self.version,
+            self.server.display()
+        )
+    }
+}
+
 /// What this machine has (probed once).
 pub(crate) fn machine() -> Machine {
     static MACHINE: OnceLock<Machine> = OnceLock::new();
@@ -62,6 +84,7 @@ pub(crate) fn machine() -> Machine {
             postgresql: postgresql(),
             mysql: mysql(),
             redis: redis(),
+            rabbitmq: rabbitmq(),
         })
         .clone()
 }
@@ -70,7 +93,6 @@ pub(crate) fn machine() -> Machine {
 pub(crate) fn unsupported(vendor: &str) -> String {
     let server = match vendor {
         "mongodb" => "mongod",
-        "rabbitmq" => "rabbitmq-server",
         other => other,
     };
     if find(server, &["/usr/sbin", "/usr/bin"]).is_some() {
@@ -185,4 +207,38 @@ fn redis() -> Option<Redis> {
         .unwrap_or(line.as_str())
         .to_owned();
     Some(Redis { server, version })
+}
+
+fn rabbitmq() -> Option<Rabbitmq> {
+    // The broker's scripts sit together (`rabbitmq-server`, `rabbitmqctl`, `rabbitmq-env`);
+    // Debian links them from /usr/lib/rabbitmq/bin into rabbitmq_server-<version>/sbin.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let server = ["/usr/lib/rabbitmq/bin", "/usr/lib/rabbitmq/sbin"]
+        .iter()
+        .map(PathBuf::from)
+        .chain(std::env::split_paths(&path))
+        .chain(["/usr/sbin", "/usr/local/sbin"].iter().map(PathBuf::from))
+        .map(|dir| dir.join("rabbitmq-server"))
+        .filter(|candidate| is_executable(candidate))
+        .filter_map(|candidate| std::fs::canonicalize(candidate).ok())
+        // Debian's wrapper (`rabbitmq-script-wrapper`) is not the broker's own script.
+        .find(|real| {
+            real.file_name().is_some_and(|n| n == "rabbitmq-server")
+                && real.with_file_name("rabbitmqctl").is_file()
+        })?;
+    let ctl = server.with_file_name("rabbitmqctl");
+    let epmd = find("epmd", &["/usr/bin", "/usr/lib/erlang/bin"])?;
+    // ".../rabbitmq_server-3.10.8/sbin/rabbitmq-server"
+    let version = server
+        .ancestors()
+        .filter_map(|dir| dir.file_name()?.to_str()?.strip_prefix("rabbitmq_server-"))
+        .next()
+        .unwrap_or("(version unknown)")
+        .to_owned();
+    Some(Rabbitmq {
+        server,
+        ctl,
+        epmd,
+        version,
+    })
 }

@@ -4,8 +4,8 @@
 //! grace period) when afemu stops.
 //!
 //! A server is ready when it says so in its log (PostgreSQL's "ready to accept connections",
-//! MariaDB's "ready for connections", Redis's "Ready to accept connections"): the event itself,
-//! not a poll of its port.
+//! MariaDB's "ready for connections", Redis's "Ready to accept connections", RabbitMQ's "Server
+//! startup complete"): the event itself, not a poll of its port.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -51,7 +51,8 @@ pub(crate) struct ServerSpec {
     /// The line (a substring) it writes once it accepts connections.
     pub(crate) ready_line: &'static str,
     /// The signal that shuts it down cleanly: PostgreSQL's fast shutdown is SIGINT (SIGTERM
-    /// would wait for every client to leave); MariaDB and Redis shut down on SIGTERM.
+    /// would wait for every client to leave); MariaDB, Redis, RabbitMQ (its script stops the
+    /// broker) and epmd shut down on SIGTERM.
     pub(crate) stop_signal: Signal,
     /// The user it runs as, when afemu runs as root and the server refuses root.
     pub(crate) run_as: Option<RunAs>,
