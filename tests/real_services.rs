@@ -13,28 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use afemu::cli::V1Client;
 use afemu::{Emulator, ServicesMode};
-use common::{EVENT_TIMEOUT, fixture, poll, wait_for_served};
+use common::{EVENT_TIMEOUT, fixture, poll, real_emulator, wait_for_served};
 use serde_json::{Value, json};
 
-async fn real_emulator(change: impl FnOnce(&mut afemu::Config)) -> Emulator {
-    Emulator::builder()
-        .configure(|config| {
-            config.services = ServicesMode::Real;
-            change(config);
-        })
-        .start()
-        .await
-        .expect("PostgreSQL, MariaDB, Redis and RabbitMQ must be installed (.ci/run installs them)")
-}
-
-/// A v1 API call as the harness's logged-in user.
-async fn call(emu: &Emulator, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let token = emu.client().token().unwrap().to_owned();
-    common::call(&emu.api_url(), &token, method, path, body).await
-}
-
 async fn create_service(emu: &Emulator, vendor: &str, name: &str) {
-    let (status, body) = call(
+    let (status, body) = common::call_as_user(
         emu,
         "POST",
         "/services",
@@ -179,12 +162,12 @@ async fn python_and_node_apps_use_real_databases_with_their_own_users() {
     assert_ne!(check(&emu, "js.com").await["mysql"], "ok");
 
     // Deleting a service drops its database: the app bound to it loses it.
-    let (status, body) = call(&emu, "DELETE", "/services/pg", None).await;
+    let (status, body) = common::call_as_user(&emu, "DELETE", "/services/pg", None).await;
     assert_eq!(status, 200, "{body}");
     let after_delete = check(&emu, "js.com").await;
     assert_ne!(after_delete["postgresql"], "ok", "{after_delete}");
     // Deleting Redis stops its server.
-    let (status, _) = call(&emu, "DELETE", "/services/cache", None).await;
+    let (status, _) = common::call_as_user(&emu, "DELETE", "/services/cache", None).await;
     assert_eq!(status, 200);
     let redis = emu.platform().services_status()["vendors"]
         .as_array()
@@ -908,7 +891,7 @@ async fn apps_send_and_receive_on_a_real_rabbitmq_broker_with_users_of_their_own
     assert_eq!(check(&emu, "py2.com").await, json!({"rabbitmq": "ok"}));
 
     // Deleting the service stops its broker and removes its directory.
-    let (status, body) = call(&emu, "DELETE", "/services/mq", None).await;
+    let (status, body) = common::call_as_user(&emu, "DELETE", "/services/mq", None).await;
     assert_eq!(status, 200, "{body}");
     let servers = rabbitmq_servers(&emu);
     assert_eq!(
@@ -1002,7 +985,7 @@ async fn a_rabbitmq_provision_that_fails_is_v1s_gateway_error_and_keeps_nothing(
     std::fs::create_dir_all(data.path().join("services")).unwrap();
     std::fs::write(data.path().join("services/rabbitmq"), "in the way").unwrap();
     let emu = real_emulator(|config| config.data_dir = Some(data.path().to_path_buf())).await;
-    let (status, body) = call(
+    let (status, body) = common::call_as_user(
         &emu,
         "POST",
         "/services",
@@ -1016,7 +999,7 @@ async fn a_rabbitmq_provision_that_fails_is_v1s_gateway_error_and_keeps_nothing(
         said.starts_with("Unexpected response from service gateway") && said.contains("exists"),
         "{said}"
     );
-    let (_, services) = call(&emu, "GET", "/services", None).await;
+    let (_, services) = common::call_as_user(&emu, "GET", "/services", None).await;
     assert_eq!(services, json!([]));
     assert_eq!(rabbitmq_servers(&emu), Vec::<Value>::new());
     emu.shutdown().await;

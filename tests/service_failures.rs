@@ -11,28 +11,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use afemu::{Emulator, ServicesMode};
+use afemu::Emulator;
+use common::real_emulator;
 use serde_json::{Value, json};
-
-async fn real_emulator(change: impl FnOnce(&mut afemu::Config)) -> Emulator {
-    Emulator::builder()
-        .configure(|config| {
-            config.services = ServicesMode::Real;
-            change(config);
-        })
-        .start()
-        .await
-        .expect("PostgreSQL, MariaDB and Redis must be installed (.ci/run installs them)")
-}
-
-async fn call(emu: &Emulator, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let token = emu.client().token().unwrap().to_owned();
-    common::call(&emu.api_url(), &token, method, path, body).await
-}
 
 /// Every service's credentials, from a state export (the administrator's view).
 async fn credentials(emu: &Emulator) -> Vec<(String, String, Value)> {
-    let (status, snapshot) = call(emu, "GET", "/_afemu/state", None).await;
+    let (status, snapshot) = common::call_as_user(emu, "GET", "/_afemu/state", None).await;
     assert_eq!(status, 200, "{snapshot}");
     snapshot["services"]
         .as_array()
@@ -287,18 +272,19 @@ async fn a_failed_server_start_is_tried_again_by_the_next_provision() {
     std::fs::write(&obstacle, "not a directory").unwrap();
 
     let create = json!({"vendor": "postgresql", "name": "db", "tier": "free"});
-    let (status, body) = call(&emu, "POST", "/services", Some(create.clone())).await;
+    let (status, body) =
+        common::call_as_user(&emu, "POST", "/services", Some(create.clone())).await;
     assert_eq!((status, &body["code"]), (502, &json!(503)), "{body}");
     let description = body["description"].as_str().unwrap();
     assert!(
         description.contains("postgresql"),
         "the cause is named: {description}"
     );
-    let (_, listed) = call(&emu, "GET", "/services", None).await;
+    let (_, listed) = common::call_as_user(&emu, "GET", "/services", None).await;
     assert_eq!(listed, json!([]), "no service recorded");
 
     std::fs::remove_file(&obstacle).unwrap();
-    let (status, body) = call(&emu, "POST", "/services", Some(create)).await;
+    let (status, body) = common::call_as_user(&emu, "POST", "/services", Some(create)).await;
     assert_eq!(status, 200, "{body}");
     let services = credentials(&emu).await;
     assert_eq!(

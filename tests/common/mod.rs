@@ -244,3 +244,27 @@ pub async fn push_notifying_probe(
 }
 
 pub mod transcript;
+
+/// An emulator whose services are real (`--services real`): a machine without PostgreSQL,
+/// MariaDB, Redis and RabbitMQ fails the test rather than quietly testing records.
+pub async fn real_emulator(change: impl FnOnce(&mut afemu::Config)) -> Emulator {
+    Emulator::builder()
+        .configure(|config| {
+            config.services = afemu::ServicesMode::Real;
+            change(config);
+        })
+        .start()
+        .await
+        .expect("the servers of real services must be installed (.ci/run installs them)")
+}
+
+/// A v1 API call as the harness's logged-in user: status and JSON body.
+pub async fn call_as_user(
+    emu: &Emulator,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let token = emu.client().token().unwrap().to_owned();
+    call(&emu.api_url(), &token, method, path, body).await
+}
