@@ -366,6 +366,26 @@ impl Journal {
     /// The last `n` entries after `seq` still in the ring, in order: what a live view shows
     /// without copying everything a busy router journaled since it last looked.
     pub fn tail(&self, seq: u64, n: usize) -> Vec<Arc<JournalEntry>> {
+        self.walk(seq, n).0
+    }
+
+    /// The entries and the platform events after `seq`, each in order: an event comes with
+    /// them only once every request numbered before it is stored, so that a poller that goes on
+    /// from the last number it got (of either) never skips a request.
+    pub fn since_with_events(&self, seq: u64) -> (Vec<Arc<JournalEntry>>, Vec<Arc<JournalEvent>>) {
+        let (entries, through) = self.walk(seq, usize::MAX);
+        let events = self
+            .events_since(seq)
+            .into_iter()
+            .filter(|event| event.seq <= through)
+            .collect();
+        (entries, events)
+    }
+
+    /// The last `n` entries after `seq`, and the number up to which every entry is accounted
+    /// for (stored, an event's, or gone): where the walk stopped, short of an entry numbered but
+    /// not stored yet.
+    fn walk(&self, seq: u64, n: usize) -> (Vec<Arc<JournalEntry>>, u64) {
         let seq = seq.max(self.last_seq().saturating_sub(n as u64));
         let last = self.last_seq();
         let capacity = self.inner.slots.len() as u64;
@@ -387,10 +407,10 @@ impl Journal {
                 Slot::Request(entry) if entry.seq > wanted => continue,
                 Slot::Event(event) if *event > wanted => continue,
                 // Not stored yet: stop here, the caller will come back for it.
-                _ => break,
+                _ => return (out, wanted - 1),
             }
         }
-        out
+        (out, last.max(seq))
     }
 
     /// Records a platform event (a fault, say) in the same sequence as the requests.
@@ -756,6 +776,22 @@ mod tests {
             entry(&journal, "a.com", Some("blue"), None);
         }
         assert_eq!(journal.since(0).len(), 8);
+    }
+
+    #[test]
+    fn events_wait_for_the_requests_numbered_before_them() {
+        let journal = Journal::new(8);
+        entry(&journal, "a.com", Some("blue"), None);
+        journal.record_event("fault", serde_json::json!({"stop": "hard"}));
+        let (entries, events) = journal.since_with_events(0);
+        assert_eq!((entries.len(), events.len()), (1, 1));
+        assert_eq!(events[0].seq, 2);
+        // A request numbered (3) but not stored yet: the event after it (4) waits for it.
+        journal.inner.last_seq.fetch_add(1, Ordering::AcqRel);
+        journal.record_event("fault", serde_json::json!({"stop": "drain"}));
+        let (entries, events) = journal.since_with_events(2);
+        assert!(entries.is_empty() && events.is_empty(), "{events:?}");
+        assert_eq!(journal.since_with_events(3).1.len(), 1);
     }
 
     #[test]
