@@ -155,7 +155,7 @@ impl Remote {
         let description = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|body| body["description"].as_str().map(str::to_owned))
-            .or_else(|| (!text.trim().is_empty()).then(|| text.trim().to_owned()));
+            .or_else(|| first_words(&text));
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(RemoteError::Refused { description });
         }
@@ -198,6 +198,17 @@ impl Remote {
             cause: cause_of(&error),
         }
     }
+}
+
+/// The start of a body that is not v1's `{code, description}` (a proxy's page, say): its first
+/// line, cut short.
+fn first_words(text: &str) -> Option<String> {
+    let line = text.trim().lines().next()?.trim();
+    let mut cut: String = line.chars().take(200).collect();
+    if cut.len() < line.len() {
+        cut.push('…');
+    }
+    (!cut.is_empty()).then_some(cut)
 }
 
 /// The innermost cause of a transport error, in words: "connection refused", "timed out", ….
@@ -253,4 +264,42 @@ pub(crate) fn out_json(value: &Value) -> Result<(), RemoteError> {
         "{}\n",
         serde_json::to_string_pretty(value).unwrap_or_default()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_say_what_to_do() {
+        let unreachable = RemoteError::Unreachable {
+            target: "http://127.0.0.1:9".into(),
+            cause: "connection refused".into(),
+        };
+        assert_eq!(
+            unreachable.to_string(),
+            "cannot reach afemu at http://127.0.0.1:9: connection refused — is `afemu serve` running?"
+        );
+        let refused = RemoteError::Refused { description: None };
+        assert!(
+            refused
+                .to_string()
+                .contains("pass --token / AFEMU_ADMIN_TOKEN")
+        );
+        assert_eq!(first_words("  <html>\n<body>"), Some("<html>".into()));
+        assert_eq!(first_words(&"x".repeat(300)).unwrap().chars().count(), 201);
+        assert_eq!(first_words(" \n "), None);
+    }
+
+    #[test]
+    fn a_target_without_a_scheme_is_http_and_a_bad_one_is_refused() {
+        let target = |url: &str| Target {
+            target: url.into(),
+            token: Some(" ".into()),
+        };
+        let remote = Remote::new(&target("localhost:9022/")).unwrap();
+        assert_eq!(remote.base(), "http://localhost:9022");
+        assert_eq!(remote.token, None, "a blank token is no token");
+        assert!(Remote::new(&target("http://[::1")).is_err());
+    }
 }
