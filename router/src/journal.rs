@@ -208,6 +208,8 @@ struct Inner {
     cleared_through: AtomicU64,
     hosts: DashMap<Arc<str>, HostCounters, foldhash::fast::RandomState>,
     live: broadcast::Sender<Arc<JournalEntry>>,
+    /// Wakes whoever waits for an event (the journal's long poll with events).
+    event_recorded: tokio::sync::Notify,
 }
 
 /// A cheap, clonable handle on the journal.
@@ -246,6 +248,7 @@ impl Journal {
                 cleared_through: AtomicU64::new(0),
                 hosts: DashMap::default(),
                 live,
+                event_recorded: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -430,6 +433,7 @@ impl Journal {
         drop(events);
         let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Event(seq);
+        self.inner.event_recorded.notify_waiters();
         entry
     }
 
@@ -492,6 +496,36 @@ impl Journal {
                 Ok(Err(broadcast::error::RecvError::Closed)) => return None,
             }
         }
+    }
+
+    /// Waits until there is an entry after `since` that satisfies `predicate`, or an event after
+    /// it, for at most `timeout`; whether there is. Event-driven, as [`Journal::wait_for`].
+    pub async fn wait_for_entry_or_event(
+        &self,
+        since: u64,
+        timeout: Duration,
+        predicate: impl FnMut(&JournalEntry) -> bool,
+    ) -> bool {
+        // Listening before looking: an event recorded in between still wakes this.
+        let recorded = self.inner.event_recorded.notified();
+        tokio::pin!(recorded);
+        recorded.as_mut().enable();
+        if self.has_event_after(since) {
+            return true;
+        }
+        tokio::select! {
+            found = self.wait_for(since, timeout, predicate) => found.is_some(),
+            () = recorded => true,
+        }
+    }
+
+    fn has_event_after(&self, seq: u64) -> bool {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .back()
+            .is_some_and(|last| last.seq > seq)
     }
 
     /// A copy of one host's counters (all zero for a host never seen).
@@ -792,6 +826,31 @@ mod tests {
         let (entries, events) = journal.since_with_events(2);
         assert!(entries.is_empty() && events.is_empty(), "{events:?}");
         assert_eq!(journal.since_with_events(3).1.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_events_ends_at_the_next_event() {
+        let journal = Journal::new(8);
+        entry(&journal, "a.com", Some("blue"), None);
+        let nothing = journal.wait_for_entry_or_event(1, Duration::from_secs(5), |_| true);
+        assert!(!nothing.await, "nothing new: the whole wait");
+        let waiting = {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                journal
+                    .wait_for_entry_or_event(1, Duration::from_secs(3600), |_| true)
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        journal.record_event("fault", serde_json::json!({"stop": "hard"}));
+        assert!(waiting.await.unwrap(), "woken by the event");
+        // One already there answers at once.
+        assert!(
+            journal
+                .wait_for_entry_or_event(1, Duration::from_secs(3600), |_| true)
+                .await
+        );
     }
 
     #[test]

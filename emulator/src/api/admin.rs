@@ -275,7 +275,8 @@ struct JournalQuery {
 /// `GET /_afemu/journal?since=SEQ[&wait=5s][&host=H][&events=true]`: entries after `since`, one
 /// JSON object per line, oldest first: requests, and with `events=true` (and no host filter) the
 /// platform's events — a fault applied, a crash, a map — in the same sequence (a line with
-/// `event` and no `host`). The wait is for a request; events come with the next answer.
+/// `event` and no `host`). The wait ends at the first new request, or event when they are asked
+/// for.
 async fn journal(
     State(platform): State<Platform>,
     query: Result<Query<JournalQuery>, axum::extract::rejection::QueryRejection>,
@@ -287,11 +288,17 @@ async fn journal(
             .map_err(|e| ApiError::BadRequest(format!("wait: {e}")))?
             .min(Duration::from_secs(60));
         let host = query.host.clone();
-        journal
-            .wait_for(query.since, wait, |entry| {
-                host.as_deref().is_none_or(|h| &*entry.host == h)
-            })
-            .await;
+        if query.events && host.is_none() {
+            journal
+                .wait_for_entry_or_event(query.since, wait, |_| true)
+                .await;
+        } else {
+            journal
+                .wait_for(query.since, wait, |entry| {
+                    host.as_deref().is_none_or(|h| &*entry.host == h)
+                })
+                .await;
+        }
     }
     let (entries, events) = if query.events && query.host.is_none() {
         journal.since_with_events(query.since)

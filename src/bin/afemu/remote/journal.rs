@@ -34,9 +34,9 @@ pub(crate) struct JournalArgs {
     target: Target,
 }
 
-/// How long one poll of `--follow` waits for a request: events (which do not end the wait)
-/// show up at most this late.
-const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+/// How long one poll of `--follow` waits for something new (the journal ends the wait as soon as
+/// a request or an event comes, and waits a minute at most).
+const FOLLOW_WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn journal(args: &JournalArgs) -> Result<(), RemoteError> {
     let remote = Remote::new(&args.target)?;
