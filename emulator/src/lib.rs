@@ -51,6 +51,7 @@ mod timeline;
 mod watchdog;
 
 pub use api::api;
+pub use atomic_file::write_atomically;
 pub use config::{Config, FaultArgs, Faults, Profile, ServeArgs, ServicesMode, Timing};
 pub use control::Platform;
 pub use control::route_feed::{RouteDelay, Submission};

@@ -208,6 +208,8 @@ struct Inner {
     cleared_through: AtomicU64,
     hosts: DashMap<Arc<str>, HostCounters, foldhash::fast::RandomState>,
     live: broadcast::Sender<Arc<JournalEntry>>,
+    /// Wakes whoever waits for an event (the journal's long poll with events).
+    event_recorded: tokio::sync::Notify,
 }
 
 /// A cheap, clonable handle on the journal.
@@ -246,6 +248,7 @@ impl Journal {
                 cleared_through: AtomicU64::new(0),
                 hosts: DashMap::default(),
                 live,
+                event_recorded: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -366,6 +369,26 @@ impl Journal {
     /// The last `n` entries after `seq` still in the ring, in order: what a live view shows
     /// without copying everything a busy router journaled since it last looked.
     pub fn tail(&self, seq: u64, n: usize) -> Vec<Arc<JournalEntry>> {
+        self.walk(seq, n).0
+    }
+
+    /// The entries and the platform events after `seq`, each in order: an event comes with
+    /// them only once every request numbered before it is stored, so that a poller that goes on
+    /// from the last number it got (of either) never skips a request.
+    pub fn since_with_events(&self, seq: u64) -> (Vec<Arc<JournalEntry>>, Vec<Arc<JournalEvent>>) {
+        let (entries, through) = self.walk(seq, usize::MAX);
+        let events = self
+            .events_since(seq)
+            .into_iter()
+            .filter(|event| event.seq <= through)
+            .collect();
+        (entries, events)
+    }
+
+    /// The last `n` entries after `seq`, and the number up to which every entry is accounted
+    /// for (stored, an event's, or gone): where the walk stopped, short of an entry numbered but
+    /// not stored yet.
+    fn walk(&self, seq: u64, n: usize) -> (Vec<Arc<JournalEntry>>, u64) {
         let seq = seq.max(self.last_seq().saturating_sub(n as u64));
         let last = self.last_seq();
         let capacity = self.inner.slots.len() as u64;
@@ -387,10 +410,10 @@ impl Journal {
                 Slot::Request(entry) if entry.seq > wanted => continue,
                 Slot::Event(event) if *event > wanted => continue,
                 // Not stored yet: stop here, the caller will come back for it.
-                _ => break,
+                _ => return (out, wanted - 1),
             }
         }
-        out
+        (out, last.max(seq))
     }
 
     /// Records a platform event (a fault, say) in the same sequence as the requests.
@@ -410,6 +433,7 @@ impl Journal {
         drop(events);
         let slot = &self.inner.slots[(seq % self.inner.slots.len() as u64) as usize];
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Slot::Event(seq);
+        self.inner.event_recorded.notify_waiters();
         entry
     }
 
@@ -472,6 +496,36 @@ impl Journal {
                 Ok(Err(broadcast::error::RecvError::Closed)) => return None,
             }
         }
+    }
+
+    /// Waits until there is an entry after `since` that satisfies `predicate`, or an event after
+    /// it, for at most `timeout`; whether there is. Event-driven, as [`Journal::wait_for`].
+    pub async fn wait_for_entry_or_event(
+        &self,
+        since: u64,
+        timeout: Duration,
+        predicate: impl FnMut(&JournalEntry) -> bool,
+    ) -> bool {
+        // Listening before looking: an event recorded in between still wakes this.
+        let recorded = self.inner.event_recorded.notified();
+        tokio::pin!(recorded);
+        recorded.as_mut().enable();
+        if self.has_event_after(since) {
+            return true;
+        }
+        tokio::select! {
+            found = self.wait_for(since, timeout, predicate) => found.is_some(),
+            () = recorded => true,
+        }
+    }
+
+    fn has_event_after(&self, seq: u64) -> bool {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .back()
+            .is_some_and(|last| last.seq > seq)
     }
 
     /// A copy of one host's counters (all zero for a host never seen).
@@ -756,6 +810,47 @@ mod tests {
             entry(&journal, "a.com", Some("blue"), None);
         }
         assert_eq!(journal.since(0).len(), 8);
+    }
+
+    #[test]
+    fn events_wait_for_the_requests_numbered_before_them() {
+        let journal = Journal::new(8);
+        entry(&journal, "a.com", Some("blue"), None);
+        journal.record_event("fault", serde_json::json!({"stop": "hard"}));
+        let (entries, events) = journal.since_with_events(0);
+        assert_eq!((entries.len(), events.len()), (1, 1));
+        assert_eq!(events[0].seq, 2);
+        // A request numbered (3) but not stored yet: the event after it (4) waits for it.
+        journal.inner.last_seq.fetch_add(1, Ordering::AcqRel);
+        journal.record_event("fault", serde_json::json!({"stop": "drain"}));
+        let (entries, events) = journal.since_with_events(2);
+        assert!(entries.is_empty() && events.is_empty(), "{events:?}");
+        assert_eq!(journal.since_with_events(3).1.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_events_ends_at_the_next_event() {
+        let journal = Journal::new(8);
+        entry(&journal, "a.com", Some("blue"), None);
+        let nothing = journal.wait_for_entry_or_event(1, Duration::from_secs(5), |_| true);
+        assert!(!nothing.await, "nothing new: the whole wait");
+        let waiting = {
+            let journal = journal.clone();
+            tokio::spawn(async move {
+                journal
+                    .wait_for_entry_or_event(1, Duration::from_secs(3600), |_| true)
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        journal.record_event("fault", serde_json::json!({"stop": "hard"}));
+        assert!(waiting.await.unwrap(), "woken by the event");
+        // One already there answers at once.
+        assert!(
+            journal
+                .wait_for_entry_or_event(1, Duration::from_secs(3600), |_| true)
+                .await
+        );
     }
 
     #[test]

@@ -266,11 +266,17 @@ struct JournalQuery {
     wait: Option<String>,
     /// Only entries for this host (normalised).
     host: Option<String>,
+    /// With the platform's events (a fault, a crash, a map) too, in the same sequence; never
+    /// with `host`, since an event has none.
+    #[serde(default)]
+    events: bool,
 }
 
-/// `GET /_afemu/journal?since=SEQ[&wait=5s][&host=H]`: entries after `since`, one JSON object
-/// per line, oldest first: requests, and (without a host filter) platform events such as the
-/// faults applied, in the same sequence.
+/// `GET /_afemu/journal?since=SEQ[&wait=5s][&host=H][&events=true]`: entries after `since`, one
+/// JSON object per line, oldest first: requests, and with `events=true` (and no host filter) the
+/// platform's events — a fault applied, a crash, a map — in the same sequence (a line with
+/// `event` and no `host`). The wait ends at the first new request, or event when they are asked
+/// for.
 async fn journal(
     State(platform): State<Platform>,
     query: Result<Query<JournalQuery>, axum::extract::rejection::QueryRejection>,
@@ -282,22 +288,44 @@ async fn journal(
             .map_err(|e| ApiError::BadRequest(format!("wait: {e}")))?
             .min(Duration::from_secs(60));
         let host = query.host.clone();
-        journal
-            .wait_for(query.since, wait, |entry| {
-                host.as_deref().is_none_or(|h| &*entry.host == h)
-            })
-            .await;
+        if query.events && host.is_none() {
+            journal
+                .wait_for_entry_or_event(query.since, wait, |_| true)
+                .await;
+        } else {
+            journal
+                .wait_for(query.since, wait, |entry| {
+                    host.as_deref().is_none_or(|h| &*entry.host == h)
+                })
+                .await;
+        }
     }
-    let mut lines = String::new();
-    for entry in journal.since(query.since) {
+    let (entries, events) = if query.events && query.host.is_none() {
+        journal.since_with_events(query.since)
+    } else {
+        (journal.since(query.since), Vec::new())
+    };
+    // Both are in sequence order: merged, they are the journal's one sequence.
+    let mut lines: Vec<(u64, String)> = Vec::with_capacity(entries.len() + events.len());
+    let json = |value: Result<String, serde_json::Error>| {
+        value.map_err(|e| ApiError::System(e.to_string()))
+    };
+    for entry in entries {
         if query.host.as_deref().is_some_and(|h| &*entry.host != h) {
             continue;
         }
-        lines.push_str(
-            &serde_json::to_string(&*entry).map_err(|e| ApiError::System(e.to_string()))?,
-        );
-        lines.push('\n');
+        lines.push((entry.seq, json(serde_json::to_string(&*entry))?));
     }
+    for event in events {
+        lines.push((event.seq, json(serde_json::to_string(&*event))?));
+    }
+    lines.sort_by_key(|(seq, _)| *seq);
+    let mut text = String::new();
+    for (_, line) in lines {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let lines = text;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
 }
 

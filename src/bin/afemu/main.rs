@@ -1,5 +1,8 @@
 //! `afemu`: run the emulator. Parses flags, sets up logging (`RUST_LOG`), binds the listeners and
-//! hands them to the library; the first signal (SIGINT/SIGTERM) shuts down gracefully.
+//! hands them to the library; the first signal (SIGINT/SIGTERM) shuts down gracefully. The
+//! commands that drive a running emulator (`status`, `fault`, `journal`, …) are in `remote/`.
+
+mod remote;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -13,26 +16,72 @@ use afemu_emulator::{Platform, ServeArgs};
 
 /// A local emulator of AppFog v1: control plane, app runtime and router.
 #[derive(Debug, Parser)]
-#[command(name = "afemu", version, about, long_about = None)]
+#[command(name = "afemu", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
+
+const AFTER_HELP: &str = "\
+Example: afemu serve   (then, in another terminal: afemu status)
+         afemu --version";
+
+/// What `afemu` alone prints: where to start.
+const START_HERE: &str = "\
+afemu: a local emulator of AppFog v1. Start here:
+
+  afemu serve                 run the v1 API (http://127.0.0.1:9022) and the router (:9080)
+      e.g. afemu serve --profile instant
+  afemu rehearse RUNBOOK      rehearse a procedure for real, with traffic, and report what visitors saw
+      e.g. afemu rehearse fixtures/runbooks/seed-001-swap.runbook
+  afemu check RUNBOOK         prove or refute a procedure on the model, under every schedule
+      e.g. afemu check --route-delay 0..50ms fixtures/runbooks/seed-001-swap.runbook
+
+With one running: afemu status, routes, journal, fault, reset, state, wait.
+`afemu --help` lists every command, `afemu COMMAND --help` its flags.
+";
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane (the v1 API af talks to) and the router, until SIGINT or SIGTERM.
+    #[command(after_help = "Example: afemu serve --profile instant --route-delay 0..50ms")]
     Serve(Box<ServeArgs>),
     /// Rehearse a runbook for real: an emulator, the af steps, traffic on the runbook's hosts, and
     /// a report of what every visitor saw. Exit 0 when every expectation holds, 1 when one
     /// fails, 2 for a runbook or usage error.
+    #[command(
+        after_help = "Example: afemu rehearse fixtures/runbooks/seed-001-swap.runbook --html report.html"
+    )]
     Rehearse(Box<RehearseArgs>),
     /// Prove or refute a runbook on the model, without wall-clock luck: every moment a request
     /// can arrive, and (with --route-delay) every order and time route changes can reach the
     /// router in. Exit 0 when every expectation holds in every schedule, 1 with the shortest
     /// schedule that breaks one, 2 for a runbook error.
+    #[command(after_help = CHECK_EXAMPLE)]
     Check(CheckArgs),
+    /// A running emulator at a glance: its apps (state, instances running of wanted, URIs), its
+    /// routes and the faults in force.
+    Status(remote::status::StatusArgs),
+    /// A running emulator's route table: each host and the app instances it is sent to.
+    Routes(remote::status::RoutesArgs),
+    /// What every request through the router saw (one line each: time, status, host and path,
+    /// who answered or the router's error, how long), and the platform's events.
+    Journal(remote::journal::JournalArgs),
+    /// Show the faults in force, or set and clear one: route-delay, crash, hang, slow-start,
+    /// fail-staging, stop, seed.
+    Fault(remote::fault::FaultCommand),
+    /// A clean slate: every app, user and service of the running emulator gone, the journal
+    /// emptied (faults stay).
+    Reset(remote::state::ResetArgs),
+    /// Export everything set up to a file, or import it back.
+    State(remote::state::StateCommand),
+    /// Wait until the emulator answers healthy (exit 1 if it does not in time): for scripts that
+    /// run `afemu serve &`.
+    Wait(remote::state::WaitArgs),
 }
+
+const CHECK_EXAMPLE: &str =
+    "Example: afemu check --route-delay 0..50ms fixtures/runbooks/seed-001-swap.runbook";
 
 #[derive(Debug, clap::Args)]
 struct RehearseArgs {
@@ -141,6 +190,8 @@ struct CheckArgs {
 
 /// `afemu check --help`: the timed semantics, in short.
 const CHECK_SEMANTICS: &str = "\
+Example: afemu check --route-delay 0..50ms fixtures/runbooks/seed-001-swap.runbook
+
 What check assumes (docs/RUNBOOKS.md is the whole reference):
   - an af step takes any time, zero included, and publishes its route changes in order as it
     runs; a step that stops instances goes on only once the router has let go of them (afemu's
@@ -165,11 +216,15 @@ fn main() -> ExitCode {
         return afemu_emulator::procedure::rehearse::exec::af_main();
     }
     let cli = Cli::parse();
-    if let Command::Check(args) = &cli.command {
+    let Some(command) = cli.command else {
+        eprint!("{START_HERE}");
+        return ExitCode::from(2);
+    };
+    if let Command::Check(args) = &command {
         return check(args);
     }
     // A server says what it does; a report command only what goes wrong.
-    let default_filter = match cli.command {
+    let default_filter = match command {
         Command::Serve(_) => "warn,afemu=info",
         _ => "warn",
     };
@@ -201,10 +256,24 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        use remote::finish;
+        match command {
             Command::Serve(args) => serve(*args).await,
             Command::Rehearse(args) => return Ok(rehearse(*args).await),
             Command::Check(_) => unreachable!("checked above"),
+            Command::Status(args) => {
+                return Ok(finish("status", remote::status::status(&args).await));
+            }
+            Command::Routes(args) => {
+                return Ok(finish("routes", remote::status::routes(&args).await));
+            }
+            Command::Journal(args) => {
+                return Ok(finish("journal", remote::journal::journal(&args).await));
+            }
+            Command::Fault(args) => return Ok(finish("fault", remote::fault::fault(&args).await)),
+            Command::Reset(args) => return Ok(finish("reset", remote::state::reset(&args).await)),
+            Command::State(args) => return Ok(finish("state", remote::state::state(&args).await)),
+            Command::Wait(args) => return Ok(finish("wait", remote::state::wait(&args).await)),
         }
         .map(|()| ExitCode::SUCCESS)
     });
