@@ -141,7 +141,7 @@ fn the_counter_example_is_written_as_a_schedule() {
     assert_eq!(code, 1, "{out}");
     let schedule: afemu::procedure::check::Schedule =
         serde_json::from_str(&std::fs::read_to_string(&schedule).unwrap()).unwrap();
-    assert_eq!(schedule.route_delay.as_deref(), Some("0ns..50ms"));
+    assert_eq!(schedule.route_delay.as_deref(), Some("0..50ms"));
     assert_eq!(schedule.breach.host(), Some("example.aws.af.cm"));
     assert!(matches!(
         schedule.moves.last(),

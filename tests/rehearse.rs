@@ -641,5 +641,5 @@ fn rehearsing_against_a_running_emulator() {
     );
     assert!(refused.stderr.contains("--reset"), "{}", refused.stderr);
     assert_eq!(second.code, 0, "{}{}", second.stdout, second.stderr);
-    assert!(second.report().faults.contains("route delay 0ns..20ms"));
+    assert!(second.report().faults.contains("route delay 0..20ms"));
 }

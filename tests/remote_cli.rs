@@ -232,7 +232,7 @@ async fn every_command_drives_a_running_emulator() {
     for (set, shown, clear) in [
         (
             &["fault", "route-delay", "0..50ms"][..],
-            "route delay 0ns..50ms",
+            "route delay 0..50ms",
             &["fault", "route-delay", "off"][..],
         ),
         (

@@ -182,8 +182,19 @@ impl std::str::FromStr for RouteDelay {
 }
 
 impl std::fmt::Display for RouteDelay {
+    /// As it is typed, and read back the same: `0..50ms`, `10ms..1s`, `250us..1500us`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}..{:?}", self.min, self.max)
+        fn compact(duration: Duration) -> String {
+            let ns = duration.as_nanos();
+            match ns {
+                0 => "0".into(),
+                _ if ns.is_multiple_of(1_000_000_000) => format!("{}s", ns / 1_000_000_000),
+                _ if ns.is_multiple_of(1_000_000) => format!("{}ms", ns / 1_000_000),
+                _ if ns.is_multiple_of(1_000) => format!("{}us", ns / 1_000),
+                _ => format!("{ns}ns"),
+            }
+        }
+        write!(f, "{}..{}", compact(self.min), compact(self.max))
     }
 }
 
@@ -483,4 +494,26 @@ fn parse_slow_start(text: &str) -> Result<(String, Duration), String> {
         .ok_or_else(|| format!("{text:?}: expected APP=DURATION, e.g. web=2s"))?;
     let delay = humantime::parse_duration(delay).map_err(|e| format!("{delay:?}: {e}"))?;
     Ok((app.to_owned(), delay))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_delay_reads_back_as_it_is_written() {
+        for (typed, shown) in [
+            ("0..50ms", "0..50ms"),
+            ("10ms..1s", "10ms..1s"),
+            ("0ns..20ms", "0..20ms"),
+            ("1500ms..2s", "1500ms..2s"),
+            ("250us..1ms", "250us..1ms"),
+            ("7ns..8ns", "7ns..8ns"),
+            ("30ms", "30ms..30ms"),
+        ] {
+            let delay: RouteDelay = typed.parse().unwrap();
+            assert_eq!(delay.to_string(), shown, "{typed}");
+            assert_eq!(shown.parse::<RouteDelay>().unwrap(), delay, "{shown}");
+        }
+    }
 }

@@ -121,6 +121,9 @@ pub(crate) async fn wait(args: &WaitArgs) -> Result<(), RemoteError> {
     let remote = Remote::new(&args.target)?;
     let deadline = tokio::time::Instant::now() + args.timeout;
     let mut backoff = FIRST_BACKOFF;
+    // Why the last attempt failed; an attempt cut short by the deadline itself says less than
+    // the one before it (a refused connection), so it does not replace it.
+    let mut last: Option<String> = None;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let attempt = remote
@@ -128,27 +131,32 @@ pub(crate) async fn wait(args: &WaitArgs) -> Result<(), RemoteError> {
             .timeout(left.clamp(Duration::from_millis(1), Duration::from_secs(5)))
             .send()
             .await;
-        let last = match attempt {
+        let why = match attempt {
             Ok(response) if response.status().is_success() => {
                 return out(&format!("afemu at {} is healthy\n", remote.base()));
             }
             Ok(response) if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
-                "it is still starting (its router does not accept connections yet)".to_owned()
+                Some("it is still starting (its router does not accept connections yet)".to_owned())
             }
-            Ok(response) => format!(
+            Ok(response) => Some(format!(
                 "{}/_afemu/health answered {} (is it afemu's API?)",
                 remote.base(),
                 response.status()
-            ),
-            Err(error) => match remote.transport(error) {
+            )),
+            Err(error) if error.is_timeout() && last.is_some() => None,
+            Err(error) => Some(match remote.transport(error) {
                 RemoteError::Unreachable { cause, .. } => {
                     format!("{cause} — is `afemu serve` running?")
                 }
                 other => other.to_string(),
-            },
+            }),
         };
+        if let Some(why) = why {
+            last = Some(why);
+        }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
+            let last = last.unwrap_or_else(|| "no answer".into());
             return Err(RemoteError::Other(format!(
                 "no healthy afemu at {} within {}: {last}",
                 remote.base(),
