@@ -376,3 +376,65 @@ async fn the_command_line_form_and_check_of_a_command_line() {
         "{said}"
     );
 }
+
+/// A process that leaves the command's process group (`setsid`, as a daemon does) is found by
+/// the mark in its environment: the command fails and the process is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_leaves_the_group_is_found_and_stopped() {
+    let command = "setsid sleep 6003 > /dev/null 2>&1 < /dev/null & af apps";
+    let report = rehearse(&options(command)).await.unwrap();
+    let step = failed_script(&report, command);
+    assert!(
+        step.result.contains("left 1 process running") && step.result.contains("sleep"),
+        "{}",
+        step.result
+    );
+    assert!(
+        survivors("sleep 6003").is_empty(),
+        "{:?}",
+        survivors("sleep 6003")
+    );
+}
+
+/// A deploy script that targets the real platform and logs in first: both are pinned to the
+/// rehearsal's emulator, the password never reaches the report, and the sequence is still
+/// judged (the pinned commands change no route).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn af_target_and_login_in_a_script_stay_on_the_rehearsal() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("deploy.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nset -e\nAF_PASSWORD=s3cret\naf target https://api.appfog.com\n\
+             af login ops@example.com --passwd \"$AF_PASSWORD\"\nexec {}\n",
+            std::fs::canonicalize("fixtures/scripts/swap.sh")
+                .unwrap()
+                .display()
+        ),
+    )
+    .unwrap();
+    let command = format!("sh {}", script.display());
+    let report = rehearse(&options(&command)).await.unwrap();
+    assert!(report.passed, "{}", report.verdict);
+    let steps = af_steps(&report);
+    assert_eq!(
+        steps[1..3],
+        owned(&[
+            (
+                "step",
+                "af target https://api.appfog.com",
+                "ok (pinned to the rehearsal's emulator)"
+            ),
+            (
+                "step",
+                "af login ops@example.com --passwd ********",
+                "ok (pinned to the rehearsal's emulator)"
+            ),
+        ]),
+        "{steps:?}"
+    );
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("s3cret"), "the password is in the report");
+    assert_eq!(expectation(&report, PROOF).outcome, Outcome::Held);
+}

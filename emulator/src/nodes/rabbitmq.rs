@@ -172,7 +172,15 @@ impl Node {
             ("HOME".into(), path("home")),
             ("ERL_EPMD_PORT".into(), epmd_port.to_string().into()),
             ("ERL_EPMD_ADDRESS".into(), "127.0.0.1".into()),
-            ("ERL_ZFLAGS".into(), "-start_epmd false".into()),
+            // What afemu's own environment says of Erlang does not reach the brokers (an
+            // ERL_FLAGS could put the distribution on every interface); ERL_ZFLAGS comes last
+            // on the command line, so loopback wins there too.
+            ("ERL_FLAGS".into(), "".into()),
+            ("ERL_AFLAGS".into(), "".into()),
+            (
+                "ERL_ZFLAGS".into(),
+                "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}".into(),
+            ),
             ("ERL_CRASH_DUMP".into(), path("erl_crash.dump")),
             ("RABBITMQ_NODENAME".into(), node_name(name).into()),
             ("RABBITMQ_CONF_ENV_FILE".into(), path("rabbitmq-env.conf")),

@@ -659,6 +659,45 @@ pub fn model_step(
                  a runbook may not use it"
             ));
         }
+        // af binds the source's services to the destination, then restarts it if started.
+        "clone_services" => Step::Reconfigure {
+            app: command
+                .args
+                .get(1)
+                .cloned()
+                .ok_or("clone-services needs a destination app")?,
+        },
+        // A rehearsal targets its emulator and logs in itself: a runbook's af must not leave it
+        // (a line `af target https://api.appfog.com` would deploy to the real platform).
+        "target" | "set_target" | "login" | "logout" => {
+            let shown = if action == "set_target" {
+                "target"
+            } else {
+                action
+            };
+            return Err(format!(
+                "af {shown} in a runbook would take af away from the emulator it is rehearsed \
+                 on; the rehearsal targets it and logs in by itself"
+            ));
+        }
+        "delete_user" => {
+            return Err(
+                "af delete-user deletes that user's apps, which afemu check does not follow; \
+                 a runbook may not use it"
+                    .into(),
+            );
+        }
+        "alias" | "unalias" => {
+            return Err(format!(
+                "af {action} changes what later commands mean, which afemu check does not \
+                 follow: write the command itself"
+            ));
+        }
+        "tunnel" | "console" => {
+            return Err(format!(
+                "af {action} runs until it is interrupted: not a step of a runbook"
+            ));
+        }
         "create_service" if command.options.bind.is_some() || command.args.len() == 3 => {
             return Err(
                 "af create-service with an app binds and restarts it: use af create-service, \
@@ -790,6 +829,40 @@ mod tests {
         assert_eq!(
             runbook.watched_hosts(),
             vec!["example.com", "www.example.com", "other.com"]
+        );
+    }
+
+    /// Commands that change routes in ways the model does not follow are refused, never taken
+    /// as changing nothing; clone-services restarts its destination as af does.
+    #[test]
+    fn what_the_model_cannot_follow_is_refused() {
+        for (line, message) in [
+            ("af alias env=restart", "changes what later commands mean"),
+            ("af unalias env", "changes what later commands mean"),
+            ("af delete-user a@b.c", "deletes that user's apps"),
+            ("af tunnel db none", "runs until it is interrupted"),
+            (
+                "af target https://api.appfog.com",
+                "take af away from the emulator",
+            ),
+            (
+                "af login ops@example.com --passwd x",
+                "take af away from the emulator",
+            ),
+        ] {
+            let error = parse(&format!("@traffic a.com\n{line}\n")).unwrap_err();
+            assert!(error.message.contains(message), "{line}: {error}");
+        }
+        let runbook = parse("@traffic a.com\naf clone-services blue green\n").unwrap();
+        let ItemKind::Af(args) = &runbook.items[1].kind else {
+            panic!("{:?}", runbook.items[1]);
+        };
+        let command = parse_command(args).unwrap();
+        assert_eq!(
+            model_step(&command, |_| Some(1)),
+            Ok(Some(Step::Reconfigure {
+                app: "green".into()
+            }))
         );
     }
 

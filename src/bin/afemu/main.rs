@@ -321,6 +321,19 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Absolute: a command may `cd` before it runs af.
+    let client = match args.af.as_ref().map(std::fs::canonicalize).transpose() {
+        Ok(client) => client,
+        Err(error) => {
+            let given = args
+                .af
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            eprintln!("afemu rehearse: --af {given}: {error} (give the client's path)");
+            return ExitCode::from(2);
+        }
+    };
     let options = Options {
         runbook,
         inline,
@@ -334,7 +347,7 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
         dashboard: args.dashboard,
         exec: rehearse::exec::ExecOptions {
             wrapper,
-            client: args.af.clone(),
+            client,
             timeout: args.timeout,
         },
         record: args.record.clone(),

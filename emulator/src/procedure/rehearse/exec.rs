@@ -24,8 +24,16 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// The rehearsal's socket, in the environment of the command (and so of its `af`).
 pub const SOCKET_VAR: &str = "AFEMU_REHEARSE_SOCKET";
+/// A mark in the environment of everything a command starts, unique to the run: how what it
+/// left behind is found even when it left the command's process group (`setsid`, a daemon).
+pub const RUN_VAR: &str = "AFEMU_REHEARSE_RUN";
 /// The client the recording `af` runs (`--af`); unset: afemu's own.
 pub const CLIENT_VAR: &str = "AFEMU_REHEARSE_AF";
+/// The rehearsal's API, its user and password: `af target URL` and `af login …` in a command
+/// are pinned to them, so a deploy script that targets the real platform first cannot reach it.
+pub const TARGET_VAR: &str = "AFEMU_REHEARSE_TARGET";
+pub const EMAIL_VAR: &str = "AFEMU_REHEARSE_EMAIL";
+pub const PASSWORD_VAR: &str = "AFEMU_REHEARSE_PASSWORD";
 /// How much of a command's (or an invocation's) output the report keeps.
 const OUTPUT_KEPT: usize = 256 * 1024;
 /// The longest message on the socket (an invocation's arguments and output).
@@ -58,11 +66,22 @@ impl Default for ExecOptions {
 /// How long a command may run by default: generous, a deploy script waits for apps to start.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Where the rehearsal's `af` is targeted and logged in: what a command's own `af target` and
+/// `af login` are pinned to.
+#[derive(Clone, Debug)]
+pub struct Login {
+    pub target: String,
+    pub email: String,
+    pub password: String,
+}
+
 /// One `af` invocation a command made.
 #[derive(Clone, Debug)]
 pub struct Invocation {
-    /// The arguments, without `af`.
+    /// The arguments, without `af`, as the command gave them.
     pub args: Vec<String>,
+    /// An `af target URL` or `af login …` that was run against the rehearsal's emulator instead.
+    pub pinned: bool,
     /// Where it ran (relative paths in it are relative to this).
     pub cwd: PathBuf,
     /// From the start of the rehearsal.
@@ -74,20 +93,22 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    /// `af map example2 example.com`, quoted as a shell would need it.
+    /// `af map example2 example.com`, quoted as a shell would need it, with passwords hidden.
     pub fn text(&self) -> String {
-        std::iter::once("af".to_owned())
-            .chain(self.args.iter().map(|a| shell_quote(a)))
-            .collect::<Vec<_>>()
-            .join(" ")
+        af_line(&self.args)
     }
 
     /// `ok`, `exit N`, or why it has no status.
     pub fn result(&self) -> String {
-        match self.status {
+        let result = match self.status {
             Some(0) => "ok".into(),
             Some(status) => format!("exit {status}"),
             None => "did not finish (stopped with the command)".into(),
+        };
+        if self.pinned {
+            format!("{result} (pinned to the rehearsal's emulator)")
+        } else {
+            result
         }
     }
 }
@@ -101,6 +122,29 @@ pub struct Finished {
     pub output: String,
     /// Each `af` it ran, in the order they started.
     pub invocations: Vec<Invocation>,
+}
+
+/// `af` and its arguments as a shell line, with the value of a password option hidden (reports
+/// and recorded runbooks are shared; a deploy script's `af login --passwd …` is a secret).
+pub fn af_line(args: &[String]) -> String {
+    let mut words = vec!["af".to_owned()];
+    let mut hide_next = false;
+    for arg in args {
+        if hide_next {
+            words.push("********".into());
+            hide_next = false;
+            continue;
+        }
+        let option = arg.split('=').next().unwrap_or_default();
+        let secret = matches!(option, "--passwd" | "--password" | "--pass");
+        if secret && arg.contains('=') {
+            words.push(format!("{option}=********"));
+        } else {
+            hide_next = secret;
+            words.push(shell_quote(arg));
+        }
+    }
+    words.join(" ")
 }
 
 /// A word as a POSIX shell reads it back: as it is when it is plain, else single-quoted.
@@ -124,6 +168,8 @@ pub fn shell_quote(word: &str) -> String {
 struct StartMessage {
     argv: Vec<String>,
     cwd: PathBuf,
+    #[serde(default)]
+    pinned: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,6 +183,7 @@ enum Event {
         id: usize,
         args: Vec<String>,
         cwd: PathBuf,
+        pinned: bool,
         at: Duration,
     },
     End {
@@ -155,6 +202,7 @@ pub async fn run(
     command: &str,
     dir: &Path,
     home: &Path,
+    login: &Login,
     options: &ExecOptions,
     started: Instant,
 ) -> Result<Finished, String> {
@@ -187,6 +235,8 @@ pub async fn run(
     )))
     .map_err(|e| format!("cannot put {} on PATH: {e}", bin.display()))?;
     let (reader, writer) = std::io::pipe().map_err(|e| format!("cannot make a pipe: {e}"))?;
+    let run_id = crate::clock::random_hex(16);
+    let mark = format!("{RUN_VAR}={run_id}");
     let mut shell = tokio::process::Command::new("/bin/sh");
     shell
         .arg("-c")
@@ -195,6 +245,10 @@ pub async fn run(
         .env("HOME", home)
         .env("PATH", path)
         .env(SOCKET_VAR, &socket)
+        .env(RUN_VAR, &run_id)
+        .env(TARGET_VAR, &login.target)
+        .env(EMAIL_VAR, &login.email)
+        .env(PASSWORD_VAR, &login.password)
         // afemu's own af prefers AF_HOME to HOME: the scratch home must win.
         .env_remove("AF_HOME")
         .stdin(std::process::Stdio::null())
@@ -214,7 +268,10 @@ pub async fn run(
     // The pipe's write ends are the child's now: the output ends when the command's group does.
     drop(shell);
     let mut child = spawned.map_err(|e| format!("cannot run /bin/sh: {e}"))?;
-    let group = Group(child.id().map(|pid| pid as i32));
+    let group = Group {
+        pgid: child.id().map(|pid| pid as i32),
+        mark: mark.clone(),
+    };
     let output = Arc::new(Mutex::new(Output::default()));
     let reading = tokio::spawn(read_output(reader, output.clone()));
 
@@ -251,10 +308,14 @@ pub async fn run(
             )
         }
     };
-    // What it left running (its background jobs) fails it, and is stopped. (After a timeout
-    // the whole group is being stopped anyway.)
-    if let Some(pgid) = group.0.filter(|_| !timed_out) {
-        let left = members(pgid);
+    // What it left running (its background jobs, daemons) fails it, and is stopped. (After a
+    // timeout everything is being stopped anyway.)
+    if !timed_out {
+        let left: Vec<String> = group
+            .members()
+            .into_iter()
+            .map(|(pid, name)| format!("{pid} {name}"))
+            .collect();
         if !left.is_empty() {
             group.signal(nix::sys::signal::Signal::SIGKILL);
             let listed = left.join(", ");
@@ -311,10 +372,17 @@ struct Tracker {
 impl Tracker {
     fn apply(&mut self, event: Event) {
         match event {
-            Event::Start { id, args, cwd, at } => {
+            Event::Start {
+                id,
+                args,
+                cwd,
+                pinned,
+                at,
+            } => {
                 self.ids.push(id);
                 self.invocations.push(Invocation {
                     args,
+                    pinned,
                     cwd,
                     started: at,
                     ended: None,
@@ -360,14 +428,26 @@ fn status_signal(status: &std::process::ExitStatus) -> Option<String> {
     })
 }
 
-/// The command's process group: killed whole when the rehearsal lets go of it.
-struct Group(Option<i32>);
+/// What a command started: its process group, and every process with its mark in the
+/// environment (those that left the group). Killed whole when the rehearsal lets go of it.
+struct Group {
+    pgid: Option<i32>,
+    mark: String,
+}
 
 impl Group {
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        if let Some(pgid) = self.0 {
+        if let Some(pgid) = self.pgid {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
         }
+        for (pid, _) in self.members() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// The processes still alive of the command: in its group, or marked.
+    fn members(&self) -> Vec<(i32, String)> {
+        members(self.pgid, &self.mark)
     }
 }
 
@@ -377,8 +457,8 @@ impl Drop for Group {
     }
 }
 
-/// The processes in group `pgid`, as `PID NAME`.
-fn members(pgid: i32) -> Vec<String> {
+/// The live processes in group `pgid` or with `mark` (`NAME=VALUE`) in their environment.
+fn members(pgid: Option<i32>, mark: &str) -> Vec<(i32, String)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -398,8 +478,18 @@ fn members(pgid: i32) -> Vec<String> {
         let mut rest = stat[close + 1..].split_whitespace();
         let state = rest.next();
         let group = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
-        if group == Some(pgid) && !matches!(state, Some("Z" | "X")) {
-            found.push(format!("{pid} {}", &stat[open + 1..close]));
+        if matches!(state, Some("Z" | "X")) || pid == std::process::id() as i32 {
+            continue;
+        }
+        let marked = || {
+            std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
+                environ
+                    .split(|b| *b == 0)
+                    .any(|variable| variable == mark.as_bytes())
+            })
+        };
+        if (pgid.is_some() && group == pgid) || marked() {
+            found.push((pid, stat[open + 1..close].to_owned()));
         }
     }
     found.sort();
@@ -482,6 +572,7 @@ async fn converse(
         id,
         args: start.argv,
         cwd: start.cwd,
+        pinned: start.pinned,
         at: started.elapsed(),
     });
     if write.write_all(b"go\n").await.is_err() {
@@ -538,9 +629,11 @@ fn recorded(socket: &Path, args: &[String]) -> i32 {
             ));
         }
     };
+    let (run_args, pinned) = pinned(args);
     let start = StartMessage {
         argv: args.to_vec(),
         cwd: std::env::current_dir().unwrap_or_default(),
+        pinned,
     };
     let mut reader = match stream.try_clone() {
         Ok(clone) => std::io::BufReader::new(clone),
@@ -567,9 +660,12 @@ fn recorded(socket: &Path, args: &[String]) -> i32 {
         },
     };
     client
-        .args(args)
+        .args(&run_args)
         .env_remove(SOCKET_VAR)
         .env_remove(CLIENT_VAR)
+        .env_remove(TARGET_VAR)
+        .env_remove(EMAIL_VAR)
+        .env_remove(PASSWORD_VAR)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let (status, output) = match client.spawn() {
@@ -621,6 +717,32 @@ fn recorded(socket: &Path, args: &[String]) -> i32 {
     status
 }
 
+/// The arguments the client runs with: `af target URL` and `af login …` pinned to the
+/// rehearsal's emulator and user (from the environment the rehearsal gave the command), and
+/// whether they were.
+fn pinned(args: &[String]) -> (Vec<String>, bool) {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(target), Some(email), Some(password)) =
+        (var(TARGET_VAR), var(EMAIL_VAR), var(PASSWORD_VAR))
+    else {
+        return (args.to_vec(), false);
+    };
+    match afemu_cli::parse_command(args).map(|command| command.action) {
+        Ok("set_target") => (vec!["target".into(), target], true),
+        Ok("login") => (
+            vec![
+                "login".into(),
+                "--email".into(),
+                email,
+                "--passwd".into(),
+                password,
+            ],
+            true,
+        ),
+        _ => (args.to_vec(), false),
+    }
+}
+
 /// Copies a child's output to ours as it comes, keeping a copy.
 fn tee(
     mut from: impl Read + Send + 'static,
@@ -642,6 +764,20 @@ fn tee(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_command_lines() {
+        let line = |args: &[&str]| af_line(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            line(&["login", "ops@corp.com", "--passwd", "s3cret"]),
+            "af login ops@corp.com --passwd ********"
+        );
+        assert_eq!(
+            line(&["login", "--password=s3cret"]),
+            "af login --password=********"
+        );
+        assert_eq!(line(&["map", "a", "b.com"]), "af map a b.com");
+    }
 
     #[test]
     fn words_are_quoted_as_a_shell_reads_them_back() {

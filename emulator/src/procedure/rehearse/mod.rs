@@ -237,10 +237,16 @@ impl Run<'_> {
                 }
             }
             ItemKind::Exec(command) => {
+                let login = exec::Login {
+                    target: self.oracle.api_url(),
+                    email: USER.into(),
+                    password: PASSWORD.into(),
+                };
                 let finished = exec::run(
                     command,
                     &self.runbook.dir,
                     self.home,
+                    &login,
                     &self.exec,
                     self.started,
                 )

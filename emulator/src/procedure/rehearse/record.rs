@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::exec::{Invocation, shell_quote};
+use super::exec::{Invocation, af_line};
 use super::report::Expectation;
 use crate::config::Faults;
 use crate::procedure::check::{self, CheckOptions, Outcome};
-use crate::procedure::runbook::{ItemKind, Runbook, check_af_line};
+use crate::procedure::runbook::{ItemKind, Runbook, check_af_line, model_step};
 
 /// What one `$` line ran.
 #[derive(Debug)]
@@ -91,11 +91,33 @@ pub(super) fn runbook(
                 continue;
             };
             last_end = Some(ended);
+            let command = afemu_cli::parse_command(&invocation.args).ok();
+            if invocation.pinned
+                || command.as_ref().is_some_and(|c| {
+                    matches!(c.action, "target" | "set_target" | "login" | "logout")
+                })
+            {
+                text.push_str(&format!("# pinned to the rehearsal's emulator: {line}\n"));
+                continue;
+            }
             if invocation.status != Some(0) {
-                text.push_str(&format!(
-                    "# {} in the run, so it changed nothing: {line}\n",
-                    invocation.result()
-                ));
+                // A command that changes routes may have changed some before it failed (a
+                // restart whose start failed stopped the app): the model cannot know how far.
+                let changes_routes = command
+                    .as_ref()
+                    .is_none_or(|c| !matches!(model_step(c, |_| Some(1)), Ok(None)));
+                if changes_routes {
+                    text.push_str(&format!("# failed ({}): {line}\n", invocation.result()));
+                    unmodelled.push(format!(
+                        "`{line}` failed ({}) after it may have changed routes",
+                        invocation.result()
+                    ));
+                } else {
+                    text.push_str(&format!(
+                        "# {} in the run, and it changes no route: {line}\n",
+                        invocation.result()
+                    ));
+                }
                 continue;
             }
             if invocation.args.iter().any(|a| a.contains(['\n', '\r'])) {
@@ -135,13 +157,6 @@ fn push_wait(text: &mut String, pause: Duration) {
     if ms > 0 {
         text.push_str(&format!("@wait {ms}ms\n"));
     }
-}
-
-fn af_line(args: &[String]) -> String {
-    std::iter::once("af".to_owned())
-        .chain(args.iter().map(|a| shell_quote(a)))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A relative `--path` made absolute from where the command ran, so the recorded runbook means
@@ -297,6 +312,7 @@ mod tests {
     ) -> Invocation {
         Invocation {
             args: args.iter().map(|a| a.to_string()).collect(),
+            pinned: false,
             cwd: PathBuf::from("/deploy"),
             started: Duration::from_millis(started_ms),
             ended: ended_ms.map(Duration::from_millis),
@@ -357,7 +373,7 @@ mod tests {
                 "# $ ./deploy.sh",
                 "af push example2 --path /deploy/v2 --url staging.com -n",
                 "@wait 50ms",
-                "# exit 1 in the run, so it changed nothing: af stats example3",
+                "# exit 1 in the run, and it changes no route: af stats example3",
                 "@wait 10ms",
                 "af map example2 example.com",
                 "@wait 250ms",
@@ -406,6 +422,38 @@ mod tests {
 
     fn runbook_of(source: &Runbook, scripts: &BTreeMap<usize, Script>) -> Recorded {
         runbook(source, scripts, Path::new("t.runbook"))
+    }
+
+    /// A restart that failed may have stopped the app before it failed: never "changed nothing".
+    #[test]
+    fn a_failed_command_that_changes_routes_leaves_the_check_not_evaluated() {
+        let given = source("@traffic example.com\n$ ./deploy.sh\n");
+        let scripts = BTreeMap::from([(
+            2,
+            Script {
+                ended: Duration::from_millis(500),
+                invocations: vec![
+                    invocation(&["restart", "example"], 10, Some(100), 1),
+                    invocation(&["target", "https://api.appfog.com"], 110, Some(120), 0),
+                ],
+            },
+        )]);
+        let recorded = runbook_of(&given, &scripts);
+        assert_eq!(recorded.unmodelled.len(), 1, "{:?}", recorded.unmodelled);
+        assert!(
+            recorded.unmodelled[0].contains("`af restart example` failed (exit 1)"),
+            "{:?}",
+            recorded.unmodelled
+        );
+        assert!(
+            recorded
+                .text
+                .contains("# pinned to the rehearsal's emulator: af target https://api.appfog.com"),
+            "{}",
+            recorded.text
+        );
+        let verdict = check(&recorded, &Faults::default(), false);
+        assert_eq!(verdict.outcome, Outcome::NotEvaluated, "{}", verdict.detail);
     }
 
     #[test]
