@@ -13,8 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long one block may run.
+/// How long one block may run; one in the checkout may build afemu in release first.
 const BLOCK_LIMIT: Duration = Duration::from_secs(300);
+const BUILD_LIMIT: Duration = Duration::from_secs(1800);
 
 /// The documents: the README, ARCHITECTURE.md and every other Markdown file of the repository
 /// (not the build's or node's).
@@ -52,6 +53,8 @@ struct Block {
     text: String,
     /// Why it does not run, when it says so.
     not_run: Option<String>,
+    /// It runs in the checkout itself (`<!-- in the checkout -->`): `cargo install --path .`.
+    in_checkout: bool,
 }
 
 fn blocks(file: &Path) -> Vec<Block> {
@@ -69,17 +72,19 @@ fn blocks(file: &Path) -> Vec<Block> {
         while end < lines.len() && lines[end].trim_end() != "```" {
             end += 1;
         }
-        let not_run = start
-            .checked_sub(1)
-            .and_then(|before| lines[before].trim().strip_prefix("<!-- not run:"))
+        let before = start.checked_sub(1).map(|b| lines[b].trim());
+        let not_run = before
+            .and_then(|line| line.strip_prefix("<!-- not run:"))
             .and_then(|rest| rest.strip_suffix("-->"))
             .map(|reason| reason.trim().to_owned());
+        let in_checkout = before == Some("<!-- in the checkout -->");
         found.push(Block {
             file: file.to_path_buf(),
             line: start + 1,
             lang: lang.trim().to_owned(),
             text: lines[start + 1..end.min(lines.len())].join("\n") + "\n",
             not_run,
+            in_checkout,
         });
         at = end + 1;
     }
@@ -111,18 +116,51 @@ async fn run(block: &Block) -> Result<String, String> {
     std::os::unix::fs::symlink(root.join("fixtures"), scratch.path().join("fixtures")).unwrap();
     let home = scratch.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+    // A block run in the checkout installs what it builds here, and finds it first; the others
+    // find this build's binaries first.
+    let installed = scratch.path().join("installed");
+    let first = if block.in_checkout {
+        installed.join("bin")
+    } else {
+        bin
+    };
+    let path = std::env::join_paths(std::iter::once(first).chain(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
     )))
     .unwrap();
     let mut command = tokio::process::Command::new("bash");
     command
         .args(["-euo", "pipefail", "-c", &block.text])
-        .current_dir(scratch.path())
+        .current_dir(if block.in_checkout {
+            root.to_path_buf()
+        } else {
+            scratch.path().to_path_buf()
+        })
         .env("PATH", path)
         .env("HOME", &home)
         .env("TMPDIR", scratch.path())
         .env("NO_COLOR", "1");
+    if block.in_checkout {
+        // Cargo and rustup keep their homes (the toolchain, the registry's cache) and this
+        // build's target directory, so an install builds only what changed.
+        let real_home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+        let target = Path::new(env!("CARGO_BIN_EXE_afemu"))
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .to_path_buf();
+        command
+            .env("CARGO_INSTALL_ROOT", &installed)
+            .env("CARGO_TARGET_DIR", target)
+            .env(
+                "CARGO_HOME",
+                std::env::var_os("CARGO_HOME").unwrap_or_else(|| real_home.join(".cargo").into()),
+            )
+            .env(
+                "RUSTUP_HOME",
+                std::env::var_os("RUSTUP_HOME").unwrap_or_else(|| real_home.join(".rustup").into()),
+            );
+    }
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("AFEMU_") || name == "AF_HOME" || name == "RUST_LOG" {
             command.env_remove(&name);
@@ -148,7 +186,12 @@ async fn run(block: &Block) -> Result<String, String> {
     };
     let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
-    let status = tokio::time::timeout(BLOCK_LIMIT, child.wait()).await;
+    let limit = if block.in_checkout {
+        BUILD_LIMIT
+    } else {
+        BLOCK_LIMIT
+    };
+    let status = tokio::time::timeout(limit, child.wait()).await;
     // What it started in the background goes with it.
     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
     wait_for_group_to_end(group).await;
@@ -158,7 +201,7 @@ async fn run(block: &Block) -> Result<String, String> {
         String::from_utf8_lossy(&stderr.await.unwrap_or_default())
     );
     let status = status
-        .map_err(|_| format!("still running after {BLOCK_LIMIT:?}\n{said}"))?
+        .map_err(|_| format!("still running after {limit:?}\n{said}"))?
         .map_err(|e| e.to_string())?;
     if status.success() {
         Ok(said)
@@ -206,6 +249,24 @@ async fn every_shell_example_runs_or_says_why_not() {
     }
     assert!(ran >= 3, "only {ran} examples ran");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The README's install line runs in the checkout: a newcomer gets both programs with it.
+#[test]
+fn the_readme_installs_both_programs() {
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let install = blocks(&readme)
+        .into_iter()
+        .find(|b| b.in_checkout)
+        .expect("an install block in the README");
+    assert!(
+        install
+            .text
+            .starts_with("cargo install --locked --path .\n"),
+        "{}",
+        install.text
+    );
+    assert!(install.text.contains("afemu --version && af --version"));
 }
 
 /// A marker for a block that is not a shell example is a mistake.
