@@ -55,6 +55,10 @@ struct Block {
     not_run: Option<String>,
     /// It runs in the checkout itself (`<!-- in the checkout -->`): `cargo install --path .`.
     in_checkout: bool,
+    /// A CI recipe (`<!-- ci: github -->`, `<!-- ci: gitlab -->`): its jobs' shell lines run.
+    ci: Option<String>,
+    /// A file of the project the CI recipes assume (`<!-- file: PATH -->`).
+    project_file: Option<String>,
 }
 
 fn blocks(file: &Path) -> Vec<Block> {
@@ -78,6 +82,14 @@ fn blocks(file: &Path) -> Vec<Block> {
             .and_then(|rest| rest.strip_suffix("-->"))
             .map(|reason| reason.trim().to_owned());
         let in_checkout = before == Some("<!-- in the checkout -->");
+        let marked = |prefix: &str| {
+            before
+                .and_then(|line| line.strip_prefix(prefix))
+                .and_then(|rest| rest.strip_suffix("-->"))
+                .map(|value| value.trim().to_owned())
+        };
+        let ci = marked("<!-- ci:");
+        let project_file = marked("<!-- file:");
         found.push(Block {
             file: file.to_path_buf(),
             line: start + 1,
@@ -85,6 +97,8 @@ fn blocks(file: &Path) -> Vec<Block> {
             text: lines[start + 1..end.min(lines.len())].join("\n") + "\n",
             not_run,
             in_checkout,
+            ci,
+            project_file,
         });
         at = end + 1;
     }
@@ -110,16 +124,45 @@ fn binaries(scratch: &Path) -> PathBuf {
 
 /// Runs one block; its output, or why it failed.
 async fn run(block: &Block) -> Result<String, String> {
+    run_script(&block.text, block.in_checkout, None).await
+}
+
+/// Runs `text`; with `installing`, cargo installs into a scratch root found first on `PATH`;
+/// with a `project`, in a scratch directory laid out as that project (its files written, its
+/// runbooks and apps), else in the checkout (`installing`) or a scratch directory.
+async fn run_script(
+    text: &str,
+    installing: bool,
+    project: Option<&[(String, String)]>,
+) -> Result<String, String> {
     let scratch = tempfile::tempdir().unwrap();
     let bin = binaries(scratch.path());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::os::unix::fs::symlink(root.join("fixtures"), scratch.path().join("fixtures")).unwrap();
+    let project_dir = scratch.path().join("project");
+    if let Some(files) = project {
+        std::fs::create_dir_all(project_dir.join("runbooks")).unwrap();
+        for (path, content) in files {
+            let path = project_dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        // The project's runbooks: the seed procedures, their apps beside them.
+        for runbook in ["seed-001-swap-awaited.runbook", "seed-000-downtime.runbook"] {
+            std::fs::copy(
+                root.join("fixtures/runbooks").join(runbook),
+                project_dir.join("runbooks").join(runbook),
+            )
+            .unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("fixtures/apps"), project_dir.join("apps")).unwrap();
+    }
     let home = scratch.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     // A block run in the checkout installs what it builds here, and finds it first; the others
     // find this build's binaries first.
     let installed = scratch.path().join("installed");
-    let first = if block.in_checkout {
+    let first = if installing {
         installed.join("bin")
     } else {
         bin
@@ -130,8 +173,10 @@ async fn run(block: &Block) -> Result<String, String> {
     .unwrap();
     let mut command = tokio::process::Command::new("bash");
     command
-        .args(["-euo", "pipefail", "-c", &block.text])
-        .current_dir(if block.in_checkout {
+        .args(["-euo", "pipefail", "-c", text])
+        .current_dir(if project.is_some() {
+            project_dir.clone()
+        } else if installing {
             root.to_path_buf()
         } else {
             scratch.path().to_path_buf()
@@ -140,7 +185,7 @@ async fn run(block: &Block) -> Result<String, String> {
         .env("HOME", &home)
         .env("TMPDIR", scratch.path())
         .env("NO_COLOR", "1");
-    if block.in_checkout {
+    if installing {
         // Cargo and rustup keep their homes (the toolchain, the registry's cache) and this
         // build's target directory, so an install builds only what changed.
         let real_home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
@@ -186,11 +231,7 @@ async fn run(block: &Block) -> Result<String, String> {
     };
     let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
-    let limit = if block.in_checkout {
-        BUILD_LIMIT
-    } else {
-        BLOCK_LIMIT
-    };
+    let limit = if installing { BUILD_LIMIT } else { BLOCK_LIMIT };
     let status = tokio::time::timeout(limit, child.wait()).await;
     // What it started in the background goes with it.
     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
@@ -248,6 +289,106 @@ async fn every_shell_example_runs_or_says_why_not() {
         }
     }
     assert!(ran >= 3, "only {ran} examples ran");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// How the recipes install afemu, and what the test runs instead (no network to the repository
+/// here; the same program from the checkout).
+const INSTALL: &str = "cargo install --locked --git https://github.com/afemu/afemu afemu";
+
+/// The shell of each job of a CI recipe, in order: GitHub's `run:` steps (with their `env:`),
+/// GitLab's `before_script` and `script` (with the job's `variables`).
+fn ci_jobs(kind: &str, yaml: &str) -> Vec<(String, String)> {
+    use yaml_rust2::Yaml;
+    let docs = yaml_rust2::YamlLoader::load_from_str(yaml).expect("the recipe is YAML");
+    let Some(Yaml::Hash(top)) = docs.into_iter().next() else {
+        panic!("a recipe is a mapping");
+    };
+    let text = |y: &Yaml| match y {
+        Yaml::String(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        other => panic!("not a string: {other:?}"),
+    };
+    let exports = |env: Option<&Yaml>| -> String {
+        let Some(Yaml::Hash(env)) = env else {
+            return String::new();
+        };
+        env.iter()
+            .map(|(k, v)| format!("export {}='{}'\n", text(k), text(v)))
+            .collect()
+    };
+    let mut jobs = Vec::new();
+    match kind {
+        "github" => {
+            let Some(Yaml::Hash(all)) = top.get(&Yaml::String("jobs".into())) else {
+                panic!("no jobs");
+            };
+            for (name, job) in all {
+                let mut script = String::new();
+                for step in job["steps"].as_vec().expect("steps") {
+                    if let Some(run) = step["run"].as_str() {
+                        script.push_str(&exports(
+                            step.as_hash()
+                                .and_then(|h| h.get(&Yaml::String("env".into()))),
+                        ));
+                        script.push_str(run);
+                        script.push('\n');
+                    }
+                }
+                jobs.push((text(name), script));
+            }
+        }
+        "gitlab" => {
+            for (name, job) in &top {
+                let mut script = exports(
+                    job.as_hash()
+                        .and_then(|h| h.get(&Yaml::String("variables".into()))),
+                );
+                for part in ["before_script", "script"] {
+                    for line in job[part].as_vec().into_iter().flatten() {
+                        script.push_str(&text(line));
+                        script.push('\n');
+                    }
+                }
+                jobs.push((text(name), script));
+            }
+        }
+        other => panic!("no such CI: {other}"),
+    }
+    jobs
+}
+
+/// Every job of docs/CI.md runs: its shell lines, in a project laid out as the page says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ci_job_runs() {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CI.md");
+    let all = blocks(&page);
+    let files: Vec<(String, String)> = all
+        .iter()
+        .filter_map(|b| b.project_file.clone().map(|path| (path, b.text.clone())))
+        .collect();
+    assert!(files.len() >= 2, "the project's files: {files:?}");
+    let root = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let mut ran = Vec::new();
+    let mut failures = Vec::new();
+    for block in all.iter().filter(|b| b.ci.is_some()) {
+        let kind = block.ci.as_deref().unwrap();
+        for (job, script) in ci_jobs(kind, &block.text) {
+            assert!(
+                script.contains(INSTALL),
+                "{kind} {job} installs afemu as the page says"
+            );
+            let script = script.replace(
+                INSTALL,
+                &format!("cargo install --locked --path {}", root.display()),
+            );
+            if let Err(why) = run_script(&script, true, Some(&files)).await {
+                failures.push(format!("{kind} job {job}:\n{script}\n--- {why}"));
+            }
+            ran.push(format!("{kind} {job}"));
+        }
+    }
+    assert_eq!(ran.len(), 4, "two jobs each for GitHub and GitLab: {ran:?}");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
