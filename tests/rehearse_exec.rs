@@ -438,3 +438,22 @@ async fn af_target_and_login_in_a_script_stay_on_the_rehearsal() {
     assert!(!json.contains("s3cret"), "the password is in the report");
     assert_eq!(expectation(&report, PROOF).outcome, Outcome::Held);
 }
+
+/// Under a TMPDIR too long for a socket's path, the recording still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_tmpdir_does_not_stop_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("a-rather-long-directory-name-".repeat(4));
+    std::fs::create_dir_all(&long).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .args(["rehearse", "--profile", "instant", "--services", "records"])
+        .args(["--exec", "af apps", "--traffic", "example.com"])
+        .env("TMPDIR", &long)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    // example.com has no app: the rehearsal fails on its error pages, but the command ran and
+    // its af step was recorded.
+    assert!(said.contains("af apps [") && said.contains("ok]"), "{said}");
+    assert!(!said.contains("path must be shorter"), "{said}");
+}

@@ -223,7 +223,19 @@ pub async fn run(
     {
         return Err(format!("--af {}: not an executable file", client.display()));
     }
-    let socket = scratch.join("af.sock");
+    // A socket's path has at most 107 bytes: under a long TMPDIR it goes in a private directory
+    // of its own in /tmp instead (removed with `_short`).
+    let mut socket = scratch.join("af.sock");
+    let _short = if socket.as_os_str().len() > 100 {
+        let short = tempfile::Builder::new()
+            .prefix("afemu-af-")
+            .tempdir_in("/tmp")
+            .map_err(|e| format!("cannot make a directory for the socket in /tmp: {e}"))?;
+        socket = short.path().join("af.sock");
+        Some(short)
+    } else {
+        None
+    };
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket)
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
@@ -629,6 +641,8 @@ fn recorded(socket: &Path, args: &[String]) -> i32 {
             ));
         }
     };
+    // The rehearsal answers at once; a socket that does not is not a rehearsal's.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let (run_args, pinned) = pinned(args);
     let start = StartMessage {
         argv: args.to_vec(),
