@@ -596,24 +596,7 @@ async fn a_swap_to_a_new_database_loses_the_acknowledged_writes() {
 async fn no_database_server_outlives_afemu(signal: nix::sys::signal::Signal) {
     let mut served = common::serve_binary_logged(&["--services", "real"], &[]).await;
     let api = served.api.clone();
-    let email = "owner@example.com";
-    common::call(
-        &api,
-        "",
-        "POST",
-        "/users",
-        Some(json!({"email": email, "password": "pw"})),
-    )
-    .await;
-    let (_, token) = common::call(
-        &api,
-        "",
-        "POST",
-        &format!("/users/{email}/tokens"),
-        Some(json!({"password": "pw"})),
-    )
-    .await;
-    let token = token["token"].as_str().unwrap().to_owned();
+    let token = common::owner_token(&api).await;
     for vendor in ["postgresql", "mysql", "redis", "rabbitmq"] {
         let (status, body) = common::call(
             &api,

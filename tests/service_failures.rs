@@ -33,17 +33,6 @@ async fn credentials(emu: &Emulator) -> Vec<(String, String, Value)> {
         .collect()
 }
 
-/// Registers a user on a served afemu and logs in: the token.
-async fn owner_token(api: &str) -> String {
-    let email = "owner@example.com";
-    let user = json!({"email": email, "password": "pw"});
-    common::call(api, "", "POST", "/users", Some(user)).await;
-    let login = json!({"password": "pw"});
-    let path = format!("/users/{email}/tokens");
-    let (_, token) = common::call(api, "", "POST", &path, Some(login)).await;
-    token["token"].as_str().unwrap().to_owned()
-}
-
 /// A PostgreSQL client program: on `PATH`, or in Debian's versioned directory.
 fn psql() -> PathBuf {
     std::fs::read_dir("/usr/lib/postgresql")
@@ -201,7 +190,7 @@ async fn a_server_that_cannot_start_fails_the_provision_and_leaves_nothing() {
         &[("PATH", &path)],
     )
     .await;
-    let token = owner_token(&served.api).await;
+    let token = common::owner_token(&served.api).await;
     let (_, status) = common::call(&served.api, "", "GET", "/_afemu/services", None).await;
     let redis = status["vendors"]
         .as_array()
@@ -300,7 +289,7 @@ async fn a_failed_server_start_is_tried_again_by_the_next_provision() {
 async fn credentials_never_reach_the_log_at_info_level() {
     let mut served = common::serve_binary_logged(&["--services", "real"], &[]).await;
     let api = served.api.clone();
-    let token = owner_token(&api).await;
+    let token = common::owner_token(&api).await;
     let vendors = ["postgresql", "mysql", "redis"];
     for vendor in vendors {
         let (status, body) = common::call(

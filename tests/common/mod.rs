@@ -268,3 +268,14 @@ pub async fn call_as_user(
     let token = emu.client().token().unwrap().to_owned();
     call(&emu.api_url(), &token, method, path, body).await
 }
+
+/// Registers a user on a served afemu (`owner@example.com`) and logs in: the token.
+pub async fn owner_token(api: &str) -> String {
+    let email = "owner@example.com";
+    let user = serde_json::json!({"email": email, "password": "pw"});
+    call(api, "", "POST", "/users", Some(user)).await;
+    let login = serde_json::json!({"password": "pw"});
+    let path = format!("/users/{email}/tokens");
+    let (_, token) = call(api, "", "POST", &path, Some(login)).await;
+    token["token"].as_str().unwrap().to_owned()
+}
