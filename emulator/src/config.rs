@@ -1,7 +1,7 @@
 //! Settings: the timing profiles, the account limits, and everything `afemu serve` can be told.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use afemu_router::{Balance, ErrorPages, RouterConfig};
@@ -26,6 +26,7 @@ impl Profile {
                 boot: Duration::ZERO,
                 readiness_poll: Duration::from_millis(2),
                 readiness_timeout: Duration::from_secs(60),
+                staging_timeout: DEFAULT_STAGING_TIMEOUT,
                 drain: Duration::from_secs(1),
                 flapping_backoff: Duration::from_millis(100),
                 flapping_timeout: Duration::from_secs(5),
@@ -36,6 +37,7 @@ impl Profile {
                 boot: Duration::from_millis(150),
                 readiness_poll: Duration::from_millis(10),
                 readiness_timeout: Duration::from_secs(60),
+                staging_timeout: DEFAULT_STAGING_TIMEOUT,
                 drain: Duration::from_secs(2),
                 flapping_backoff: Duration::from_secs(1),
                 flapping_timeout: Duration::from_secs(30),
@@ -46,6 +48,7 @@ impl Profile {
                 boot: Duration::from_secs(2),
                 readiness_poll: Duration::from_millis(500),
                 readiness_timeout: Duration::from_secs(60),
+                staging_timeout: DEFAULT_STAGING_TIMEOUT,
                 drain: Duration::from_secs(10),
                 flapping_backoff: Duration::from_secs(60),
                 flapping_timeout: Duration::from_secs(500),
@@ -63,6 +66,9 @@ impl Profile {
     }
 }
 
+/// v1's `max_staging_runtime`.
+pub const DEFAULT_STAGING_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The delays of one profile; each can also be set on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -74,6 +80,8 @@ pub struct Timing {
     pub readiness_poll: Duration,
     /// How long an instance may take to accept a connection before it is CRASHED (v1: ~60 s).
     pub readiness_timeout: Duration,
+    /// How long staging (npm, Bundler, pip…) may take before it fails (v1: 120 s).
+    pub staging_timeout: Duration,
     /// How long a stop waits for requests in flight to the instance before killing it.
     pub drain: Duration,
     /// The first flapping restart delay; it doubles per crash (v1: 60 s, up to 480 s).
@@ -126,6 +134,9 @@ pub struct Config {
     pub admins: Vec<String>,
     /// How long a crashed instance's directory and logs are kept (v1: an hour).
     pub crash_retention: Duration,
+    /// Where staging keeps the package managers' caches. `None`: the user's cache directory
+    /// (`$XDG_CACHE_HOME/afemu/staging`, `~/.cache/afemu/staging`), else under the data directory.
+    pub staging_cache: Option<PathBuf>,
     /// Credentials given to new services, by vendor (`mysql`, `redis`, …), over made-up ones;
     /// a vendor named here is a record (its credentials point wherever they say).
     pub service_credentials: ServiceCredentials,
@@ -270,6 +281,7 @@ impl Config {
             limits: Limits::default(),
             admins: Vec::new(),
             crash_retention: Duration::from_secs(3600),
+            staging_cache: None,
             service_credentials: ServiceCredentials::default(),
             services: ServicesMode::Auto,
             faults: Faults::default(),
@@ -369,6 +381,14 @@ pub struct ServeArgs {
     /// How long crashed instances' directories and logs are kept.
     #[arg(long, env = "AFEMU_CRASH_RETENTION", value_parser = humantime::parse_duration, default_value = "1h")]
     pub crash_retention: Duration,
+    /// How long staging (installing dependencies with npm, Bundler, pip) may take before it
+    /// fails [default: 120s, as v1].
+    #[arg(long, env = "AFEMU_STAGING_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub staging_timeout: Option<Duration>,
+    /// Where staging keeps the package managers' caches (npm, pip, Bundler), shared by every
+    /// emulator [default: $XDG_CACHE_HOME/afemu/staging, or ~/.cache/afemu/staging].
+    #[arg(long, env = "AFEMU_STAGING_CACHE")]
+    pub staging_cache: Option<PathBuf>,
     /// How long an instance may take to listen before it is CRASHED [default: 60s].
     #[arg(long, env = "AFEMU_READINESS_TIMEOUT", value_parser = humantime::parse_duration)]
     pub readiness_timeout: Option<Duration>,
@@ -394,6 +414,26 @@ pub struct ServeArgs {
     /// Users that may act for others with the PROXY-USER header (repeatable).
     #[arg(long = "admin", env = "AFEMU_ADMINS", value_delimiter = ',')]
     pub admins: Vec<String>,
+}
+
+/// The staging cache: the configured one, else the user's cache directory, else one under the
+/// data directory.
+pub(crate) fn staging_cache(config: &Config, data_dir: &Path) -> PathBuf {
+    if let Some(cache) = &config.staging_cache {
+        return cache.clone();
+    }
+    let user_cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|home| !home.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        });
+    match user_cache {
+        Some(dir) => dir.join("afemu").join("staging"),
+        None => data_dir.join("staging-cache"),
+    }
 }
 
 impl ServeArgs {
@@ -436,6 +476,12 @@ impl ServeArgs {
         }
         if let Some(timeout) = self.readiness_timeout {
             config.timing.readiness_timeout = timeout;
+        }
+        if let Some(timeout) = self.staging_timeout {
+            config.timing.staging_timeout = timeout;
+        }
+        if let Some(cache) = &self.staging_cache {
+            config.staging_cache = Some(cache.clone());
         }
         if let Some(grace) = self.stop_grace {
             config.timing.stop_grace = grace;

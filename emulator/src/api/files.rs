@@ -48,7 +48,18 @@ async fn serve(
     path: &str,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let dir = platform.instance_dir(user, name, instance)?;
+    let dir = match platform.instance_dir(user, name, instance) {
+        Ok(dir) => dir,
+        // No instance (its staging failed, or it is stopped): the last staging log is still
+        // there to say why, at the path v1 kept it.
+        Err(ApiError::InstanceNotFound(_))
+            if path.trim_matches('/') == "logs/staging.log"
+                && let Some(log) = platform.staging_log(user, name)? =>
+        {
+            return serve_file(log, path, request).await;
+        }
+        Err(error) => return Err(error),
+    };
     let requested = path.to_owned();
     let resolved = tokio::task::spawn_blocking(move || files::resolve(&dir, &requested))
         .await
@@ -61,16 +72,7 @@ async fn serve(
                 .map_err(|_| ApiError::FileError(path.to_owned()))?;
             Ok(([(header::CONTENT_TYPE, "text/plain")], listing).into_response())
         }
-        Resolved::File(file) => {
-            // Range requests (206 with the exact bytes), content types and the rest.
-            let (parts, _) = request.into_parts();
-            let request = Request::from_parts(parts, axum::body::Body::empty());
-            let response = ServeFile::new(file)
-                .oneshot(request)
-                .await
-                .map_err(|e| ApiError::FileError(format!("{path}: {e}")))?;
-            Ok(response.map(axum::body::Body::new))
-        }
+        Resolved::File(file) => serve_file(file, path, request).await,
         Resolved::NotFound => Ok((
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain")],
@@ -84,4 +86,19 @@ async fn serve(
         )
             .into_response()),
     }
+}
+
+/// A file, with range requests (206 with the exact bytes), content types and the rest.
+async fn serve_file(
+    file: std::path::PathBuf,
+    path: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, _) = request.into_parts();
+    let request = Request::from_parts(parts, axum::body::Body::empty());
+    let response = ServeFile::new(file)
+        .oneshot(request)
+        .await
+        .map_err(|e| ApiError::FileError(format!("{path}: {e}")))?;
+    Ok(response.map(axum::body::Body::new))
 }

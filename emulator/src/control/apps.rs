@@ -236,6 +236,15 @@ impl Platform {
             .ok_or_else(|| ApiError::InstanceNotFound(instance.to_owned()))
     }
 
+    /// The app's last staging log (kept also when staging failed and no instance runs).
+    pub fn staging_log(&self, user: &str, name: &str) -> Result<Option<PathBuf>, ApiError> {
+        let app_id = {
+            let state = self.state();
+            state.find_app(user, name).ok_or(ApiError::AppNotFound)?.id
+        };
+        Ok(self.inner.dea.staging_log(app_id))
+    }
+
     /// `POST /resources`: which of these files the server already has.
     pub fn known_resources(&self, wanted: &[Value]) -> Vec<Value> {
         wanted

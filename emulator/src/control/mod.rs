@@ -146,6 +146,7 @@ impl Platform {
         let dea = Dea::new(
             data_dir,
             config.timing,
+            crate::config::staging_cache(&config, data_dir),
             shutdown.clone(),
             tasks.clone(),
             events,
@@ -221,6 +222,12 @@ impl Platform {
     /// What each service vendor is here (real or a record, and why), for the start-up log.
     pub fn service_vendors(&self) -> Vec<crate::nodes::VendorStatus> {
         self.inner.nodes.vendors().to_vec()
+    }
+
+    /// What staging can do on this machine (npm, Bundler, pip, Java), for the start-up log.
+    /// Blocking.
+    pub fn staging_tools(&self) -> Vec<String> {
+        crate::dea::staging::describe()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::Dea;
-use super::stager::{Droplet, StartPlan};
+use super::staging::{Droplet, StartPlan};
 use crate::bus::{EnvTemplate, StartRequest};
 use crate::clock::{epoch_seconds, time_of_day_utc};
 use crate::watchdog::Watchdog;
@@ -383,10 +383,21 @@ async fn finish_stop(reply: Option<oneshot::Sender<()>>, dir: &Path) {
     }
 }
 
-/// Lays out the instance directory as v1's DEA did: `app/` (a copy of the droplet) and `logs/`.
+/// Lays out the instance directory as v1's DEA did: a copy of the droplet (`app/`, and what
+/// staging put beside it, such as a Java app's servlet container) and `logs/`, with the staging
+/// log in it.
 fn prepare_instance_dir(droplet_dir: &Path, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir.join("logs"))?;
-    copy_tree(&droplet_dir.join("app"), &dir.join("app"))?;
+    for entry in std::fs::read_dir(droplet_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "staging.log" || name == "logs" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &dir.join(&name))?;
+        }
+    }
     let staging_log = droplet_dir.join("staging.log");
     if staging_log.is_file() {
         std::fs::copy(staging_log, dir.join("logs").join("staging.log"))?;
@@ -484,10 +495,14 @@ async fn start(
             ));
             Ok((Running::Static { stop, server, hang }, port))
         }
-        StartPlan::Command { command, port_args } => {
+        StartPlan::Command {
+            command,
+            port_args,
+            exports,
+        } => {
             let port = free_port().await?;
             let env = instance_env(&request.env, &request.instance_id, request.index, port, dir);
-            let child = spawn_app_process(command, *port_args, port, dir, env)?;
+            let child = spawn_app_process(command, *port_args, exports, port, dir, env)?;
             let group = child.id().map(|pid| nix::unistd::Pid::from_raw(pid as i32));
             if let Some(pid) = child.id() {
                 watchdog.watch(pid as i32);
@@ -519,6 +534,7 @@ async fn free_port() -> Result<u16, String> {
 fn spawn_app_process(
     command: &str,
     port_args: bool,
+    exports: &[(String, String)],
     port: u16,
     dir: &Path,
     env: Vec<(String, String)>,
@@ -533,10 +549,15 @@ fn spawn_app_process(
     };
     let stdout = open_log("stdout.log")?;
     let stderr = open_log("stderr.log")?;
-    // v1's staged `startup` script: run the app in the background, write its pid to
-    // `../run.pid` (clients read it through the files API), and wait for it.
+    // v1's staged `startup` script: export the framework's variables, run the app in the
+    // background, write its pid to `../run.pid` (clients read it through the files API), and
+    // wait for it.
     let arguments = if port_args { " \"$@\"" } else { "" };
-    let script = format!("{command}{arguments} &\necho $! > ../run.pid\nwait $!\n");
+    let exports: String = exports
+        .iter()
+        .map(|(name, value)| format!("export {name}=\"{value}\"\n"))
+        .collect();
+    let script = format!("{exports}{command}{arguments} &\necho $! > ../run.pid\nwait $!\n");
     tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(script)

@@ -17,7 +17,7 @@ pub(crate) mod files;
 pub(crate) mod frameworks;
 mod instance;
 mod procstat;
-pub(crate) mod stager;
+pub(crate) mod staging;
 mod static_server;
 
 use std::collections::HashMap;
@@ -34,8 +34,8 @@ use crate::bus::{InstanceEvent, StageRequest, StartRequest, StopRequest};
 use crate::config::Timing;
 use crate::watchdog::Watchdog;
 use instance::InstanceCommand;
-use stager::Droplet;
-pub use stager::StartPlan;
+pub use staging::StartPlan;
+use staging::{Droplet, StagingEnv};
 
 /// The DEA's handle; clone it freely.
 #[derive(Clone)]
@@ -47,6 +47,8 @@ struct Inner {
     /// `droplets/` and `instances/` live here.
     data_dir: PathBuf,
     timing: Timing,
+    /// The package managers' caches, shared by stagings.
+    staging_cache: PathBuf,
     watchdog: Arc<Watchdog>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -104,6 +106,7 @@ impl Dea {
     pub(crate) fn new(
         data_dir: &Path,
         timing: Timing,
+        staging_cache: PathBuf,
         shutdown: CancellationToken,
         tasks: TaskTracker,
         events: mpsc::UnboundedSender<InstanceEvent>,
@@ -116,6 +119,7 @@ impl Dea {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
                 timing,
+                staging_cache,
                 watchdog,
                 shutdown,
                 tasks,
@@ -154,19 +158,35 @@ impl Dea {
             .data_dir
             .join("droplets")
             .join(format!("{}-{}", request.app_id, request.package_hash));
-        let staged = tokio::task::spawn_blocking(move || {
-            stager::stage(
-                &request.bits,
-                &dir,
-                &request.package_hash,
-                &request.framework,
-                request.command.as_deref(),
-                &request.name,
-            )
-            .map(|droplet| (request.app_id, droplet))
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let env = StagingEnv {
+            timeout: self.inner.timing.staging_timeout,
+            cache: self.inner.staging_cache.clone(),
+            watchdog: self.inner.watchdog.clone(),
+            shutdown: self.inner.shutdown.clone(),
+        };
+        let input = staging::StageInput {
+            bits: &request.bits,
+            hash: &request.package_hash,
+            framework: &request.framework,
+            command: request.command.as_deref(),
+            name: &request.name,
+        };
+        let staged = staging::stage(input, &dir, env).await;
+        // The last staging's log stays readable whatever became of it (`af files APP
+        // logs/staging.log` of an app whose staging failed); a failed droplet goes.
+        let kept = self.staging_log_path(request.app_id);
+        {
+            let dir = dir.clone();
+            let failed = staged.is_err();
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::copy(dir.join("staging.log"), kept);
+                if failed {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            })
+            .await;
+        }
+        let staged = staged.map(|droplet| (request.app_id, droplet));
         let (app_id, droplet) = staged?;
         let new_dir = droplet.dir.clone();
         let old = self.droplets().insert(app_id, droplet);
@@ -324,9 +344,23 @@ impl Dea {
         .unwrap_or_default()
     }
 
+    /// Where the app's last staging log is kept.
+    fn staging_log_path(&self, app_id: u64) -> PathBuf {
+        self.inner
+            .data_dir
+            .join("droplets")
+            .join(format!("{app_id}-staging.log"))
+    }
+
+    /// The app's last staging log, if it was ever staged (also after a failed staging).
+    pub(crate) fn staging_log(&self, app_id: u64) -> Option<PathBuf> {
+        Some(self.staging_log_path(app_id)).filter(|path| path.is_file())
+    }
+
     /// Forgets an app whose instances are all stopped: its droplet and its crashed instances'
     /// directories go.
     pub(crate) async fn forget_app(&self, app_id: u64) {
+        let _ = std::fs::remove_file(self.staging_log_path(app_id));
         let droplet = self.droplets().remove(&app_id);
         let crashed: Vec<PathBuf> = {
             let mut crashed = self.crashed();

@@ -548,6 +548,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for vendor in platform.service_vendors() {
         tracing::info!("{vendor}");
     }
+    for line in platform.staging_tools() {
+        tracing::info!("{line}");
+    }
     let shutdown = CancellationToken::new();
     // Listening for the signals starts before the ready line: a SIGTERM right after it is
     // already a graceful shutdown.

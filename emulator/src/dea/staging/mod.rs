@@ -1,11 +1,24 @@
-//! The stager, as v1's staging plugins were: it takes an app's assembled bits, makes a droplet of
-//! them (a directory of its own with the app and a staging log) and decides how the app runs —
-//! its start command, an entry point of its framework whose runtime is installed, or the
-//! built-in static server for a plain `index.html`.
+//! Staging, as v1's staging plugins did it (`vcap-staging`'s `lib/vcap/staging/plugin/`): the
+//! app's assembled bits become a droplet (a directory of its own with `app/` and `staging.log`),
+//! its dependencies are installed into it by the tools its framework uses (npm, Bundler, pip), a
+//! Java web app is given a servlet container, and how the app runs is decided: its start
+//! command, an entry point of its framework whose runtime is installed, or the built-in static
+//! server for a plain `index.html`.
+//!
+//! - `run`: running a staging tool (time limit, log, process group, confinement to the droplet).
+//! - `node`, `ruby`, `python`, `java`: each framework's dependencies and start command.
+
+mod java;
+mod node;
+mod python;
+mod ruby;
+pub(crate) mod run;
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use run::Staging;
+pub(crate) use run::StagingEnv;
 
 /// How a staged app is run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,8 +26,25 @@ pub enum StartPlan {
     /// The built-in static file server, for an app with an `index.html` and no start command.
     Static,
     /// A start command, run by `/bin/sh` in the app directory; with `port_args`, `-p <port>` is
-    /// appended, as v1's staged `startup` script did (`<command> $@`).
-    Command { command: String, port_args: bool },
+    /// appended, as v1's staged `startup` script did (`<command> $@`). `exports` are set first,
+    /// as v1's `startup` exported its framework's variables (`GEM_HOME`, …): each value is a
+    /// shell word, expanded in the app directory (`$PWD/.venv/bin:$PATH`).
+    Command {
+        command: String,
+        port_args: bool,
+        exports: Vec<(String, String)>,
+    },
+}
+
+impl StartPlan {
+    /// A start command with nothing exported.
+    pub fn command(command: impl Into<String>, port_args: bool) -> StartPlan {
+        StartPlan::Command {
+            command: command.into(),
+            port_args,
+            exports: Vec::new(),
+        }
+    }
 }
 
 /// A staged app: the droplet's directory (`app/`, `staging.log`) and how to run it.
@@ -26,46 +56,154 @@ pub(crate) struct Droplet {
     pub(crate) plan: StartPlan,
 }
 
-/// Makes a droplet in `dir` (emptied first) from the assembled bits in `bits` (moved into it).
-/// Blocking.
-pub(crate) fn stage(
-    bits: &Path,
+/// What to stage: the app's bits and what its document says about running them.
+pub(crate) struct StageInput<'a> {
+    /// The assembled bits, moved into the droplet.
+    pub(crate) bits: &'a Path,
+    pub(crate) hash: &'a str,
+    pub(crate) framework: &'a str,
+    pub(crate) command: Option<&'a str>,
+    pub(crate) name: &'a str,
+}
+
+/// What staging can do on this machine, one line per tool, for the start-up log (blocking: it
+/// looks at the `PATH` and tries Landlock).
+pub(crate) fn describe() -> Vec<String> {
+    let tool = |name: &str, program: &str| match run::find_program(program) {
+        Some(path) => format!("staging: {name} with {}", path.display()),
+        None => format!("staging: {name} unavailable ({program} not installed)"),
+    };
+    let mut lines = vec![
+        tool("node dependencies (package.json)", "npm"),
+        tool("Ruby gems (Gemfile)", "bundle"),
+        tool("Python requirements (requirements.txt)", "python3"),
+        java::describe(),
+    ];
+    lines.push(if run::confinement_available() {
+        "staging: tools may write only in the droplet and the staging cache (Landlock)".into()
+    } else {
+        "staging: tools are not confined to the droplet (this kernel has no Landlock)".into()
+    });
+    lines
+}
+
+/// Makes a droplet in `dir` (emptied first) from the bits. On failure the half-made droplet is
+/// removed and only its staging log is left in `dir`, for `af files APP logs/staging.log`.
+pub(crate) async fn stage(
+    input: StageInput<'_>,
     dir: &Path,
-    hash: &str,
-    framework: &str,
-    command: Option<&str>,
-    name: &str,
+    env: StagingEnv,
 ) -> Result<Droplet, String> {
-    if dir.exists() {
-        fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
-    }
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut log = fs::File::create(dir.join("staging.log")).ok();
-    log_line(
-        &mut log,
-        &format!("-----> Staging application '{name}' ({framework})"),
-    );
-    let app_dir = dir.join("app");
-    if let Err(error) = fs::rename(bits, &app_dir) {
-        let error = format!("cannot move the bits into the droplet: {error}");
-        log_line(&mut log, &format!("-----> Staging failed: {error}"));
-        return Err(error);
-    }
-    let planned = plan(&app_dir, framework, command);
-    match &planned {
-        Ok(StartPlan::Static) => log_line(
-            &mut log,
-            "-----> Serving index.html with the built-in static server",
-        ),
-        Ok(StartPlan::Command { command, .. }) => {
-            log_line(&mut log, &format!("-----> Start command: {command}"))
+    let prepared = {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            if dir.exists() {
+                fs::remove_dir_all(&dir)
+                    .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+            }
+            fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    };
+    prepared?;
+    let mut staging = Staging::new(dir, env)?;
+    staging.say(&format!(
+        "-----> Staging application '{}' ({})",
+        input.name, input.framework
+    ));
+    let result = stage_into(&mut staging, &input).await;
+    staging.finish();
+    match result {
+        Ok(plan) => {
+            match &plan {
+                StartPlan::Static => {
+                    staging.say("-----> Serving index.html with the built-in static server")
+                }
+                StartPlan::Command { command, .. } => {
+                    staging.say(&format!("-----> Start command: {command}"))
+                }
+            }
+            Ok(Droplet {
+                hash: input.hash.to_owned(),
+                dir: dir.to_path_buf(),
+                plan,
+            })
         }
-        Err(error) => log_line(&mut log, &format!("-----> Staging failed: {error}")),
+        Err(error) => {
+            staging.say(&format!("-----> Staging failed: {error}"));
+            tracing::warn!(target: "afemu::staging", app = input.name, "staging failed: {error}");
+            // Nothing half-made stays: only the log.
+            let dir = dir.to_path_buf();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(entries) = fs::read_dir(&dir) {
+                    for entry in entries.flatten() {
+                        if entry.file_name() != "staging.log" {
+                            let path = entry.path();
+                            let _ = if path.is_dir() && !path.is_symlink() {
+                                fs::remove_dir_all(&path)
+                            } else {
+                                fs::remove_file(&path)
+                            };
+                        }
+                    }
+                }
+            })
+            .await;
+            Err(error)
+        }
     }
-    Ok(Droplet {
-        hash: hash.to_owned(),
-        dir: dir.to_path_buf(),
-        plan: planned?,
+}
+
+async fn stage_into(staging: &mut Staging, input: &StageInput<'_>) -> Result<StartPlan, String> {
+    fs::rename(input.bits, &staging.app_dir)
+        .map_err(|e| format!("cannot move the bits into the droplet: {e}"))?;
+    let framework = input.framework.to_ascii_lowercase();
+    if java::is_java(&framework) {
+        return java::stage(staging, &framework).await;
+    }
+    let planned = plan(&staging.app_dir, &framework, input.command)?;
+    if planned == StartPlan::Static {
+        return Ok(planned);
+    }
+    let StartPlan::Command {
+        mut command,
+        port_args,
+        mut exports,
+    } = planned
+    else {
+        return Ok(planned);
+    };
+    let user_command = input.command.is_some_and(|c| !c.trim().is_empty());
+    // Each framework's dependencies; a standalone app (or one whose framework we do not know)
+    // gets whichever its files call for.
+    let any = !matches!(
+        framework.as_str(),
+        "node" | "sinatra" | "rack" | "rails3" | "wsgi" | "django" | "python" | "php"
+    );
+    if (framework == "node" || any) && staging.app_dir.join("package.json").is_file() {
+        node::stage(staging).await?;
+    }
+    if (matches!(framework.as_str(), "sinatra" | "rack" | "rails3") || any)
+        && staging.app_dir.join("Gemfile").is_file()
+    {
+        let bundle = ruby::stage(staging).await?;
+        if !user_command && let Some(wrapped) = bundle.command_for(&command) {
+            command = wrapped;
+        }
+        exports.extend(bundle.exports);
+    }
+    if (matches!(framework.as_str(), "wsgi" | "django" | "python") || any)
+        && staging.app_dir.join("requirements.txt").is_file()
+    {
+        exports.extend(python::stage(staging).await?);
+    }
+    Ok(StartPlan::Command {
+        command,
+        port_args,
+        exports,
     })
 }
 
@@ -80,10 +218,7 @@ pub(crate) fn plan(
     command: Option<&str>,
 ) -> Result<StartPlan, String> {
     if let Some(command) = command.map(str::trim).filter(|c| !c.is_empty()) {
-        return Ok(StartPlan::Command {
-            command: command.to_owned(),
-            port_args: true,
-        });
+        return Ok(StartPlan::command(command, true));
     }
     let framework = framework.to_ascii_lowercase();
     let kinds: &[Kind] = match framework.as_str() {
@@ -205,7 +340,7 @@ impl Kind {
                 self.framework()
             )));
         }
-        Some(Ok(StartPlan::Command { command, port_args }))
+        Some(Ok(StartPlan::command(command, port_args)))
     }
 }
 
@@ -235,13 +370,6 @@ pub(crate) fn runtime_installed(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
-/// Writes one line to a staging log, ignoring failures (the log is for people, not for control).
-pub(crate) fn log_line(log: &mut Option<fs::File>, line: &str) {
-    if let Some(file) = log {
-        let _ = writeln!(file, "{line}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,10 +380,7 @@ mod tests {
         assert!(plan(dir.path(), "standalone", None).is_err());
         assert_eq!(
             plan(dir.path(), "standalone", Some("ruby app.rb")).unwrap(),
-            StartPlan::Command {
-                command: "ruby app.rb".into(),
-                port_args: true
-            }
+            StartPlan::command("ruby app.rb", true)
         );
         fs::write(dir.path().join("index.html"), "x").unwrap();
         assert_eq!(
@@ -271,10 +396,7 @@ mod tests {
         if runtime_installed("node") {
             assert_eq!(
                 plan(dir.path(), "node", None).unwrap(),
-                StartPlan::Command {
-                    command: "node app.js".into(),
-                    port_args: true
-                }
+                StartPlan::command("node app.js", true)
             );
         }
     }
@@ -289,20 +411,16 @@ mod tests {
         .unwrap();
         let sinatra = plan(dir.path(), "sinatra", None);
         if runtime_installed("ruby") {
-            assert_eq!(
-                sinatra.unwrap(),
-                StartPlan::Command {
-                    command: "ruby app.rb".into(),
-                    port_args: true
-                }
-            );
+            assert_eq!(sinatra.unwrap(), StartPlan::command("ruby app.rb", true));
         } else {
             assert!(sinatra.unwrap_err().contains("ruby is not installed"));
         }
         let python = tempfile::tempdir().unwrap();
         fs::write(python.path().join("wsgi.py"), "def application(e, s): pass").unwrap();
         match plan(python.path(), "wsgi", None) {
-            Ok(StartPlan::Command { command, port_args }) => {
+            Ok(StartPlan::Command {
+                command, port_args, ..
+            }) => {
                 assert!(command.contains("wsgi.application") && !port_args);
             }
             other => assert!(!runtime_installed("python3"), "{other:?}"),
