@@ -135,6 +135,10 @@ async fn run_script(
     installing: bool,
     project: Option<&[(String, String)]>,
 ) -> Result<String, String> {
+    // The documents start `afemu serve` on its default ports, as a reader would: one script at
+    // a time, or one script's emulator answers (and then vanishes under) another's commands.
+    static DEFAULT_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _ports = DEFAULT_PORTS.lock().await;
     let scratch = tempfile::tempdir().unwrap();
     let bin = binaries(scratch.path());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -15,7 +15,7 @@ pub(super) async fn stage(staging: &mut Staging) -> Result<Vec<(String, String)>
     if std::str::from_utf8(&requirements).is_err() {
         return Err("requirements.txt is not text (UTF-8)".into());
     }
-    let python = staging.need("python3", "installing requirements.txt")?;
+    let python = real_python(&staging.need("python3", "installing requirements.txt")?).await?;
     let venv = staging.app_dir.join(VENV);
     if venv.exists() || venv.is_symlink() {
         // A virtualenv that came with the app was made for another machine's paths.
@@ -62,4 +62,24 @@ pub(super) async fn stage(staging: &mut Staging) -> Result<Vec<(String, String)>
         ("VIRTUAL_ENV".into(), format!("$PWD/{VENV}")),
         ("PATH".into(), format!("$PWD/{VENV}/bin:$PATH")),
     ])
+}
+
+/// The interpreter itself, not a wrapper in front of it (pyenv's shims write beside themselves,
+/// which staging's confinement refuses): what `sys.executable` says.
+async fn real_python(python: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let output = tokio::process::Command::new(python)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    let executable = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || executable.is_empty() {
+        return Err(format!(
+            "{} cannot say where its interpreter is: {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(executable.into())
 }

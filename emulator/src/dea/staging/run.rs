@@ -296,27 +296,36 @@ pub(crate) fn first_useful_line(output: &str) -> Option<String> {
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with("----->"))
         .collect();
-    let boilerplate = |line: &str| {
+    // npm prefixes every line of a failure with `npm error` (`npm ERR!` before npm 10): what
+    // follows says whether the line is the cause or its bookkeeping (`code`, `path`, …).
+    let npm_rest = |line: &str| -> Option<String> {
         let lower = line.to_ascii_lowercase();
-        let rest = lower
-            .strip_prefix("npm error")
-            .or_else(|| lower.strip_prefix("npm err!"))
-            .map(str::trim);
-        match rest {
-            Some(rest) => {
-                rest.is_empty()
-                    || rest.starts_with("code ")
-                    || rest.starts_with("errno")
-                    || rest.starts_with("a complete log")
-                    || rest.starts_with("path ")
-                    || rest.starts_with("command ")
-                    || rest.starts_with("signal ")
-            }
-            None => false,
-        }
+        ["npm error", "npm err!"]
+            .iter()
+            .find_map(|prefix| lower.strip_prefix(prefix))
+            .map(|rest| rest.trim().to_owned())
+    };
+    let boilerplate = |line: &str| {
+        npm_rest(line).is_some_and(|rest| {
+            rest.is_empty()
+                || [
+                    "code ",
+                    "syscall ",
+                    "path ",
+                    "errno ",
+                    "a complete log",
+                    "command ",
+                    "signal ",
+                    "cwd ",
+                    "log files",
+                    "this is related to",
+                ]
+                .iter()
+                .any(|bookkeeping| rest.starts_with(bookkeeping))
+        })
     };
     let looks_like_an_error = |line: &str| {
-        let lower = line.to_ascii_lowercase();
+        let lower = npm_rest(line).unwrap_or_else(|| line.to_ascii_lowercase());
         [
             "error",
             "could not",
@@ -326,6 +335,10 @@ pub(crate) fn first_useful_line(output: &str) -> Option<String> {
             "no such",
             "failed",
             "unsupported",
+            "enoent",
+            "eacces",
+            "e404",
+            "denied",
         ]
         .iter()
         .any(|word| lower.contains(word))
@@ -354,6 +367,11 @@ mod tests {
 
     #[test]
     fn the_useful_line_of_a_failure() {
+        let enoent = "npm warn tarball data seems to be corrupted. Trying again.\nnpm error code ENOENT\nnpm error syscall open\nnpm error path /a/x.tgz\nnpm error errno -2\nnpm error enoent ENOENT: no such file or directory, open '/a/x.tgz'\nnpm error enoent This is related to npm not being able to find a file.\n";
+        assert_eq!(
+            first_useful_line(enoent).unwrap(),
+            "npm error enoent ENOENT: no such file or directory, open '/a/x.tgz'"
+        );
         let npm = "npm error code E404\nnpm error 404 Not Found - GET http://registry/x - Not found\nnpm error A complete log of this run can be found in: /x\n";
         assert_eq!(
             first_useful_line(npm).unwrap(),

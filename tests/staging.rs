@@ -1,0 +1,428 @@
+//! Staging as v1's stager did it: a node app's dependencies installed with npm, a Python app's
+//! requirements with pip into a virtualenv of its own, `engines.node` honoured; and when staging
+//! fails (a malformed manifest, a dependency that does not exist, an install that hangs or
+//! writes outside the droplet) v1's `Staging failed` with the reason, promptly, the log readable
+//! at `logs/staging.log`, nothing left running and nothing half-made. Uses node, npm and python3
+//! (installed by .ci/run); the dependencies are packages made here, so no registry is needed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use afemu::Emulator;
+use afemu::cli::V1Client;
+use common::EVENT_TIMEOUT;
+use serde_json::json;
+
+/// Runs a tool the test needs; a missing one fails the test with what to install.
+fn tool(program: &str, args: &[&str], dir: &Path) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed for this test (.ci/run installs it): {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A node package `greet` made with `npm pack` into `app/vendor/`: the dependency of the apps
+/// here, installable with no registry (`file:vendor/greet-1.0.0.tgz`).
+fn pack_greet(app: &Path) {
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(
+        source.path().join("package.json"),
+        r#"{"name": "greet", "version": "1.0.0", "main": "index.js"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        source.path().join("index.js"),
+        "module.exports = (name) => 'hello ' + name + ' from greet';\n",
+    )
+    .unwrap();
+    let vendor = app.join("vendor");
+    std::fs::create_dir_all(&vendor).unwrap();
+    tool(
+        "npm",
+        &[
+            "pack",
+            "--silent",
+            "--pack-destination",
+            vendor.to_str().unwrap(),
+        ],
+        source.path(),
+    );
+}
+
+/// A node app answering with what its dependency says; `package` is its package.json.
+fn node_app(package: serde_json::Value) -> tempfile::TempDir {
+    let app = tempfile::tempdir().unwrap();
+    pack_greet(app.path());
+    std::fs::write(app.path().join("package.json"), package.to_string()).unwrap();
+    std::fs::write(
+        app.path().join("server.js"),
+        "const greet = require('greet');\n\
+         require('http').createServer((q, s) => s.end(greet('node'))).listen(process.env.VCAP_APP_PORT);\n",
+    )
+    .unwrap();
+    app
+}
+
+async fn create(af: &V1Client, name: &str, framework: &str, command: Option<&str>) {
+    let mut staging = json!({"framework": framework});
+    if let Some(command) = command {
+        staging["command"] = json!(command);
+    }
+    af.create_app(&json!({
+        "name": name,
+        "staging": staging,
+        "uris": [format!("{name}.com")],
+        "instances": 1,
+        "resources": {"memory": 128},
+    }))
+    .await
+    .unwrap();
+}
+
+/// The app's last staging log, through the files API as `af files APP logs/staging.log` reads it.
+async fn staging_log(emu: &Emulator, af: &V1Client, name: &str) -> String {
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/apps/{name}/instances/0/files/logs%2Fstaging.log",
+            emu.api_url()
+        ))
+        .header("AUTHORIZATION", af.token().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "logs/staging.log of {name}");
+    response.text().await.unwrap()
+}
+
+/// Starts an app whose staging must fail: v1's 310 `Staging failed: '…'`, the app left STOPPED,
+/// its package FAILED. Returns the error's description.
+async fn start_failing(af: &V1Client, name: &str) -> String {
+    let error = af.start(name, EVENT_TIMEOUT).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.code()),
+        (Some(500), Some(310)),
+        "{error}"
+    );
+    let doc = af.app(name).await.unwrap();
+    assert_eq!(doc["state"], "STOPPED", "v1 left a failed app stopped");
+    let description = error.to_string();
+    assert!(description.contains("Staging failed: '"), "{description}");
+    description
+}
+
+/// The droplets left in the data directory: a failed staging leaves only its log.
+fn droplet_dirs(data: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(data.join("droplets"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(marker))
+        .collect()
+}
+
+async fn emulator_with(data: &Path, cache: &Path, timeout: Option<Duration>) -> Emulator {
+    let cache = cache.to_path_buf();
+    Emulator::builder()
+        .data_dir(data)
+        .configure(move |config| {
+            config.staging_cache = Some(cache);
+            if let Some(timeout) = timeout {
+                config.timing.staging_timeout = timeout;
+            }
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_apps_dependencies_are_installed_by_npm_into_the_droplet() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let emu = emulator_with(data.path(), cache.path(), None).await;
+    let af = emu.client();
+    let app = node_app(json!({
+        "name": "app", "version": "1.0.0",
+        "engines": {"node": ">=0.10"},
+        "dependencies": {"greet": "file:vendor/greet-1.0.0.tgz"},
+    }));
+    assert!(!app.path().join("node_modules").exists());
+    create(&af, "npm", "node", None).await;
+    af.upload_dir("npm", app.path()).await.unwrap();
+    af.start("npm", EVENT_TIMEOUT).await.unwrap();
+    let answer = emu.get("npm.com", "/").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, "hello node from greet");
+    let log = staging_log(&emu, &af, "npm").await;
+    assert!(log.contains("satisfies engines.node \">=0.10\""), "{log}");
+    assert!(log.contains("npm install: npm install --omit=dev"), "{log}");
+    assert!(
+        log.contains("-----> Start command: node server.js"),
+        "{log}"
+    );
+    // The npm cache is staging's, not the user's.
+    assert!(cache.path().join("npm").is_dir());
+
+    // With a lockfile, `npm ci`.
+    let locked = node_app(json!({
+        "name": "locked", "version": "1.0.0",
+        "dependencies": {"greet": "file:vendor/greet-1.0.0.tgz"},
+    }));
+    tool(
+        "npm",
+        &["install", "--package-lock-only", "--silent"],
+        locked.path(),
+    );
+    create(&af, "npmci", "node", None).await;
+    af.upload_dir("npmci", locked.path()).await.unwrap();
+    af.start("npmci", EVENT_TIMEOUT).await.unwrap();
+    assert_eq!(
+        emu.get("npmci.com", "/").await.body,
+        "hello node from greet"
+    );
+    let log = staging_log(&emu, &af, "npmci").await;
+    assert!(log.contains("npm ci: npm ci --omit=dev"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_node_the_machine_cannot_satisfy_fails_staging_and_says_both() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let emu = emulator_with(data.path(), cache.path(), None).await;
+    let af = emu.client();
+    let app = node_app(json!({
+        "name": "app", "version": "1.0.0",
+        "engines": {"node": "0.8.x"},
+        "dependencies": {"greet": "file:vendor/greet-1.0.0.tgz"},
+    }));
+    create(&af, "old", "node", None).await;
+    af.upload_dir("old", app.path()).await.unwrap();
+    let error = start_failing(&af, "old").await;
+    let node = tool("node", &["--version"], app.path());
+    assert!(
+        error.contains(&format!(
+            "package.json wants node 0.8.x, but this machine has node {}",
+            node.trim()
+        )),
+        "{error}"
+    );
+    assert!(
+        staging_log(&emu, &af, "old")
+            .await
+            .contains("Staging failed")
+    );
+    assert!(droplet_dirs(data.path()).is_empty(), "nothing half-made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_manifests_and_missing_dependencies_fail_staging_with_the_reason() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let emu = emulator_with(data.path(), cache.path(), None).await;
+    let af = emu.client();
+
+    let broken = node_app(json!({}));
+    std::fs::write(broken.path().join("package.json"), "{\"dependencies\": {").unwrap();
+    create(&af, "broken", "node", None).await;
+    af.upload_dir("broken", broken.path()).await.unwrap();
+    let error = start_failing(&af, "broken").await;
+    assert!(error.contains("package.json is not valid JSON"), "{error}");
+
+    let missing = node_app(json!({
+        "name": "missing", "version": "1.0.0",
+        "dependencies": {"nowhere": "file:vendor/nowhere-1.0.0.tgz"},
+    }));
+    create(&af, "missing", "node", None).await;
+    af.upload_dir("missing", missing.path()).await.unwrap();
+    let error = start_failing(&af, "missing").await;
+    assert!(error.contains("npm install failed (exit status"), "{error}");
+    assert!(
+        error.contains("nowhere-1.0.0.tgz"),
+        "the reason names it: {error}"
+    );
+    let log = staging_log(&emu, &af, "missing").await;
+    assert!(
+        log.contains("nowhere-1.0.0.tgz"),
+        "npm's own output is kept: {log}"
+    );
+
+    let python = python_app(&[]);
+    std::fs::write(
+        python.path().join("requirements.txt"),
+        "./vendor/absent-1.0-py3-none-any.whl\n",
+    )
+    .unwrap();
+    create(&af, "absent", "standalone", Some("python3 app.py")).await;
+    af.upload_dir("absent", python.path()).await.unwrap();
+    let error = start_failing(&af, "absent").await;
+    assert!(error.contains("pip install failed (exit status"), "{error}");
+    assert!(error.contains("absent-1.0-py3-none-any.whl"), "{error}");
+    assert!(droplet_dirs(data.path()).is_empty(), "nothing half-made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_that_hangs_is_ended_at_the_staging_timeout_with_all_it_started() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let timeout = Duration::from_secs(3);
+    let emu = emulator_with(data.path(), cache.path(), Some(timeout)).await;
+    let af = emu.client();
+    let marker = format!("afemu-hang-{}", std::process::id());
+    // The postinstall starts a child of its own in the background, then never ends.
+    let app = node_app(json!({
+        "name": "hangs", "version": "1.0.0",
+        "dependencies": {"greet": "file:vendor/greet-1.0.0.tgz"},
+        "scripts": {"postinstall": format!(
+            "node -e 'setInterval(() => {{}}, 1000)' {marker} & node -e 'setInterval(() => {{}}, 1000)' {marker}"
+        )},
+    }));
+    create(&af, "hangs", "node", None).await;
+    af.upload_dir("hangs", app.path()).await.unwrap();
+    let started = Instant::now();
+    let error = start_failing(&af, "hangs").await;
+    assert!(
+        error.contains("npm install did not finish within the staging timeout (3s)"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < timeout + Duration::from_secs(20),
+        "promptly after the timeout, not a silent wait: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<String>::new(),
+        "nothing left running"
+    );
+    assert!(
+        staging_log(&emu, &af, "hangs")
+            .await
+            .contains("staging timeout")
+    );
+    assert!(droplet_dirs(data.path()).is_empty(), "nothing half-made");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_that_writes_outside_the_droplet_is_refused() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let emu = emulator_with(data.path(), cache.path(), None).await;
+    let af = emu.client();
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("escaped");
+    let app = node_app(json!({
+        "name": "escapes", "version": "1.0.0",
+        "dependencies": {"greet": "file:vendor/greet-1.0.0.tgz"},
+        "scripts": {"postinstall": format!(
+            "node -e \"require('fs').writeFileSync('{}', 'x')\"", target.display()
+        )},
+    }));
+    create(&af, "escapes", "node", None).await;
+    af.upload_dir("escapes", app.path()).await.unwrap();
+    let error = start_failing(&af, "escapes").await;
+    assert!(error.contains("npm install failed"), "{error}");
+    assert!(
+        !target.exists(),
+        "the write outside the droplet was refused"
+    );
+    let log = staging_log(&emu, &af, "escapes").await;
+    assert!(log.contains("EACCES"), "the tool says why: {log}");
+    assert!(droplet_dirs(data.path()).is_empty(), "nothing half-made");
+}
+
+/// A wheel of the package `tinylib` (made here: a wheel is a zip with its metadata), so pip
+/// installs it with no index.
+fn write_wheel(dir: &Path) -> String {
+    use std::io::Write;
+    let name = "tinylib-1.0-py3-none-any.whl";
+    let file = std::fs::File::create(dir.join(name)).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default();
+    let files = [
+        (
+            "tinylib/__init__.py",
+            "def greet(name):\n    return 'hello ' + name + ' from tinylib'\n",
+        ),
+        (
+            "tinylib-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: tinylib\nVersion: 1.0\n",
+        ),
+        (
+            "tinylib-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: afemu-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+    ];
+    let mut record = String::new();
+    for (path, content) in files {
+        zip.start_file(path, options).unwrap();
+        zip.write_all(content.as_bytes()).unwrap();
+        record.push_str(&format!("{path},,\n"));
+    }
+    record.push_str("tinylib-1.0.dist-info/RECORD,,\n");
+    zip.start_file("tinylib-1.0.dist-info/RECORD", options)
+        .unwrap();
+    zip.write_all(record.as_bytes()).unwrap();
+    zip.finish().unwrap();
+    name.to_owned()
+}
+
+/// A Python app (`app.py`) answering with what `tinylib` says and where it was imported from.
+fn python_app(requirements: &[&str]) -> tempfile::TempDir {
+    let app = tempfile::tempdir().unwrap();
+    let vendor = app.path().join("vendor");
+    std::fs::create_dir_all(&vendor).unwrap();
+    let wheel = write_wheel(&vendor);
+    let mut lines: Vec<String> = requirements.iter().map(|r| r.to_string()).collect();
+    lines.push(format!("./vendor/{wheel}"));
+    std::fs::write(app.path().join("requirements.txt"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        app.path().join("app.py"),
+        "import os, sys\nfrom http.server import BaseHTTPRequestHandler, HTTPServer\nimport tinylib\n\
+         class H(BaseHTTPRequestHandler):\n    def do_GET(self):\n\
+         \x20       body = (tinylib.greet('python') + '|' + tinylib.__file__ + '|' + sys.prefix).encode()\n\
+         \x20       self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)\n\
+         HTTPServer(('127.0.0.1', int(os.environ['VCAP_APP_PORT'])), H).serve_forever()\n",
+    )
+    .unwrap();
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_apps_requirements_are_installed_into_a_virtualenv_of_its_own() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let emu = emulator_with(data.path(), cache.path(), None).await;
+    let af = emu.client();
+    let app = python_app(&[]);
+    create(&af, "pip", "standalone", Some("python3 app.py")).await;
+    af.upload_dir("pip", app.path()).await.unwrap();
+    af.start("pip", EVENT_TIMEOUT).await.unwrap();
+    let answer = emu.get("pip.com", "/").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let parts: Vec<&str> = answer.body.split('|').collect();
+    assert_eq!(parts[0], "hello python from tinylib");
+    assert!(
+        parts[1].contains("/app/.venv/lib/") && parts[2].ends_with("/app/.venv"),
+        "imported from the instance's own virtualenv: {}",
+        answer.body
+    );
+    let log = staging_log(&emu, &af, "pip").await;
+    assert!(log.contains("Creating a virtualenv"), "{log}");
+    assert!(log.contains("Successfully installed tinylib-1.0"), "{log}");
+}
