@@ -426,3 +426,66 @@ async fn a_python_apps_requirements_are_installed_into_a_virtualenv_of_its_own()
     assert!(log.contains("Creating a virtualenv"), "{log}");
     assert!(log.contains("Successfully installed tinylib-1.0"), "{log}");
 }
+
+/// A Django project answering `/` (no database tables needed).
+fn django_app() -> tempfile::TempDir {
+    let app = tempfile::tempdir().unwrap();
+    let files = [
+        ("requirements.txt", "Django>=4.2,<5\ngunicorn\n"),
+        (
+            "manage.py",
+            "import os, sys\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site1.settings')\n\
+             from django.core.management import execute_from_command_line\nexecute_from_command_line(sys.argv)\n",
+        ),
+        ("site1/__init__.py", ""),
+        (
+            "site1/settings.py",
+            "SECRET_KEY = 'test'\nDEBUG = False\nALLOWED_HOSTS = ['*']\nROOT_URLCONF = 'site1.urls'\n\
+             INSTALLED_APPS = []\nMIDDLEWARE = []\n\
+             DATABASES = {'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': 'db.sqlite3'}}\n",
+        ),
+        (
+            "site1/urls.py",
+            "import os, sys\nfrom django.http import HttpResponse\nfrom django.urls import path\n\
+             urlpatterns = [path('', lambda request: HttpResponse('hello django ' + os.environ['VCAP_APP_PORT'] + ' ' + sys.argv[0]))]\n",
+        ),
+        (
+            "site1/wsgi.py",
+            "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site1.settings')\n\
+             from django.core.wsgi import get_wsgi_application\napplication = get_wsgi_application()\n",
+        ),
+    ];
+    for (path, content) in files {
+        let path = app.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    app
+}
+
+/// Django and gunicorn come from the machine's package index (pip's own configuration), as a
+/// real app's requirements do; the app is served by gunicorn, as v1 served Django.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_django_app_is_served_by_gunicorn_from_its_requirements() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let emu = emulator_with(data.path(), cache.path(), None).await;
+    let af = emu.client();
+    let app = django_app();
+    create(&af, "django", "django", None).await;
+    af.upload_dir("django", app.path()).await.unwrap();
+    af.start("django", EVENT_TIMEOUT).await.unwrap();
+    let answer = emu.get("django.com", "/").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.starts_with("hello django "), "{}", answer.body);
+    assert!(
+        answer.body.contains("gunicorn"),
+        "served by gunicorn: {}",
+        answer.body
+    );
+    let log = staging_log(&emu, &af, "django").await;
+    assert!(
+        log.contains("-----> Start command: python3 manage.py migrate --noinput"),
+        "{log}"
+    );
+    assert!(log.contains("site1.wsgi:application"), "{log}");
+}

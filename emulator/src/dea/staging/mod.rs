@@ -170,7 +170,7 @@ async fn stage_into(staging: &mut Staging, input: &StageInput<'_>) -> Result<Sta
     }
     let StartPlan::Command {
         mut command,
-        port_args,
+        mut port_args,
         mut exports,
     } = planned
     else {
@@ -199,6 +199,12 @@ async fn stage_into(staging: &mut Staging, input: &StageInput<'_>) -> Result<Sta
         && staging.app_dir.join("requirements.txt").is_file()
     {
         exports.extend(python::stage(staging).await?);
+        if !user_command
+            && let Some(gunicorn) = python::gunicorn_command(&staging.app_dir, &command)
+        {
+            command = gunicorn;
+            port_args = false;
+        }
     }
     Ok(StartPlan::Command {
         command,
@@ -225,7 +231,8 @@ pub(crate) fn plan(
         "node" => &[Kind::Node],
         "sinatra" => &[Kind::Sinatra],
         "rack" | "rails3" => &[Kind::Rack],
-        "wsgi" | "django" | "python" => &[Kind::Wsgi, Kind::Python],
+        "django" => &[Kind::Django, Kind::Wsgi, Kind::Python],
+        "wsgi" | "python" => &[Kind::Wsgi, Kind::Python],
         "php" => &[Kind::Php],
         // standalone, AppFog's and cfoundry's other names, or nothing we know: look for anything.
         _ => &[
@@ -264,13 +271,19 @@ enum Kind {
     Node,
     Sinatra,
     Rack,
+    Django,
     Wsgi,
     Python,
     Php,
 }
 
+/// A Django app, as v1's django plugin started it: the database brought up to date first (v1:
+/// `syncdb`, logged to `../logs/startup.log`), then the server.
+pub(super) const DJANGO_START: &str = "python3 manage.py migrate --noinput >> ../logs/startup.log 2>&1; \
+python3 manage.py runserver --noreload 127.0.0.1:$VCAP_APP_PORT";
+
 /// Serves `wsgi.application` with Python's own wsgiref, so no WSGI server need be installed.
-const WSGI_LAUNCHER: &str = "python3 -c 'import os, sys; sys.path.insert(0, \".\"); \
+pub(super) const WSGI_LAUNCHER: &str = "python3 -c 'import os, sys; sys.path.insert(0, \".\"); \
 from wsgiref.simple_server import make_server; import wsgi; \
 make_server(\"127.0.0.1\", int(os.environ[\"VCAP_APP_PORT\"]), wsgi.application).serve_forever()'";
 
@@ -280,6 +293,7 @@ impl Kind {
             Kind::Node => "node",
             Kind::Sinatra => "sinatra",
             Kind::Rack => "rack",
+            Kind::Django => "django",
             Kind::Wsgi => "wsgi",
             Kind::Python => "python",
             Kind::Php => "php",
@@ -306,6 +320,13 @@ impl Kind {
                     return None;
                 }
                 ("rackup", "rackup config.ru -o 127.0.0.1".to_owned(), true)
+            }
+            Kind::Django => {
+                if !dir.join("manage.py").is_file() {
+                    return None;
+                }
+                // v1 ran `manage.py syncdb` before the server; Django has `migrate` now.
+                ("python3", DJANGO_START.to_owned(), false)
             }
             Kind::Wsgi => {
                 if !dir.join("wsgi.py").is_file() {

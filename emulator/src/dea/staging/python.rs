@@ -3,6 +3,8 @@
 //! cache is staging's), as AppFog's Python support did; the app runs with the virtualenv first on
 //! its `PATH`.
 
+use std::path::Path;
+
 use super::run::Staging;
 
 /// Where the virtualenv lives, in the app directory.
@@ -82,4 +84,33 @@ async fn real_python(python: &std::path::Path) -> Result<std::path::PathBuf, Str
         ));
     }
     Ok(executable.into())
+}
+
+/// With gunicorn among the requirements, a WSGI or Django app is served by it, as v1 served
+/// them (`gunicorn -c ../gunicorn.config wsgi:application`, bound to the instance's port); without
+/// it, by the start staging chose (Python's own wsgiref, Django's runserver).
+pub(super) fn gunicorn_command(app_dir: &Path, chosen: &str) -> Option<String> {
+    if !app_dir.join(VENV).join("bin").join("gunicorn").is_file() {
+        return None;
+    }
+    // `python3 -m`: the instance's own virtualenv (a script's `#!` names the droplet's).
+    let bind = "python3 -m gunicorn -b 127.0.0.1:$VCAP_APP_PORT";
+    if chosen == super::WSGI_LAUNCHER {
+        return Some(format!("{bind} wsgi:application"));
+    }
+    if chosen == super::DJANGO_START {
+        // The project's package: the directory beside manage.py with settings.py and wsgi.py.
+        let project = std::fs::read_dir(app_dir)
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|dir| dir.join("settings.py").is_file() && dir.join("wsgi.py").is_file())
+            .filter_map(|dir| Some(dir.file_name()?.to_str()?.to_owned()))
+            .min()?;
+        return Some(format!(
+            "python3 manage.py migrate --noinput >> ../logs/startup.log 2>&1; \
+{bind} {project}.wsgi:application"
+        ));
+    }
+    None
 }
