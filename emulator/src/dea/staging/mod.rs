@@ -282,9 +282,12 @@ enum Kind {
 pub(super) const DJANGO_START: &str = "python3 manage.py migrate --noinput >> ../logs/startup.log 2>&1; \
 python3 manage.py runserver --noreload 127.0.0.1:$VCAP_APP_PORT";
 
-/// Serves `wsgi.application` with Python's own wsgiref, so no WSGI server need be installed.
+/// Serves `wsgi.application` with Python's own wsgiref, so no WSGI server need be installed: one
+/// request at a time, as gunicorn's sync worker (v1's server for WSGI) did, with a listen backlog
+/// like gunicorn's rather than socketserver's 5, which refuses connections under a modest load.
 pub(super) const WSGI_LAUNCHER: &str = "python3 -c 'import os, sys; sys.path.insert(0, \".\"); \
-from wsgiref.simple_server import make_server; import wsgi; \
+from wsgiref.simple_server import make_server, WSGIServer; import wsgi; \
+WSGIServer.request_queue_size = 2048; \
 make_server(\"127.0.0.1\", int(os.environ[\"VCAP_APP_PORT\"]), wsgi.application).serve_forever()'";
 
 impl Kind {
