@@ -190,7 +190,7 @@ async fn stage_into(staging: &mut Staging, input: &StageInput<'_>) -> Result<Sta
         && staging.app_dir.join("Gemfile").is_file()
     {
         let bundle = ruby::stage(staging).await?;
-        if !user_command && let Some(wrapped) = bundle.command_for(&command) {
+        if !user_command && let Some(wrapped) = bundle.command_for(&command)? {
             command = wrapped;
         }
         exports.extend(bundle.exports);
@@ -230,7 +230,8 @@ pub(crate) fn plan(
     let kinds: &[Kind] = match framework.as_str() {
         "node" => &[Kind::Node],
         "sinatra" => &[Kind::Sinatra],
-        "rack" | "rails3" => &[Kind::Rack],
+        "rack" => &[Kind::Rack],
+        "rails3" => &[Kind::Rails, Kind::Rack],
         "django" => &[Kind::Django, Kind::Wsgi, Kind::Python],
         "wsgi" | "python" => &[Kind::Wsgi, Kind::Python],
         "php" => &[Kind::Php],
@@ -271,6 +272,7 @@ enum Kind {
     Node,
     Sinatra,
     Rack,
+    Rails,
     Django,
     Wsgi,
     Python,
@@ -296,6 +298,7 @@ impl Kind {
             Kind::Node => "node",
             Kind::Sinatra => "sinatra",
             Kind::Rack => "rack",
+            Kind::Rails => "rails3",
             Kind::Django => "django",
             Kind::Wsgi => "wsgi",
             Kind::Python => "python",
@@ -306,42 +309,66 @@ impl Kind {
     /// `None` when the files are not this kind of app; `Some(Err)` when they are but its runtime
     /// is not installed.
     fn detect(self, dir: &Path) -> Option<Result<StartPlan, String>> {
-        let (program, command, port_args) = match self {
+        // With a Gemfile, a Ruby app's programs (rackup, rails) come from its bundle, and
+        // staging says so when Bundler is missing: only ruby need be on this machine.
+        let bundled = dir.join("Gemfile").is_file();
+        let rack_env = || vec![("RACK_ENV".to_owned(), "${RACK_ENV:-production}".to_owned())];
+        let (program, command, port_args, exports) = match self {
             Kind::Node => {
                 let file = ["server.js", "app.js", "index.js", "main.js"]
                     .into_iter()
                     .find(|f| dir.join(f).is_file())?;
-                ("node", format!("node {file}"), true)
+                ("node", format!("node {file}"), true, Vec::new())
             }
             Kind::Sinatra => {
                 let file = sinatra_file(dir)?;
-                // v1 ran `ruby <file> -p <port>`; Sinatra reads its port from `-p`.
-                ("ruby", format!("ruby {file}"), true)
+                // v1 ran `ruby <file> -p <port>`; Sinatra reads its port from `-p`, and its
+                // address from `-o` (in production it would otherwise listen on every interface).
+                (
+                    "ruby",
+                    format!("ruby {file} -o 127.0.0.1"),
+                    true,
+                    rack_env(),
+                )
             }
             Kind::Rack => {
                 if !dir.join("config.ru").is_file() {
                     return None;
                 }
-                ("rackup", "rackup config.ru -o 127.0.0.1".to_owned(), true)
+                let program = if bundled { "ruby" } else { "rackup" };
+                let command = "rackup config.ru -o 127.0.0.1".to_owned();
+                (program, command, true, rack_env())
+            }
+            Kind::Rails => {
+                // v1's rails3 plugin ran `rails server` under `bundle exec` for an app with a
+                // Gemfile (and `thin` without one, which `Rack` stands in for).
+                if !bundled || !dir.join("config/environment.rb").is_file() {
+                    return None;
+                }
+                let env = vec![(
+                    "RAILS_ENV".to_owned(),
+                    "${RAILS_ENV:-production}".to_owned(),
+                )];
+                ("ruby", "rails server -b 127.0.0.1".to_owned(), true, env)
             }
             Kind::Django => {
                 if !dir.join("manage.py").is_file() {
                     return None;
                 }
                 // v1 ran `manage.py syncdb` before the server; Django has `migrate` now.
-                ("python3", DJANGO_START.to_owned(), false)
+                ("python3", DJANGO_START.to_owned(), false, Vec::new())
             }
             Kind::Wsgi => {
                 if !dir.join("wsgi.py").is_file() {
                     return None;
                 }
-                ("python3", WSGI_LAUNCHER.to_owned(), false)
+                ("python3", WSGI_LAUNCHER.to_owned(), false, Vec::new())
             }
             Kind::Python => {
                 if !dir.join("app.py").is_file() {
                     return None;
                 }
-                ("python3", "python3 app.py".to_owned(), true)
+                ("python3", "python3 app.py".to_owned(), true, Vec::new())
             }
             Kind::Php => {
                 let has_php = std::fs::read_dir(dir)
@@ -355,6 +382,7 @@ impl Kind {
                     "php",
                     "php -S 127.0.0.1:$VCAP_APP_PORT -t .".to_owned(),
                     false,
+                    Vec::new(),
                 )
             }
         };
@@ -364,7 +392,11 @@ impl Kind {
                 self.framework()
             )));
         }
-        Some(Ok(StartPlan::command(command, port_args)))
+        Some(Ok(StartPlan::Command {
+            command,
+            port_args,
+            exports,
+        }))
     }
 }
 
@@ -435,7 +467,14 @@ mod tests {
         .unwrap();
         let sinatra = plan(dir.path(), "sinatra", None);
         if runtime_installed("ruby") {
-            assert_eq!(sinatra.unwrap(), StartPlan::command("ruby app.rb", true));
+            assert_eq!(
+                sinatra.unwrap(),
+                StartPlan::Command {
+                    command: "ruby app.rb -o 127.0.0.1".into(),
+                    port_args: true,
+                    exports: vec![("RACK_ENV".into(), "${RACK_ENV:-production}".into())],
+                }
+            );
         } else {
             assert!(sinatra.unwrap_err().contains("ruby is not installed"));
         }
@@ -453,5 +492,53 @@ mod tests {
         fs::write(php.path().join("index.php"), "<?php echo 1;").unwrap();
         let planned = plan(php.path(), "php", None);
         assert_eq!(planned.is_ok(), runtime_installed("php"), "{planned:?}");
+    }
+
+    /// The command of a plan (its first line), or the error.
+    fn command_of(dir: &Path, framework: &str) -> Result<String, String> {
+        match plan(dir, framework, None)? {
+            StartPlan::Command { command, .. } => Ok(command),
+            StartPlan::Static => Ok("static".into()),
+        }
+    }
+
+    #[test]
+    fn ruby_entry_points_with_and_without_a_gemfile() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("config.ru"), "run App\n").unwrap();
+        fs::create_dir(dir.path().join("config")).unwrap();
+        fs::write(dir.path().join("config/environment.rb"), "# rails\n").unwrap();
+        if !runtime_installed("ruby") {
+            fs::write(dir.path().join("Gemfile"), "gem 'rails'\n").unwrap();
+            let error = command_of(dir.path(), "rails3").unwrap_err();
+            assert!(error.contains("ruby is not installed"), "{error}");
+            return;
+        }
+        // Without a Gemfile, rails3 is a Rack app (rackup is checked for); with one, v1's
+        // `rails server` (put under `bundle exec` by Bundler's staging), and a Rack app's
+        // rackup comes from the bundle.
+        let rackup = "rackup config.ru -o 127.0.0.1";
+        if runtime_installed("rackup") {
+            assert_eq!(command_of(dir.path(), "rails3").unwrap(), rackup);
+        }
+        fs::write(dir.path().join("Gemfile"), "gem 'rails'\n").unwrap();
+        assert_eq!(
+            command_of(dir.path(), "rails3").unwrap(),
+            "rails server -b 127.0.0.1"
+        );
+        assert_eq!(command_of(dir.path(), "rack").unwrap(), rackup);
+        assert_eq!(command_of(dir.path(), "standalone").unwrap(), rackup);
+        match plan(dir.path(), "rails3", None).unwrap() {
+            StartPlan::Command {
+                exports, port_args, ..
+            } => {
+                assert!(port_args);
+                assert_eq!(
+                    exports,
+                    [("RAILS_ENV".into(), "${RAILS_ENV:-production}".into())]
+                );
+            }
+            StartPlan::Static => panic!("rails3 is not static"),
+        }
     }
 }

@@ -289,13 +289,11 @@ fn is_executable(path: &Path) -> bool {
 
 /// The line of a failed tool's output that says why: the first that reads like an error (npm's
 /// `npm error …` past its `code` line, pip's `ERROR: …`, Bundler's `Could not find …`), else
-/// the last line it wrote.
+/// the last line it wrote. A sentence the tool broke over lines (Bundler's `You are trying to
+/// install in deployment mode after changing` / `your Gemfile. …`) is read to its end.
 pub(crate) fn first_useful_line(output: &str) -> Option<String> {
-    let lines: Vec<&str> = output
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with("----->"))
-        .collect();
+    let lines: Vec<&str> = output.lines().map(str::trim).collect();
+    let useful = |line: &str| !line.is_empty() && !line.starts_with("----->");
     // npm prefixes every line of a failure with `npm error` (`npm ERR!` before npm 10): what
     // follows says whether the line is the cause or its bookkeeping (`code`, `path`, …).
     let npm_rest = |line: &str| -> Option<String> {
@@ -339,26 +337,44 @@ pub(crate) fn first_useful_line(output: &str) -> Option<String> {
             "eacces",
             "e404",
             "denied",
+            "you are trying to",
         ]
         .iter()
         .any(|word| lower.contains(word))
     };
-    lines
+    let chosen = lines
         .iter()
-        .find(|line| looks_like_an_error(line) && !boilerplate(line))
-        .or(lines.last())
-        .map(|line| {
-            let mut line = line.to_string();
-            if line.len() > 300 {
-                let mut end = 300;
-                while !line.is_char_boundary(end) {
-                    end -= 1;
-                }
-                line.truncate(end);
-                line.push('…');
-            }
-            line
-        })
+        .position(|line| useful(line) && looks_like_an_error(line) && !boilerplate(line))
+        .or_else(|| lines.iter().rposition(|line| useful(line)))?;
+    let first_word = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut line = lines[chosen].to_owned();
+    for next in &lines[chosen + 1..] {
+        // A next line goes on with the sentence when the sentence has not ended and the line
+        // starts in lower case, and is not another message of a tool that tags each of its
+        // lines (`npm error …`).
+        let ended = line.ends_with(['.', '!', '?', ':']);
+        let continues = next.starts_with(|c: char| c.is_lowercase())
+            && first_word(next) != first_word(lines[chosen]);
+        if ended || !continues {
+            break;
+        }
+        line.push(' ');
+        line.push_str(next);
+    }
+    if line.len() > 300 {
+        let mut end = 300;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    Some(line)
 }
 
 #[cfg(test)]
@@ -385,6 +401,25 @@ mod tests {
                 .starts_with("ERROR: Could not find")
         );
         assert_eq!(first_useful_line("one\ntwo\n\n").unwrap(), "two");
+        // Bundler: its reason whole, though it broke the sentence over lines.
+        let bundler = "Could not find gem 'nope' in cached gems or installed locally.\n";
+        assert_eq!(first_useful_line(bundler).unwrap(), bundler.trim());
+        let frozen = "You are trying to install in deployment mode after changing\nyour Gemfile. \
+                      Run `bundle install` elsewhere and add the\nupdated Gemfile.lock to version \
+                      control.\n\nIf this is a development machine, remove the /x/Gemfile freeze\n\
+                      by running ``.\n\nThe dependencies in your gemfile changed\n";
+        assert_eq!(
+            first_useful_line(frozen).unwrap(),
+            "You are trying to install in deployment mode after changing your Gemfile. Run \
+             `bundle install` elsewhere and add the updated Gemfile.lock to version control."
+        );
+        let parse = "[!] There was an error parsing `Gemfile`: syntax error, unexpected \
+                     end-of-input - gem \"x\",\n                   ^\n. Bundler cannot continue.\n";
+        assert!(
+            first_useful_line(parse)
+                .unwrap()
+                .starts_with("[!] There was an error parsing `Gemfile`: syntax error")
+        );
         assert_eq!(first_useful_line("-----> x\n"), None);
     }
 }
