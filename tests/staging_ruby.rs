@@ -156,6 +156,25 @@ async fn emulator(cache: &Path) -> Emulator {
 }
 
 /// A file of instance 0 through the files API (what `af files` reads): its status and text.
+/// Creates the app `name` (a Ruby `framework`) on `<name>.example.com`, uploads `dir` and starts
+/// it.
+async fn push_and_start(emu: &Emulator, name: &str, framework: &str, dir: &Path) {
+    let af = emu.client();
+    af.create_app(&json!({
+        "name": name,
+        "staging": {"framework": framework, "runtime": "ruby19"},
+        "uris": [format!("{name}.example.com")],
+        "instances": 1,
+        "resources": {"memory": 128},
+    }))
+    .await
+    .unwrap();
+    af.upload_dir(name, dir).await.unwrap();
+    af.start(name, EVENT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("{name} starts: {error}"));
+}
+
 async fn file(emu: &Emulator, app: &str, path: &str) -> (u16, String) {
     let token = emu.client().token().unwrap().to_owned();
     let url = format!("{}/apps/{app}/instances/0/files/{path}", emu.api_url());
@@ -283,20 +302,7 @@ end
     );
     let cache = tempfile::tempdir().unwrap();
     let emu = emulator(cache.path()).await;
-    let af = emu.client();
-    af.create_app(&json!({
-        "name": "sinatra",
-        "staging": {"framework": "sinatra", "runtime": "ruby19"},
-        "uris": ["sinatra.example.com"],
-        "instances": 1,
-        "resources": {"memory": 128},
-    }))
-    .await
-    .unwrap();
-    af.upload_dir("sinatra", app.path()).await.unwrap();
-    af.start("sinatra", EVENT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("the app starts: {error}"));
+    push_and_start(&emu, "sinatra", "sinatra", app.path()).await;
     let answer = emu.get("sinatra.example.com", "/").await;
     assert_eq!(
         (answer.status, answer.body.as_str()),
@@ -330,24 +336,14 @@ async fn a_rack_app_is_served_by_the_rackup_of_its_bundle() {
     );
     let cache = tempfile::tempdir().unwrap();
     let emu = emulator(cache.path()).await;
-    let af = emu.client();
-    af.create_app(&json!({
-        "name": "rack",
-        "staging": {"framework": "rack", "runtime": "ruby19"},
-        "uris": ["rack.example.com"],
-        "instances": 1,
-        "resources": {"memory": 128},
-    }))
-    .await
-    .unwrap();
-    af.upload_dir("rack", app.path()).await.unwrap();
-    af.start("rack", EVENT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("the app starts: {error}"));
+    push_and_start(&emu, "rack", "rack", app.path()).await;
     let answer = emu.get("rack.example.com", "/").await;
-    assert_eq!(
-        (answer.status, answer.body.as_str()),
-        (200, "rack 2.2.22 in production\n")
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // Rack's version is whatever Debian's ruby-rack is.
+    assert!(
+        answer.body.starts_with("rack 2.") && answer.body.ends_with(" in production\n"),
+        "{}",
+        answer.body
     );
     let (_, log) = file(&emu, "rack", "logs/staging.log").await;
     assert!(
