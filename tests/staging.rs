@@ -120,13 +120,13 @@ async fn start_failing(af: &V1Client, name: &str) -> String {
     description
 }
 
-/// The droplets left in the data directory: a failed staging leaves only its log.
+/// What is left in the data directory's droplets: a failed staging leaves nothing there (its log
+/// is kept in `staging-logs/`).
 fn droplet_dirs(data: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(data.join("droplets"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
         .collect()
 }
 

@@ -46,7 +46,8 @@ pub(crate) fn resolve(instance_dir: &Path, requested: &str) -> Resolved {
 
 /// The listing: one `"%-35s %10s"` line per entry (directories with a `/` and `-` for a size),
 /// sorted, dot-files left out, joined by newlines with none at the end. At the instance root only
-/// `app/`, `logs/` and `tomcat/` are shown, as v1 hid its control files.
+/// `app/`, `logs/` and a Java web app's `jetty/` are shown, as v1 hid its control files and
+/// showed its Java apps' `tomcat/`.
 pub(crate) fn listing(dir: &Path, is_root: bool) -> std::io::Result<String> {
     let mut entries: Vec<(String, String)> = Vec::new();
     let mut names: Vec<_> = std::fs::read_dir(dir)?
@@ -56,7 +57,7 @@ pub(crate) fn listing(dir: &Path, is_root: bool) -> std::io::Result<String> {
         .collect();
     names.sort();
     for name in names {
-        if is_root && !matches!(name.as_str(), "app" | "logs" | "tomcat") {
+        if is_root && !matches!(name.as_str(), "app" | "logs" | "jetty") {
             continue;
         }
         // Following links, as Ruby's File.stat did; a broken link is skipped.
@@ -120,6 +121,24 @@ mod tests {
         );
         // The pid file is not listed but can be read.
         assert!(matches!(resolve(dir.path(), "run.pid"), Resolved::File(_)));
+    }
+
+    #[test]
+    fn a_java_web_app_shows_its_servlet_container() {
+        let dir = instance();
+        std::fs::create_dir_all(dir.path().join("jetty/webapps")).unwrap();
+        std::fs::write(dir.path().join("jetty/startup"), b"#!/bin/sh\n").unwrap();
+        let root = listing(dir.path(), true).unwrap();
+        let names: Vec<_> = root.lines().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(names, ["app/", "jetty/", "logs/"]);
+        let jetty = listing(&dir.path().join("jetty"), false).unwrap();
+        assert_eq!(
+            jetty,
+            format!(
+                "{:<35} {:>10}\n{:<35} {:>10}",
+                "startup", "10B", "webapps/", "-"
+            )
+        );
     }
 
     #[test]

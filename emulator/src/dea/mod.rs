@@ -112,7 +112,7 @@ impl Dea {
         events: mpsc::UnboundedSender<InstanceEvent>,
         watchdog: Arc<Watchdog>,
     ) -> std::io::Result<Dea> {
-        for sub in ["droplets", "instances"] {
+        for sub in ["droplets", "instances", "staging-logs"] {
             std::fs::create_dir_all(data_dir.join(sub))?;
         }
         Ok(Dea {
@@ -344,12 +344,13 @@ impl Dea {
         .unwrap_or_default()
     }
 
-    /// Where the app's last staging log is kept.
+    /// Where the app's last staging log is kept (beside the droplets: a failed staging leaves
+    /// none).
     fn staging_log_path(&self, app_id: u64) -> PathBuf {
         self.inner
             .data_dir
-            .join("droplets")
-            .join(format!("{app_id}-staging.log"))
+            .join("staging-logs")
+            .join(format!("{app_id}.log"))
     }
 
     /// The app's last staging log, if it was ever staged (also after a failed staging).

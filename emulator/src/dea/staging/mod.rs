@@ -17,6 +17,7 @@ pub(crate) mod run;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+pub(crate) use java::jetty_home;
 use run::Staging;
 pub(crate) use run::StagingEnv;
 
