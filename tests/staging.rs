@@ -430,8 +430,20 @@ async fn a_python_apps_requirements_are_installed_into_a_virtualenv_of_its_own()
 /// A Django project answering `/` (no database tables needed).
 fn django_app() -> tempfile::TempDir {
     let app = tempfile::tempdir().unwrap();
+    let wheelhouse = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wheelhouse");
+    assert!(
+        wheelhouse
+            .join("gunicorn-23.0.0-py3-none-any.whl")
+            .is_file(),
+        "{} must hold Django's and gunicorn's wheels: .ci/run downloads them",
+        wheelhouse.display()
+    );
+    let requirements = format!(
+        "--no-index\n--find-links {}\nDjango==4.2.30\ngunicorn==23.0.0\n",
+        wheelhouse.display()
+    );
     let files = [
-        ("requirements.txt", "Django>=4.2,<5\ngunicorn\n"),
+        ("requirements.txt", requirements.as_str()),
         (
             "manage.py",
             "import os, sys\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site1.settings')\n\
@@ -463,8 +475,8 @@ fn django_app() -> tempfile::TempDir {
     app
 }
 
-/// Django and gunicorn come from the machine's package index (pip's own configuration), as a
-/// real app's requirements do; the app is served by gunicorn, as v1 served Django.
+/// Django and gunicorn installed by pip as the requirements say (here: from a wheelhouse, with no
+/// index, which .ci/run fills); the app is served by gunicorn, as v1 served Django.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_django_app_is_served_by_gunicorn_from_its_requirements() {
     let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -134,8 +134,8 @@ pub struct Config {
     pub admins: Vec<String>,
     /// How long a crashed instance's directory and logs are kept (v1: an hour).
     pub crash_retention: Duration,
-    /// Where staging keeps the package managers' caches. `None`: the user's cache directory
-    /// (`$XDG_CACHE_HOME/afemu/staging`, `~/.cache/afemu/staging`), else under the data directory.
+    /// Where staging keeps the package managers' caches. `None`: `staging-cache/` in the data
+    /// directory.
     pub staging_cache: Option<PathBuf>,
     /// Credentials given to new services, by vendor (`mysql`, `redis`, …), over made-up ones;
     /// a vendor named here is a record (its credentials point wherever they say).
@@ -385,8 +385,8 @@ pub struct ServeArgs {
     /// fails [default: 120s, as v1].
     #[arg(long, env = "AFEMU_STAGING_TIMEOUT", value_parser = humantime::parse_duration)]
     pub staging_timeout: Option<Duration>,
-    /// Where staging keeps the package managers' caches (npm, pip, Bundler), shared by every
-    /// emulator [default: $XDG_CACHE_HOME/afemu/staging, or ~/.cache/afemu/staging].
+    /// Where staging keeps the package managers' caches (npm, pip, Bundler); one directory can
+    /// serve every emulator [default: staging-cache/ in the data directory].
     #[arg(long, env = "AFEMU_STAGING_CACHE")]
     pub staging_cache: Option<PathBuf>,
     /// How long an instance may take to listen before it is CRASHED [default: 60s].
@@ -416,24 +416,13 @@ pub struct ServeArgs {
     pub admins: Vec<String>,
 }
 
-/// The staging cache: the configured one, else the user's cache directory, else one under the
-/// data directory.
+/// The staging cache: the configured one, else one under the data directory (afemu writes
+/// nowhere else unless told).
 pub(crate) fn staging_cache(config: &Config, data_dir: &Path) -> PathBuf {
-    if let Some(cache) = &config.staging_cache {
-        return cache.clone();
-    }
-    let user_cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|home| !home.is_empty())
-                .map(|home| PathBuf::from(home).join(".cache"))
-        });
-    match user_cache {
-        Some(dir) => dir.join("afemu").join("staging"),
-        None => data_dir.join("staging-cache"),
-    }
+    config
+        .staging_cache
+        .clone()
+        .unwrap_or_else(|| data_dir.join("staging-cache"))
 }
 
 impl ServeArgs {
