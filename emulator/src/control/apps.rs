@@ -303,29 +303,37 @@ impl Platform {
             lock_version: None,
             ..update
         };
-        let _guard = self.lock_app(app_id).await;
-        match self.apply_with_bindings(user, app_id, &create).await {
-            Ok(effects) => {
-                if let Err(error) = self.carry_out(app_id, effects).await {
-                    self.remove_app(app_id).await;
-                    return Err(error);
+        let (platform, user) = (self.clone(), user.to_owned());
+        self.to_completion(async move {
+            let _guard = platform.lock_app(app_id).await;
+            match platform.apply_with_bindings(&user, app_id, &create).await {
+                Ok(effects) => {
+                    if let Err(error) = platform.carry_out(app_id, effects).await {
+                        platform.remove_app(app_id).await;
+                        return Err(error);
+                    }
+                    Ok(name)
                 }
-                Ok(name)
+                Err(error) => {
+                    platform.remove_app(app_id).await;
+                    Err(error)
+                }
             }
-            Err(error) => {
-                self.remove_app(app_id).await;
-                Err(error)
-            }
-        }
+        })
+        .await
     }
 
     /// `PUT /apps/:name`: the whole document as the client last read it, changed.
     pub async fn update_app(&self, user: &str, name: &str, body: &Value) -> Result<(), ApiError> {
         let update = AppUpdate::parse(body)?;
         let app_id = self.state().app_id(user, name)?;
-        let _guard = self.lock_app(app_id).await;
-        let effects = self.apply_with_bindings(user, app_id, &update).await?;
-        self.carry_out(app_id, effects).await
+        let (platform, user) = (self.clone(), user.to_owned());
+        self.to_completion(async move {
+            let _guard = platform.lock_app(app_id).await;
+            let effects = platform.apply_with_bindings(&user, app_id, &update).await?;
+            platform.carry_out(app_id, effects).await
+        })
+        .await
     }
 
     /// [`Platform::apply`], with the bindings it makes and breaks: the new ones are made first (a

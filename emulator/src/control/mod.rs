@@ -258,6 +258,22 @@ impl Platform {
         self.inner.feed.submit(changes);
     }
 
+    /// Runs `work` to its end even when the request that asked for it goes away (its client
+    /// hung up, or gave up waiting for a long staging): dropped half-way, a staging would leave
+    /// the tools it started running past the staging timeout and its droplet half-made, and the
+    /// app STARTED with nothing launched and its lock free for another staging into the same
+    /// droplet. The task is tracked: shutdown waits for it, and ends the staging it runs.
+    async fn to_completion<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, crate::error::ApiError>> + Send + 'static,
+    ) -> Result<T, crate::error::ApiError> {
+        match self.inner.tasks.spawn(work).await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => Err(crate::error::ApiError::System(error.to_string())),
+        }
+    }
+
     async fn lock_app(&self, app_id: u64) -> OwnedMutexGuard<()> {
         let lock = self
             .inner

@@ -399,8 +399,8 @@ fn prepare_instance_dir(droplet_dir: &Path, dir: &Path) -> std::io::Result<()> {
         }
     }
     let staging_log = droplet_dir.join("staging.log");
-    if staging_log.is_file() {
-        std::fs::copy(staging_log, dir.join("logs").join("staging.log"))?;
+    if std::fs::symlink_metadata(&staging_log).is_ok_and(|m| m.is_file()) {
+        super::copy_regular_file(&staging_log, &dir.join("logs").join("staging.log"))?;
     }
     Ok(())
 }
@@ -419,8 +419,12 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         } else if file_type.is_symlink() {
             let link = std::fs::read_link(entry.path())?;
             std::os::unix::fs::symlink(link, &target)?;
+        } else if file_type.is_file() {
+            super::copy_regular_file(entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), &target)?;
+            // A FIFO, a socket or a device node a staging tool left: not the app's files (and
+            // opening a FIFO to copy it would wait for ever).
+            tracing::debug!(path = %entry.path().display(), "not copied into the instance: not a regular file");
         }
     }
     Ok(())

@@ -179,7 +179,12 @@ impl Dea {
             let dir = dir.clone();
             let failed = staged.is_err();
             let _ = tokio::task::spawn_blocking(move || {
-                let _ = std::fs::copy(dir.join("staging.log"), kept);
+                if let Err(error) = copy_regular_file(&dir.join("staging.log"), &kept) {
+                    let _ = std::fs::write(
+                        &kept,
+                        format!("-----> The staging log could not be kept: {error}\n"),
+                    );
+                }
                 if failed {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
@@ -447,6 +452,29 @@ impl Dea {
             reason: reason.to_owned(),
         });
     }
+}
+
+/// Copies `from` to `to` (created, or emptied) with its permissions when `from` is a regular
+/// file, never through a link: a droplet's files are what staging tools left, and a tool may
+/// have left a FIFO (whose opening would block for ever), a device node or a link to anywhere in
+/// a file's place. Anything but a regular file is an error of kind `InvalidInput`.
+fn copy_regular_file(from: &Path, to: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(from)?;
+    let metadata = source.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", from.display()),
+        ));
+    }
+    let mut target = std::fs::File::create(to)?;
+    let copied = std::io::copy(&mut source, &mut target)?;
+    target.set_permissions(metadata.permissions())?;
+    Ok(copied)
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -322,12 +322,16 @@ impl Kind {
                 ("node", format!("node {file}"), true, Vec::new())
             }
             Kind::Sinatra => {
-                let file = sinatra_file(dir)?;
+                let mut file = sinatra_file(dir)?;
+                if file.starts_with('-') {
+                    // A file, not one of ruby's options.
+                    file.insert_str(0, "./");
+                }
                 // v1 ran `ruby <file> -p <port>`; Sinatra reads its port from `-p`, and its
                 // address from `-o` (in production it would otherwise listen on every interface).
                 (
                     "ruby",
-                    format!("ruby {file} -o 127.0.0.1"),
+                    format!("ruby {} -o 127.0.0.1", shell_word(&file)),
                     true,
                     rack_env(),
                 )
@@ -421,6 +425,21 @@ fn sinatra_file(dir: &Path) -> Option<String> {
     })
 }
 
+/// A name from the app's files (a Sinatra app's file, a Django project's directory) as one word
+/// of the start script that `/bin/sh` runs: quoted unless it is plainly safe, so that a file
+/// called `my app.rb` or `x$(…).rb` is a file name, not two words or a command.
+pub(super) fn shell_word(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=+,@%".contains(&b));
+    if plain {
+        name.to_owned()
+    } else {
+        format!("'{}'", name.replace('\'', "'\\''"))
+    }
+}
+
 /// Whether a program is on the `PATH`.
 pub(crate) fn runtime_installed(program: &str) -> bool {
     std::env::var_os("PATH")
@@ -454,6 +473,38 @@ mod tests {
             assert_eq!(
                 plan(dir.path(), "node", None).unwrap(),
                 StartPlan::command("node app.js", true)
+            );
+        }
+    }
+
+    #[test]
+    fn names_from_the_apps_files_are_one_shell_word() {
+        assert_eq!(shell_word("app.rb"), "app.rb");
+        assert_eq!(shell_word("my app.rb"), "'my app.rb'");
+        assert_eq!(shell_word("x$(touch y).rb"), "'x$(touch y).rb'");
+        assert_eq!(shell_word("it's.rb"), "'it'\\''s.rb'");
+        // What /bin/sh makes of them: the name itself, one word.
+        for name in [
+            "my app.rb",
+            "x$(touch y).rb",
+            "it's.rb",
+            "a;b`c`\"d\".rb",
+            "-",
+        ] {
+            let output = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("printf '%s|' {}", shell_word(name)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{name}|"));
+        }
+        // A Sinatra file whose name would have been a command substitution.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("x$(touch y).rb"), "require 'sinatra'\n").unwrap();
+        if runtime_installed("ruby") {
+            assert_eq!(
+                command_of(dir.path(), "sinatra").unwrap(),
+                "ruby 'x$(touch y).rb' -o 127.0.0.1"
             );
         }
     }

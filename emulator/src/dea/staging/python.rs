@@ -107,9 +107,10 @@ pub(super) fn gunicorn_command(app_dir: &Path, chosen: &str) -> Option<String> {
             .filter(|dir| dir.join("settings.py").is_file() && dir.join("wsgi.py").is_file())
             .filter_map(|dir| Some(dir.file_name()?.to_str()?.to_owned()))
             .min()?;
+        let application = super::shell_word(&format!("{project}.wsgi:application"));
         return Some(format!(
             "python3 manage.py migrate --noinput >> ../logs/startup.log 2>&1; \
-{bind} {project}.wsgi:application"
+{bind} {application}"
         ));
     }
     None

@@ -118,10 +118,22 @@ pub(super) async fn stage(staging: &mut Staging) -> Result<Bundle, String> {
         ("Installing gems", &["install", "--no-cache"])
     };
     staging.run(what, &bundle, args, &env, None).await?;
-    // As v1 did, the droplet keeps the installed gems, not their packages.
-    if let Ok(versions) = std::fs::read_dir(path.join("ruby")) {
+    // As v1 did, the droplet keeps the installed gems, not their packages. Never through a
+    // link: the Gemfile is Ruby code that Bundler ran, and it may have put a link to anywhere
+    // in the bundle (`rubygems/ruby/x -> ~/work`), where afemu, unconfined, would otherwise
+    // remove `~/work/cache`.
+    let real_dir = |dir: &Path| std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir());
+    let ruby = path.join("ruby");
+    if [staging.droplet_dir.as_path(), &app, &path, &ruby]
+        .into_iter()
+        .all(real_dir)
+        && let Ok(versions) = std::fs::read_dir(&ruby)
+    {
         for version in versions.flatten() {
-            let _ = std::fs::remove_dir_all(version.path().join("cache"));
+            let cache = version.path().join("cache");
+            if version.file_type().is_ok_and(|t| t.is_dir()) && real_dir(&cache) {
+                let _ = std::fs::remove_dir_all(cache);
+            }
         }
     }
     let lockfile = std::fs::read_to_string(app.join("Gemfile.lock"))

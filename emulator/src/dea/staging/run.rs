@@ -5,7 +5,7 @@
 //! `TMPDIR` and the staging caches (Landlock, where the kernel has it).
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -31,7 +31,6 @@ pub(crate) struct StagingEnv {
 pub(crate) struct Staging {
     pub(crate) droplet_dir: PathBuf,
     pub(crate) app_dir: PathBuf,
-    log_path: PathBuf,
     log: Option<fs::File>,
     started: Instant,
     env: StagingEnv,
@@ -42,12 +41,18 @@ pub(crate) struct Staging {
 impl Staging {
     pub(crate) fn new(droplet_dir: &Path, env: StagingEnv) -> Result<Staging, String> {
         let log_path = droplet_dir.join("staging.log");
-        let log = fs::File::create(&log_path)
+        // Read back through this handle too (a failure's reason): the path is in the droplet,
+        // where a tool may put a FIFO or a link in the log's place.
+        let log = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)
             .map_err(|e| format!("cannot create the staging log: {e}"))?;
         Ok(Staging {
             droplet_dir: droplet_dir.to_path_buf(),
             app_dir: droplet_dir.join("app"),
-            log_path,
             log: Some(log),
             started: Instant::now(),
             env,
@@ -111,8 +116,11 @@ impl Staging {
             .ok_or_else(|| "no staging log".to_owned())?;
         let _ = log.flush();
         let offset = log.stream_position().unwrap_or(0);
-        let stdout = log.try_clone().map_err(|e| e.to_string())?;
-        let stderr = log.try_clone().map_err(|e| e.to_string())?;
+        let kept = log.try_clone().map_err(|e| e.to_string())?;
+        // The output goes through a pipe of ours into the log, so that the log has a limit.
+        let (output, stdout) =
+            std::io::pipe().map_err(|e| format!("{what}: no pipe for its output: {e}"))?;
+        let stderr = stdout.try_clone().map_err(|e| e.to_string())?;
 
         let mut command = tokio::process::Command::new(program);
         command
@@ -125,17 +133,27 @@ impl Staging {
             .stderr(Stdio::from(stderr))
             .process_group(0)
             .kill_on_drop(true);
-        let writable = vec![
-            self.droplet_dir.clone(),
-            self.env.cache.clone(),
-            PathBuf::from("/dev"),
-        ];
+        let writable = vec![self.droplet_dir.clone(), self.env.cache.clone()];
+        // The command (and with it our copies of the pipe's writing end) is gone once spawned.
         let mut child = spawn_confined(command, writable)
             .map_err(|e| format!("{what}: cannot run {shown}: {e}"))?;
         let group = child.id().map(|pid| pid as i32);
         if let Some(group) = group {
             self.env.watchdog.watch(group);
         }
+        let ended = CancellationToken::new();
+        let copier = match tokio::net::unix::pipe::Receiver::from_owned_fd(output.into()) {
+            Ok(output) => Some(tokio::spawn(keep_output(
+                output,
+                kept,
+                LOG_LIMIT.saturating_sub(offset),
+                ended.clone(),
+            ))),
+            Err(error) => {
+                tracing::warn!(target: "afemu::staging", %error, "the tool's output cannot be read");
+                None
+            }
+        };
         let limit = self.left();
         let outcome = tokio::select! {
             status = child.wait() => Some(status),
@@ -145,6 +163,10 @@ impl Staging {
                 let _ = child.wait().await;
                 if let Some(group) = group {
                     self.env.watchdog.forget(group);
+                }
+                ended.cancel();
+                if let Some(copier) = copier {
+                    let _ = copier.await;
                 }
                 return Err("afemu is shutting down".into());
             }
@@ -156,6 +178,11 @@ impl Staging {
         }
         if let Some(group) = group {
             self.env.watchdog.forget(group);
+        }
+        // What the tool wrote is in the log before anything else is.
+        ended.cancel();
+        if let Some(copier) = copier {
+            let _ = copier.await;
         }
         match outcome {
             None => {
@@ -182,15 +209,24 @@ impl Staging {
         }
     }
 
+    /// What the log holds from `offset` on, at most its first 256 KiB (which hold the cause),
+    /// read from the log's own handle; bytes that are not UTF-8 (a cut character, a compiler's
+    /// Latin-1) do not lose the rest.
     fn output_since(&self, offset: u64) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = fs::File::open(&self.log_path)
-            && file.seek(SeekFrom::Start(offset)).is_ok()
-        {
-            // A tool's output can be large: its first 256 KiB hold the cause.
-            let _ = file.take(256 * 1024).read_to_string(&mut text);
+        use std::os::unix::fs::FileExt;
+        let Some(file) = &self.log else {
+            return String::new();
+        };
+        let mut bytes = vec![0; 256 * 1024];
+        let mut filled = 0;
+        while filled < bytes.len() {
+            match file.read_at(&mut bytes[filled..], offset + filled as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => filled += n,
+            }
         }
-        text
+        bytes.truncate(filled);
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Ends the staging: the scratch `TMPDIR` goes.
@@ -198,6 +234,57 @@ impl Staging {
         let _ = fs::remove_dir_all(&self.tmp);
         if let Some(log) = &mut self.log {
             let _ = log.flush();
+        }
+    }
+}
+
+/// How large a staging log grows: what the tools write past it is read and dropped. Enough for
+/// any real install's output; a tool that prints without end (a build stuck in a loop of
+/// warnings, `yes`) would otherwise fill the disk within the staging timeout, and the log is
+/// copied twice more (kept for the app, and into each instance).
+const LOG_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// Appends what a tool writes to the log, `room` bytes of it at most (then a line that says the
+/// rest is not kept; the rest is read and dropped, so the tool never blocks on a full pipe),
+/// until the pipe ends or `ended` is cancelled. After `ended`, what the pipe still holds is
+/// taken without waiting for more: a process that left the tool's process group may keep the
+/// pipe open (and full) for ever.
+async fn keep_output(
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    mut log: fs::File,
+    mut room: u64,
+    ended: CancellationToken,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0; 64 * 1024];
+    let mut full = false;
+    let mut keep = |bytes: &[u8]| {
+        let take = bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let _ = log.write_all(&bytes[..take]);
+        room -= take as u64;
+        if take < bytes.len() && !full {
+            full = true;
+            let _ = writeln!(
+                log,
+                "\n-----> The staging log is full ({} MiB): the rest of the output is not kept",
+                LOG_LIMIT / (1024 * 1024)
+            );
+        }
+    };
+    loop {
+        tokio::select! {
+            read = pipe.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => keep(&buffer[..n]),
+            },
+            () = ended.cancelled() => break,
+        }
+    }
+    // A pipe holds 64 KiB (1 MiB if a tool asked for more); an escaped writer is not waited for.
+    for _ in 0..64 {
+        match pipe.try_read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => keep(&buffer[..n]),
         }
     }
 }
@@ -235,19 +322,40 @@ fn confine(writable: &[PathBuf]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Restricts the calling thread (and what it starts) to writing beneath `writable`; false when
-/// the kernel enforces nothing.
+/// The device files a staging tool may write: the harmless ones (`/dev/null` above all), the
+/// terminal and shared-memory ones. Not the rest of `/dev`: a tool running as root could
+/// otherwise write a disk (`/dev/sda`) or the kernel log.
+const WRITABLE_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts",
+    "/dev/shm",
+];
+
+/// Restricts the calling thread (and what it starts) to writing beneath `writable` and the
+/// devices of [`WRITABLE_DEVICES`], making no device node anywhere (a root tool could `mknod` a
+/// disk inside the droplet and write it there), and, where the kernel can (Landlock ABI 6, Linux
+/// 6.12), to signalling only processes of its own sandbox (a `postinstall` cannot kill afemu or
+/// another app) and connecting to no abstract Unix socket made outside it; false when the kernel
+/// enforces nothing.
 fn restrict(writable: &[PathBuf]) -> std::io::Result<bool> {
     use landlock::{
-        ABI, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, path_beneath_rules,
+        ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+        path_beneath_rules,
     };
     let abi = ABI::V3;
+    let allowed = AccessFs::from_write(abi) & !(AccessFs::MakeChar | AccessFs::MakeBlock);
     let status = Ruleset::default()
         .handle_access(AccessFs::from_write(abi))
+        .and_then(|ruleset| ruleset.scope(Scope::from_all(ABI::V6)))
         .and_then(|ruleset| ruleset.create())
-        .and_then(|ruleset| {
-            ruleset.add_rules(path_beneath_rules(writable, AccessFs::from_write(abi)))
-        })
+        .and_then(|ruleset| ruleset.add_rules(path_beneath_rules(writable, allowed)))
+        .and_then(|ruleset| ruleset.add_rules(path_beneath_rules(WRITABLE_DEVICES, allowed)))
         .and_then(|ruleset| ruleset.restrict_self())
         .map_err(std::io::Error::other)?;
     Ok(status.ruleset != RulesetStatus::NotEnforced)
