@@ -316,3 +316,25 @@ async fn a_client_hanging_up_during_staging_does_not_leave_it_half_done() {
             .contains("did not finish within the staging timeout")
     );
 }
+
+/// A process that leaves the tool's process group on purpose (`setsid`, node's `detached`) is
+/// found by the mark staging put in its environment, and ended with the staging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_leaves_the_group_does_not_outlive_the_staging() {
+    let (data, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let emu = emulator_with(data.path(), cache.path(), None).await;
+    let af = emu.client();
+    let marker = format!("afemu-setsid-{}", std::process::id());
+    // The postinstall ends at once, leaving a session of its own behind.
+    let app = node_app(&format!(
+        "setsid node -e 'setInterval(() => {{}}, 1000)' {marker} > /dev/null 2>&1 < /dev/null &"
+    ));
+    create(&af, "escapes", "node", None).await;
+    af.upload_dir("escapes", app.path()).await.unwrap();
+    af.start("escapes", EVENT_TIMEOUT).await.unwrap();
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<String>::new(),
+        "nothing the staging started outlives it"
+    );
+}

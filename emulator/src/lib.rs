@@ -46,6 +46,7 @@ pub mod fuzzing;
 pub mod harness;
 mod nodes;
 pub mod procedure;
+mod procs;
 pub mod server;
 mod timeline;
 mod watchdog;

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::watchdog::Watchdog;
 
+/// The variable that marks every process a staging tool starts.
+const STAGING_MARK: &str = "AFEMU_STAGING_RUN";
+
 /// What a staging may use beyond the droplet: its time limit, its caches, and the hooks that end
 /// its tools when afemu stops or dies.
 #[derive(Clone)]
@@ -122,11 +125,16 @@ impl Staging {
             std::io::pipe().map_err(|e| format!("{what}: no pipe for its output: {e}"))?;
         let stderr = stdout.try_clone().map_err(|e| e.to_string())?;
 
+        // Everything the tool starts carries this mark, so that what leaves its process group
+        // (`setsid`, a daemon) is found and ended with it.
+        let mark_value = crate::clock::random_hex(16);
+        let mark = format!("{STAGING_MARK}={mark_value}");
         let mut command = tokio::process::Command::new(program);
         command
             .args(args)
             .current_dir(cwd.unwrap_or(&self.app_dir))
             .env("TMPDIR", &self.tmp)
+            .env(STAGING_MARK, &mark_value)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
@@ -159,7 +167,7 @@ impl Staging {
             status = child.wait() => Some(status),
             () = tokio::time::sleep(limit) => None,
             () = self.env.shutdown.cancelled() => {
-                kill_group(group);
+                crate::procs::kill_all(group, &mark);
                 let _ = child.wait().await;
                 if let Some(group) = group {
                     self.env.watchdog.forget(group);
@@ -171,8 +179,8 @@ impl Staging {
                 return Err("afemu is shutting down".into());
             }
         };
-        // Whatever the tool left running in its group goes with it.
-        kill_group(group);
+        // Whatever the tool left running, in its group or not, goes with it.
+        crate::procs::kill_all(group, &mark);
         if outcome.is_none() {
             let _ = child.wait().await;
         }
@@ -359,15 +367,6 @@ fn restrict(writable: &[PathBuf]) -> std::io::Result<bool> {
         .and_then(|ruleset| ruleset.restrict_self())
         .map_err(std::io::Error::other)?;
     Ok(status.ruleset != RulesetStatus::NotEnforced)
-}
-
-fn kill_group(group: Option<i32>) {
-    if let Some(group) = group {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(group),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }
 
 /// Whether staging tools are confined on this machine (the kernel has Landlock): tried on a

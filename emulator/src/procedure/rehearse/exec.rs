@@ -459,7 +459,7 @@ impl Group {
 
     /// The processes still alive of the command: in its group, or marked.
     fn members(&self) -> Vec<(i32, String)> {
-        members(self.pgid, &self.mark)
+        crate::procs::members(self.pgid, &self.mark)
     }
 }
 
@@ -467,45 +467,6 @@ impl Drop for Group {
     fn drop(&mut self) {
         self.signal(nix::sys::signal::Signal::SIGKILL);
     }
-}
-
-/// The live processes in group `pgid` or with `mark` (`NAME=VALUE`) in their environment.
-fn members(pgid: Option<i32>, mark: &str) -> Vec<(i32, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let mut rest = stat[close + 1..].split_whitespace();
-        let state = rest.next();
-        let group = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
-        if matches!(state, Some("Z" | "X")) || pid == std::process::id() as i32 {
-            continue;
-        }
-        let marked = || {
-            std::fs::read(entry.path().join("environ")).is_ok_and(|environ| {
-                environ
-                    .split(|b| *b == 0)
-                    .any(|variable| variable == mark.as_bytes())
-            })
-        };
-        if (pgid.is_some() && group == pgid) || marked() {
-            found.push((pid, stat[open + 1..close].to_owned()));
-        }
-    }
-    found.sort();
-    found
 }
 
 fn is_executable(path: &Path) -> bool {
