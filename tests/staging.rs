@@ -7,57 +7,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use afemu::Emulator;
-use afemu::cli::V1Client;
 use common::EVENT_TIMEOUT;
+use common::staging::{
+    create, droplet_dirs, emulator_with, pack_greet, processes_with, staging_log, start_failing,
+    tool,
+};
 use serde_json::json;
-
-/// Runs a tool the test needs; a missing one fails the test with what to install.
-fn tool(program: &str, args: &[&str], dir: &Path) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed for this test (.ci/run installs it): {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A node package `greet` made with `npm pack` into `app/vendor/`: the dependency of the apps
-/// here, installable with no registry (`file:vendor/greet-1.0.0.tgz`).
-fn pack_greet(app: &Path) {
-    let source = tempfile::tempdir().unwrap();
-    std::fs::write(
-        source.path().join("package.json"),
-        r#"{"name": "greet", "version": "1.0.0", "main": "index.js"}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        source.path().join("index.js"),
-        "module.exports = (name) => 'hello ' + name + ' from greet';\n",
-    )
-    .unwrap();
-    let vendor = app.join("vendor");
-    std::fs::create_dir_all(&vendor).unwrap();
-    tool(
-        "npm",
-        &[
-            "pack",
-            "--silent",
-            "--pack-destination",
-            vendor.to_str().unwrap(),
-        ],
-        source.path(),
-    );
-}
 
 /// A node app answering with what its dependency says; `package` is its package.json.
 fn node_app(package: serde_json::Value) -> tempfile::TempDir {
@@ -71,90 +29,6 @@ fn node_app(package: serde_json::Value) -> tempfile::TempDir {
     )
     .unwrap();
     app
-}
-
-async fn create(af: &V1Client, name: &str, framework: &str, command: Option<&str>) {
-    let mut staging = json!({"framework": framework});
-    if let Some(command) = command {
-        staging["command"] = json!(command);
-    }
-    af.create_app(&json!({
-        "name": name,
-        "staging": staging,
-        "uris": [format!("{name}.com")],
-        "instances": 1,
-        "resources": {"memory": 128},
-    }))
-    .await
-    .unwrap();
-}
-
-/// The app's last staging log, through the files API as `af files APP logs/staging.log` reads it.
-async fn staging_log(emu: &Emulator, af: &V1Client, name: &str) -> String {
-    let response = reqwest::Client::new()
-        .get(format!(
-            "{}/apps/{name}/instances/0/files/logs%2Fstaging.log",
-            emu.api_url()
-        ))
-        .header("AUTHORIZATION", af.token().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "logs/staging.log of {name}");
-    response.text().await.unwrap()
-}
-
-/// Starts an app whose staging must fail: v1's 310 `Staging failed: '…'`, the app left STOPPED,
-/// its package FAILED. Returns the error's description.
-async fn start_failing(af: &V1Client, name: &str) -> String {
-    let error = af.start(name, EVENT_TIMEOUT).await.unwrap_err();
-    assert_eq!(
-        (error.status(), error.code()),
-        (Some(500), Some(310)),
-        "{error}"
-    );
-    let doc = af.app(name).await.unwrap();
-    assert_eq!(doc["state"], "STOPPED", "v1 left a failed app stopped");
-    let description = error.to_string();
-    assert!(description.contains("Staging failed: '"), "{description}");
-    description
-}
-
-/// What is left in the data directory's droplets: a failed staging leaves nothing there (its log
-/// is kept in `staging-logs/`).
-fn droplet_dirs(data: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(data.join("droplets"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect()
-}
-
-/// Processes whose command line holds `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
-        .filter(|cmdline| cmdline.contains(marker))
-        .collect()
-}
-
-async fn emulator_with(data: &Path, cache: &Path, timeout: Option<Duration>) -> Emulator {
-    let cache = cache.to_path_buf();
-    Emulator::builder()
-        .data_dir(data)
-        .configure(move |config| {
-            config.staging_cache = Some(cache);
-            if let Some(timeout) = timeout {
-                config.timing.staging_timeout = timeout;
-            }
-        })
-        .start()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,51 +6,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use afemu::Emulator;
-use afemu::cli::V1Client;
 use common::EVENT_TIMEOUT;
+use common::staging::{
+    create, droplet_dirs, emulator_with, pack_greet, processes_with, staging_log,
+};
 use serde_json::json;
-
-fn tool(program: &str, args: &[&str], dir: &Path) {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed for this test (.ci/run installs it): {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// A node app with one dependency packed here (so npm runs, offline) and `postinstall` as its
 /// lifecycle script.
 fn node_app(postinstall: &str) -> tempfile::TempDir {
-    let source = tempfile::tempdir().unwrap();
-    std::fs::write(
-        source.path().join("package.json"),
-        r#"{"name": "greet", "version": "1.0.0", "main": "index.js"}"#,
-    )
-    .unwrap();
-    std::fs::write(source.path().join("index.js"), "module.exports = 1;\n").unwrap();
     let app = tempfile::tempdir().unwrap();
-    let vendor = app.path().join("vendor");
-    std::fs::create_dir_all(&vendor).unwrap();
-    tool(
-        "npm",
-        &[
-            "pack",
-            "--silent",
-            "--pack-destination",
-            vendor.to_str().unwrap(),
-        ],
-        source.path(),
-    );
+    pack_greet(app.path());
     let package = json!({
         "name": "hostile", "version": "1.0.0",
         "dependencies": {"greet": "file:vendor/greet-1.0.0.tgz"},
@@ -63,77 +31,6 @@ fn node_app(postinstall: &str) -> tempfile::TempDir {
     )
     .unwrap();
     app
-}
-
-async fn emulator_with(data: &Path, cache: &Path, timeout: Option<Duration>) -> Emulator {
-    let cache = cache.to_path_buf();
-    Emulator::builder()
-        .data_dir(data)
-        .configure(move |config| {
-            config.staging_cache = Some(cache);
-            if let Some(timeout) = timeout {
-                config.timing.staging_timeout = timeout;
-            }
-        })
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn create(af: &V1Client, name: &str, framework: &str, command: Option<&str>) {
-    let mut staging = json!({"framework": framework});
-    if let Some(command) = command {
-        staging["command"] = json!(command);
-    }
-    af.create_app(&json!({
-        "name": name,
-        "staging": staging,
-        "uris": [format!("{name}.com")],
-        "instances": 1,
-        "resources": {"memory": 128},
-    }))
-    .await
-    .unwrap();
-}
-
-/// `af files APP logs/staging.log`.
-async fn staging_log(emu: &Emulator, af: &V1Client, name: &str) -> String {
-    let response = reqwest::Client::new()
-        .get(format!(
-            "{}/apps/{name}/instances/0/files/logs%2Fstaging.log",
-            emu.api_url()
-        ))
-        .header("AUTHORIZATION", af.token().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "logs/staging.log of {name}");
-    response.text().await.unwrap()
-}
-
-fn droplet_dirs(data: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(data.join("droplets"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect()
-}
-
-fn processes_with(marker: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-            !state.is_some_and(|s| s.starts_with('Z'))
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
-        .filter(|cmdline| cmdline.contains(marker))
-        .collect()
 }
 
 /// A Gemfile is Ruby code that Bundler runs (confined). One that puts a link to outside the

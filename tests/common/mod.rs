@@ -243,6 +243,7 @@ pub async fn push_notifying_probe(
     af.start("probe", EVENT_TIMEOUT).await.unwrap();
 }
 
+pub mod staging;
 pub mod transcript;
 
 /// An emulator whose services are real (`--services real`): a machine without PostgreSQL,
