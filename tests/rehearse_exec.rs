@@ -300,19 +300,7 @@ async fn a_command_that_never_ends_is_stopped_at_its_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_jobs_fail_the_command_and_are_stopped() {
-    let command = "sleep 6002 & af apps";
-    let report = rehearse(&options(command)).await.unwrap();
-    let step = failed_script(&report, command);
-    assert!(
-        step.result.contains("left 1 process running") && step.result.contains("sleep"),
-        "{}",
-        step.result
-    );
-    assert!(
-        survivors("sleep 6002").is_empty(),
-        "{:?}",
-        survivors("sleep 6002")
-    );
+    assert_leftover_sleep_stopped("sleep 6002 & af apps", "sleep 6002").await;
 }
 
 /// The command line: `--exec` with its flags, exit codes, and `afemu check` of a runbook with a
@@ -381,7 +369,16 @@ async fn the_command_line_form_and_check_of_a_command_line() {
 /// the mark in its environment: the command fails and the process is stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_that_leaves_the_group_is_found_and_stopped() {
-    let command = "setsid sleep 6003 > /dev/null 2>&1 < /dev/null & af apps";
+    assert_leftover_sleep_stopped(
+        "setsid sleep 6003 > /dev/null 2>&1 < /dev/null & af apps",
+        "sleep 6003",
+    )
+    .await;
+}
+
+/// Rehearses `command`, which leaves `sleep` running: the command fails for it, and it is
+/// stopped.
+async fn assert_leftover_sleep_stopped(command: &str, sleep: &str) {
     let report = rehearse(&options(command)).await.unwrap();
     let step = failed_script(&report, command);
     assert!(
@@ -389,11 +386,7 @@ async fn a_process_that_leaves_the_group_is_found_and_stopped() {
         "{}",
         step.result
     );
-    assert!(
-        survivors("sleep 6003").is_empty(),
-        "{:?}",
-        survivors("sleep 6003")
-    );
+    assert!(survivors(sleep).is_empty(), "{:?}", survivors(sleep));
 }
 
 /// A deploy script that targets the real platform and logs in first: both are pinned to the
