@@ -15,6 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::watchdog::Watchdog;
 
+/// How a staging tool's run ended.
+enum Ended {
+    Exited(std::io::Result<std::process::ExitStatus>),
+    TimedOut,
+    ShuttingDown,
+}
+
 /// The variable that marks every process a staging tool starts.
 const STAGING_MARK: &str = "AFEMU_STAGING_RUN";
 
@@ -163,25 +170,14 @@ impl Staging {
             }
         };
         let limit = self.left();
-        let outcome = tokio::select! {
-            status = child.wait() => Some(status),
-            () = tokio::time::sleep(limit) => None,
-            () = self.env.shutdown.cancelled() => {
-                crate::procs::kill_all(group, &mark);
-                let _ = child.wait().await;
-                if let Some(group) = group {
-                    self.env.watchdog.forget(group);
-                }
-                ended.cancel();
-                if let Some(copier) = copier {
-                    let _ = copier.await;
-                }
-                return Err("afemu is shutting down".into());
-            }
+        let ended_by = tokio::select! {
+            status = child.wait() => Ended::Exited(status),
+            () = tokio::time::sleep(limit) => Ended::TimedOut,
+            () = self.env.shutdown.cancelled() => Ended::ShuttingDown,
         };
         // Whatever the tool left running, in its group or not, goes with it.
         crate::procs::kill_all(group, &mark);
-        if outcome.is_none() {
+        if !matches!(ended_by, Ended::Exited(_)) {
             let _ = child.wait().await;
         }
         if let Some(group) = group {
@@ -192,8 +188,9 @@ impl Staging {
         if let Some(copier) = copier {
             let _ = copier.await;
         }
-        match outcome {
-            None => {
+        match ended_by {
+            Ended::ShuttingDown => Err("afemu is shutting down".into()),
+            Ended::TimedOut => {
                 let error = format!(
                     "{what} did not finish within the staging timeout ({})",
                     humantime::format_duration(self.env.timeout)
@@ -201,9 +198,9 @@ impl Staging {
                 self.say(&format!("-----> {error}"));
                 Err(error)
             }
-            Some(Err(error)) => Err(format!("{what}: {error}")),
-            Some(Ok(status)) if status.success() => Ok(()),
-            Some(Ok(status)) => {
+            Ended::Exited(Err(error)) => Err(format!("{what}: {error}")),
+            Ended::Exited(Ok(status)) if status.success() => Ok(()),
+            Ended::Exited(Ok(status)) => {
                 let output = self.output_since(offset);
                 let reason = first_useful_line(&output)
                     .map(|line| format!(": {line}"))
