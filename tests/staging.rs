@@ -375,3 +375,51 @@ async fn a_django_app_is_served_by_gunicorn_from_its_requirements() {
     );
     assert!(log.contains("site1.wsgi:application"), "{log}");
 }
+
+/// `afemu rehearse --staging-cache DIR`: the emulator the rehearsal starts stages the runbook's
+/// apps with npm's cache there, so rehearsals in a row reuse what the first one fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rehearsal_stages_with_the_cache_it_is_given() {
+    let app = node_app(json!({
+        "name": "app", "version": "1.0.0",
+        "dependencies": {"greet": "file:vendor/greet-1.0.0.tgz"},
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("deploy.runbook");
+    std::fs::write(
+        &runbook,
+        format!(
+            "af push web --path {} --url web.example.com -n\n@traffic web.example.com\n\
+             @wait 200ms\n@expect served-by web web.example.com\n",
+            app.path().display()
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_afemu"))
+        .arg("rehearse")
+        .arg(&runbook)
+        .args([
+            "--profile",
+            "instant",
+            "--services",
+            "records",
+            "--staging-cache",
+        ])
+        .arg(&cache)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let npm_cache = cache.join("npm").join("_cacache");
+    assert!(
+        npm_cache.is_dir(),
+        "npm's cache is where the rehearsal was told: {:?}",
+        std::fs::read_dir(&cache).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+    );
+}

@@ -160,6 +160,14 @@ struct RehearseArgs {
     /// the running emulator's own setting holds.
     #[arg(long, env = "AFEMU_SERVICES", value_enum, default_value = "auto")]
     services: afemu_emulator::ServicesMode,
+    /// Where the emulator the rehearsal starts keeps npm's, pip's and Bundler's caches when it
+    /// stages apps, so that rehearsals in a row reuse them [default: one in its temporary data
+    /// directory].
+    #[arg(long, env = "AFEMU_STAGING_CACHE", value_name = "DIR")]
+    staging_cache: Option<std::path::PathBuf>,
+    /// How long staging may take in the emulator the rehearsal starts [default: 120s, as v1].
+    #[arg(long, env = "AFEMU_STAGING_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    staging_timeout: Option<std::time::Duration>,
     /// The faults of the emulator the rehearsal starts (with --target, applied to the running
     /// one through /_afemu/faults).
     #[command(flatten)]
@@ -351,6 +359,8 @@ async fn rehearse(args: RehearseArgs) -> ExitCode {
             timeout: args.timeout,
         },
         record: args.record.clone(),
+        staging_cache: args.staging_cache.clone(),
+        staging_timeout: args.staging_timeout,
     };
     let (report, kept) = match rehearse::rehearse_keeping(&options).await {
         Ok(done) => done,

@@ -68,6 +68,10 @@ pub struct Options {
     /// runbook (that runbook is checked in any case: the report says whether the sequence is
     /// safe under every schedule).
     pub record: Option<PathBuf>,
+    /// The staging cache of the emulator the rehearsal starts (else one in its data directory).
+    pub staging_cache: Option<PathBuf>,
+    /// Its staging timeout (else the default, v1's 120 s).
+    pub staging_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -85,6 +89,8 @@ impl Default for Options {
             inline: None,
             exec: exec::ExecOptions::default(),
             record: None,
+            staging_cache: None,
+            staging_timeout: None,
         }
     }
 }
@@ -509,7 +515,13 @@ pub async fn rehearse_keeping(
                 .profile(options.profile)
                 .faults(faults.clone())
                 .seed(faults.seed)
-                .configure(|config| config.services = options.services)
+                .configure(|config| {
+                    config.services = options.services;
+                    config.staging_cache = options.staging_cache.clone();
+                    if let Some(timeout) = options.staging_timeout {
+                        config.timing.staging_timeout = timeout;
+                    }
+                })
                 .start()
                 .await
                 .map_err(|e| RehearseError::Setup(format!("cannot start the emulator: {e}")))?,
