@@ -12,6 +12,7 @@ use std::process::Command;
 
 use afemu::Emulator;
 use common::EVENT_TIMEOUT;
+use common::staging::{instance_file, tool};
 use common::transcript::{Af, Session};
 use serde_json::json;
 
@@ -31,21 +32,6 @@ fn need_ruby_and_bundler() {
             "{program} is needed to stage Ruby apps with a Gemfile (Debian: {package}; .ci/run installs it)"
         );
     }
-}
-
-/// Runs a program in `dir`; panics with its output unless it succeeds.
-fn run(dir: &Path, program: &str, args: &[&str]) {
-    let output = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 fn write(path: &Path, text: &str) {
@@ -72,7 +58,7 @@ end
         &source.path().join("lib/hello_afemu.rb"),
         "module HelloAfemu\n  def self.greeting\n    \"hello from a vendored gem\"\n  end\nend\n",
     );
-    run(source.path(), "gem", &["build", "hello_afemu.gemspec"]);
+    tool("gem", &["build", "hello_afemu.gemspec"], source.path());
     let cache = app.join("vendor/cache");
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::copy(
@@ -155,7 +141,6 @@ async fn emulator(cache: &Path) -> Emulator {
         .expect("the emulator starts")
 }
 
-/// A file of instance 0 through the files API (what `af files` reads): its status and text.
 /// Creates the app `name` (a Ruby `framework`) on `<name>.example.com`, uploads `dir` and starts
 /// it.
 async fn push_and_start(emu: &Emulator, name: &str, framework: &str, dir: &Path) {
@@ -173,18 +158,6 @@ async fn push_and_start(emu: &Emulator, name: &str, framework: &str, dir: &Path)
     af.start(name, EVENT_TIMEOUT)
         .await
         .unwrap_or_else(|error| panic!("{name} starts: {error}"));
-}
-
-async fn file(emu: &Emulator, app: &str, path: &str) -> (u16, String) {
-    let token = emu.client().token().unwrap().to_owned();
-    let url = format!("{}/apps/{app}/instances/0/files/{path}", emu.api_url());
-    let response = reqwest::Client::new()
-        .get(url)
-        .header("AUTHORIZATION", token)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 /// The example: a standalone app whose own start command is `bundle exec ruby main.rb -p
@@ -253,7 +226,7 @@ end
         (200, "hello from a vendored gem; system gems not visible\n")
     );
 
-    let (_, log) = file(&emu, "gems", "logs/staging.log").await;
+    let (_, log) = instance_file(&emu, &emu.client(), "gems", "logs/staging.log").await;
     assert!(
         log.contains("-----> Installing gems from vendor/cache: bundle install --local"),
         "{log}"
@@ -263,7 +236,7 @@ end
     assert!(!log.contains("Installing Bundler"), "{log}");
     // The gems are in the droplet, as v1 laid them out (app/rubygems/ruby/<version>), without
     // their packages.
-    let (status, versions) = file(&emu, "gems", "app/rubygems/ruby").await;
+    let (status, versions) = instance_file(&emu, &emu.client(), "gems", "app/rubygems/ruby").await;
     assert_eq!(status, 200, "{versions}");
     let version = versions
         .split_whitespace()
@@ -271,10 +244,22 @@ end
         .expect("a Ruby version directory")
         .trim_end_matches('/')
         .to_owned();
-    let (_, installed) = file(&emu, "gems", &format!("app/rubygems/ruby/{version}")).await;
+    let (_, installed) = instance_file(
+        &emu,
+        &emu.client(),
+        "gems",
+        &format!("app/rubygems/ruby/{version}"),
+    )
+    .await;
     assert!(installed.contains("gems/"), "{installed}");
     assert!(!installed.contains("cache/"), "{installed}");
-    let (_, gems) = file(&emu, "gems", &format!("app/rubygems/ruby/{version}/gems")).await;
+    let (_, gems) = instance_file(
+        &emu,
+        &emu.client(),
+        "gems",
+        &format!("app/rubygems/ruby/{version}/gems"),
+    )
+    .await;
     assert!(gems.contains("hello_afemu-0.1.0/"), "{gems}");
 }
 
@@ -308,13 +293,14 @@ end
         (answer.status, answer.body.as_str()),
         (200, "sinatra from the bundle, in production\n")
     );
-    let (_, log) = file(&emu, "sinatra", "logs/staging.log").await;
+    let (_, log) = instance_file(&emu, &emu.client(), "sinatra", "logs/staging.log").await;
     assert!(
         log.contains("-----> Start command: bundle exec ruby app.rb -o 127.0.0.1"),
         "{log}"
     );
     // Staging wrote the lockfile it resolved, in the droplet.
-    let (status, lockfile) = file(&emu, "sinatra", "app/Gemfile.lock").await;
+    let (status, lockfile) =
+        instance_file(&emu, &emu.client(), "sinatra", "app/Gemfile.lock").await;
     assert_eq!(status, 200);
     assert!(lockfile.contains("    sinatra (3.0.5)"), "{lockfile}");
 }
@@ -345,7 +331,7 @@ async fn a_rack_app_is_served_by_the_rackup_of_its_bundle() {
         "{}",
         answer.body
     );
-    let (_, log) = file(&emu, "rack", "logs/staging.log").await;
+    let (_, log) = instance_file(&emu, &emu.client(), "rack", "logs/staging.log").await;
     assert!(
         log.contains("-----> Start command: bundle exec rackup config.ru -o 127.0.0.1"),
         "{log}"

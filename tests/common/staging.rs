@@ -20,7 +20,8 @@ pub fn tool(program: &str, args: &[&str], dir: &Path) -> String {
         .unwrap_or_else(|e| panic!("{program} is needed for this test (.ci/run installs it): {e}"));
     assert!(
         output.status.success(),
-        "{program} {args:?}: {}",
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -72,17 +73,24 @@ pub async fn create(af: &V1Client, name: &str, framework: &str, command: Option<
 
 /// The app's last staging log, through the files API as `af files APP logs/staging.log` reads it.
 pub async fn staging_log(emu: &Emulator, af: &V1Client, name: &str) -> String {
+    let (status, text) = instance_file(emu, af, name, "logs%2Fstaging.log").await;
+    assert_eq!(status, 200, "logs/staging.log of {name}");
+    text
+}
+
+/// A file of instance 0 through the files API (what `af files` reads; `path` as af sends it,
+/// or in plain segments): its status and text.
+pub async fn instance_file(emu: &Emulator, af: &V1Client, app: &str, path: &str) -> (u16, String) {
     let response = reqwest::Client::new()
         .get(format!(
-            "{}/apps/{name}/instances/0/files/logs%2Fstaging.log",
+            "{}/apps/{app}/instances/0/files/{path}",
             emu.api_url()
         ))
         .header("AUTHORIZATION", af.token().unwrap())
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "logs/staging.log of {name}");
-    response.text().await.unwrap()
+    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 /// Starts an app whose staging must fail: v1's 310 `Staging failed: '…'`, the app left STOPPED,
